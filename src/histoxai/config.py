@@ -1,0 +1,328 @@
+"""Typed configuration mirroring ``params.yaml``.
+
+``params.yaml`` is parsed once into frozen dataclasses. Unknown keys, wrong types and
+out-of-range values are errors naming the dotted key, the value and what was expected.
+Sections: ``base``, ``data``, ``model``, ``train``, ``tune``, ``explain``, ``xai_eval``,
+``dashboard``. Overrides (``--set train.lr=3e-5``) are parsed as YAML scalars and
+type-checked like the file.
+
+Example:
+    >>> cfg = load_config("params.yaml", ["data.patch_size_px=32"])
+    >>> cfg.data.patch_size_px
+    32
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, mistyped or out of range."""
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field whose numeric value (or each element) must lie in a range."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    seed: int = bounded(0, ge=0)
+    data_dir: str = "data"
+    patches_dir: str = "data/patches"
+    models_dir: str = "models"
+    reports_dir: str = "reports"
+    saliency_dir: str = "data/saliency"
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Synthetic H&E phantom (see ``histoxai.data.phantom``)."""
+
+    n_samples: int = bounded(6, ge=1)
+    grid_vox: tuple[int, int] = (20, 20)
+    um_per_px: float = bounded(3.125, gt=0)
+    noise_sd_md: float = bounded(0.05, ge=0)
+    noise_sd_fa: float = bounded(0.02, ge=0)
+    distractors: bool = True
+    shortcut: bool = False
+
+
+@dataclass(frozen=True)
+class MicromenConfig:
+    """Real MICROMEN data laid out as ``<root>/<n>/coreg_fine/ver1/{HE,HE_mask,MR}.mat``."""
+
+    root: str = ""
+    samples: tuple[int, ...] = ()
+    erosion_vox: int = bounded(0, ge=0)
+    on_bad_sample: Literal["error", "skip"] = "error"
+    strip_rows_px: int = bounded(4096, ge=1)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Split schemes; all are recorded in the index, ``scheme`` is the one trained on.
+
+    ``random`` and ``spatial_block`` split the patches of all samples but
+    ``holdout_samples`` (which become ``out``) by ``fractions`` (train, val, test);
+    ``spatial_block`` keeps square blocks of ``block_vox`` voxels together.
+    ``leave_sample_out`` trains on ``train_samples`` (val drawn from them) and tests on
+    all others.
+    """
+
+    scheme: Literal["random", "spatial_block", "leave_sample_out"] = "random"
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    block_vox: int = bounded(4, ge=1)
+    holdout_samples: tuple[str, ...] = ()
+    train_samples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["phantom", "micromen"] = "phantom"
+    patch_size_px: int = bounded(64, ge=8)
+    phantom: PhantomConfig = PhantomConfig()
+    micromen: MicromenConfig = MicromenConfig()
+    split: SplitConfig = SplitConfig()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet10t"
+    targets: tuple[str, ...] = ("md", "fa")
+    pretrained: bool = False
+    pretrained_file: str = ""
+    dropout: float = bounded(0.3, ge=0, le=1)
+    hidden_width: int = bounded(256, ge=1)
+    feature_width: int = bounded(64, ge=1)
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    registered_name: str = "histoxai-mdfa"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flips: bool = True
+    rot90: bool = True
+    small_rotation_deg: float = bounded(0.0, ge=0, le=10)
+    stain_jitter: float = bounded(0.0, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = bounded(20, ge=1)
+    frozen_epochs: int = bounded(0, ge=0)
+    patience: int = bounded(5, ge=1)
+    batch_size: int = bounded(64, ge=1)
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = bounded(1e-3, gt=0)
+    weight_decay: float = bounded(0.008, ge=0)
+    schedule: Literal["none", "cosine"] = "none"
+    warmup_epochs: int = bounded(0, ge=0)
+    decay_epochs: int = bounded(0, ge=0)
+    initial_lr: float = bounded(1e-5, gt=0)
+    warmup_target_lr: float = bounded(5e-5, gt=0)
+    augment: AugmentConfig = AugmentConfig()
+    stain_normalize: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = bounded(0, ge=0)
+    experiment: str = "histoxai"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    space: str = "tuning/spaces/mdfa.yaml"
+    study_name: str = "histoxai-mdfa"
+    n_trials: int = bounded(20, ge=1)
+    storage: str = ""
+    sampler: Literal["tpe", "random", "cmaes"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    workers: int = bounded(1, ge=1)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    model_uri: str = "models:/histoxai-mdfa@champion"
+    split: Literal["train", "val", "test", "out", "all"] = "test"
+    methods: tuple[str, ...] = ("gradcampp", "layercam", "smoothgrad")
+    score: Literal["higher", "lower", "target"] = "higher"
+    batch_size: int = bounded(32, ge=1)
+    max_patches: int = bounded(0, ge=0)
+
+
+@dataclass(frozen=True)
+class XaiEvalConfig:
+    max_patches: int = bounded(256, ge=1)
+    steps: int = bounded(10, ge=2)
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    host: str = "127.0.0.1"
+    port: int = bounded(8050, ge=1, le=65535)
+    page_size: int = bounded(48, ge=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    base: BaseConfig = BaseConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    explain: ExplainConfig = ExplainConfig()
+    xai_eval: XaiEvalConfig = XaiEvalConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = "params.yaml", overrides: typing.Sequence[str] = ()) -> Config:
+    """Parse and validate ``path`` (None: defaults only) with ``key=value`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"params file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    where = f" (in {path})" if path is not None else ""
+    try:
+        return parse(Config, raw)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{where}") from None
+
+
+def parse(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, validating every key against its type."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key {key!r}; expected one of {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        values[name] = _coerce(hints[name], value, key)
+        _check_range(fields[name], values[name], key)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r}: expected one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r}: expected {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}={value!r}: expected a list of {len(args)} values")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected a mapping")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}={value!r}: expected {tp.__name__}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp}")
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
+    for v in value if isinstance(value, tuple) else (value,):
+        if ge is not None and v < ge or gt is not None and v <= gt or le is not None and v > le:
+            bounds = " and ".join(
+                s for s in (ge is not None and f">= {ge}", gt is not None and f"> {gt}", le is not None and f"<= {le}") if s
+            )
+            raise ConfigError(f"{key}={value!r}: expected a value {bounds}")
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=3e-5")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: {text!r} is not a valid YAML value: {err}") from err
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (lists for tuples), e.g. for ``config.yaml``."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat dotted params (``train.lr``), the names ``dvc params diff`` shows."""
+    out: dict[str, Any] = {}
+    for k, v in (to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (round-trips through :func:`parse`)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,249 @@
+"""The patch store: uint8 patches and masks as memory-mappable ``.npy`` files, one per
+sample, with a Parquet index. Every later stage and the dashboard read it.
+
+Layout of a store directory::
+
+    index.parquet          one row per patch (see ``INDEX_COLUMNS``)
+    card.json              dataset card: source, generator, targets, ceilings
+    patches/<sample>.npy   (n_sample, H, W, 3) uint8
+    masks/<sample>.npy     (n_sample, H, W) uint8 labels, see ``MASK_CLASSES`` (optional)
+    <table>.parquet        optional per-patch tables (e.g. ``nuclei``), keyed by ``patch_id``
+
+A store is written to a temporary directory and renamed into place when complete, so a
+reader sees either the previous store or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from histoxai.io import atomic_path
+
+MASK_CLASSES: tuple[str, ...] = ("stroma", "nuclei", "air", "distractor")
+"""Pixel labels of ``masks/<sample>.npy``: the value is the position in this tuple."""
+
+TARGETS: tuple[str, ...] = ("md", "fa", "faip", "cc")
+"""Per-patch regression targets a store can hold (NaN where a source lacks one)."""
+
+SPLIT_SCHEMES: tuple[str, ...] = ("random", "spatial_block", "leave_sample_out")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "out")
+"""``out``: a sample held out of training altogether (out-of-sample evaluation)."""
+
+
+def split_column(scheme: str) -> str:
+    """Index column holding the split of ``scheme`` (e.g. ``split_random``)."""
+    if scheme not in SPLIT_SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SPLIT_SCHEMES}")
+    return f"split_{scheme}"
+
+
+@dataclass
+class SampleBlock:
+    """All patches of one sample, as handed to :func:`write_store`.
+
+    Attributes:
+        sample: sample name, used as file name (letters, digits, ``-``, ``_``).
+        images: (n, H, W, 3) uint8 patches.
+        table: n rows with at least ``row`` and ``col`` (voxel position) and any of
+            ``TARGETS``; extra columns are kept in the index.
+        masks: (n, H, W) uint8 labels (``MASK_CLASSES``), or None.
+        tables: extra per-patch tables with an ``offset`` column (0..n-1 within the
+            block); written as ``<name>.parquet`` with ``patch_id`` instead of offset.
+    """
+
+    sample: str
+    images: np.ndarray
+    table: pd.DataFrame
+    masks: np.ndarray | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def check(self) -> None:
+        n = len(self.table)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(
+                f"sample {self.sample}: images must be (n, H, W, 3) uint8, "
+                f"got {self.images.shape} {self.images.dtype}"
+            )
+        if self.images.shape[0] != n:
+            raise ValueError(f"sample {self.sample}: {self.images.shape[0]} images but {n} table rows")
+        if self.masks is not None and self.masks.shape != self.images.shape[:3]:
+            raise ValueError(
+                f"sample {self.sample}: masks {self.masks.shape} do not match images {self.images.shape[:3]}"
+            )
+        missing = {"row", "col"} - set(self.table.columns)
+        if missing:
+            raise ValueError(f"sample {self.sample}: table lacks columns {sorted(missing)}")
+        if not self.sample.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"sample name {self.sample!r} must be letters, digits, '-' or '_'")
+
+
+def write_store(
+    root: str | Path,
+    blocks: Iterable[SampleBlock],
+    card: dict,
+    assign_splits: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> PatchStore:
+    """Write a patch store atomically and return it opened.
+
+    Args:
+        root: store directory; replaced as a whole when the new store is complete.
+        blocks: one block per sample, consumed one at a time (peak memory: one sample).
+        card: dataset card, written as ``card.json`` (``patch_size_px`` and ``targets``
+            are filled in).
+        assign_splits: maps the full index to the index with ``split_<scheme>`` columns.
+
+    Returns:
+        The written store.
+    """
+    root = Path(root)
+    with atomic_path(root) as tmp:
+        (tmp / "patches").mkdir(parents=True)
+        frames, extra, next_id, size, with_masks = [], {}, 0, None, None
+        for block in blocks:
+            block.check()
+            if size is None:
+                size = block.images.shape[1:3]
+                with_masks = block.masks is not None
+            if block.images.shape[1:3] != size:
+                raise ValueError(f"sample {block.sample}: patch size {block.images.shape[1:3]} != {size}")
+            if (block.masks is not None) != with_masks:
+                raise ValueError(f"sample {block.sample}: masks must be given for all samples or none")
+            if any(f["sample"].iat[0] == block.sample for f in frames):
+                raise ValueError(f"sample {block.sample} appears twice")
+            n = len(block.table)
+            np.save(tmp / "patches" / f"{block.sample}.npy", np.ascontiguousarray(block.images))
+            if block.masks is not None:
+                (tmp / "masks").mkdir(exist_ok=True)
+                np.save(tmp / "masks" / f"{block.sample}.npy", block.masks.astype(np.uint8))
+            table = block.table.reset_index(drop=True).copy()
+            table.insert(0, "patch_id", np.arange(next_id, next_id + n, dtype=np.int64))
+            table.insert(1, "sample", block.sample)
+            table.insert(2, "offset", np.arange(n, dtype=np.int64))
+            for target in TARGETS:
+                if target not in table:
+                    table[target] = np.nan
+            frames.append(table)
+            for name, t in block.tables.items():
+                t = t.copy()
+                t.insert(0, "patch_id", t.pop("offset").to_numpy(np.int64) + next_id)
+                extra.setdefault(name, []).append(t)
+            next_id += n
+        if not frames:
+            raise ValueError(f"no samples to write to {root}")
+        index = pd.concat(frames, ignore_index=True)
+        index[["row", "col"]] = index[["row", "col"]].astype(np.int32)
+        if assign_splits is not None:
+            index = assign_splits(index)
+        index.to_parquet(tmp / "index.parquet", index=False)
+        for name, parts in extra.items():
+            pd.concat(parts, ignore_index=True).to_parquet(tmp / f"{name}.parquet", index=False)
+        targets = [t for t in TARGETS if index[t].notna().any()]
+        card = {**card, "patch_size_px": int(size[0]), "targets": targets, "n_patches": len(index)}
+        (tmp / "card.json").write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
+    return PatchStore(root)
+
+
+def _jsonable(value):
+    return value.item() if hasattr(value, "item") else value.tolist()
+
+
+class PatchStore:
+    """Read access to a patch store. Reading patches by id is O(1) (memory-mapped).
+
+    Example:
+        >>> store = PatchStore("data/patches")
+        >>> ids = store.ids(split="test", scheme="random")
+        >>> images = store.images(ids[:8])  # (8, H, W, 3) uint8
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        index_path = self.root / "index.parquet"
+        if not index_path.is_file():
+            raise FileNotFoundError(
+                f"no patch store at {self.root}: {index_path} is missing (run `histoxai prepare`)"
+            )
+        self.index = pd.read_parquet(index_path)
+        self.card: dict = json.loads((self.root / "card.json").read_text())
+        if not np.array_equal(self.index["patch_id"].to_numpy(), np.arange(len(self.index))):
+            raise ValueError(f"{index_path}: patch_id must be 0..n-1 in order")
+        self._sample = self.index["sample"].to_numpy()
+        self._offset = self.index["offset"].to_numpy()
+        self._images: dict[str, np.ndarray] = {}
+        self._masks: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.card["patch_size_px"])
+
+    @property
+    def targets(self) -> list[str]:
+        """Targets with at least one value in this store."""
+        return list(self.card["targets"])
+
+    @property
+    def samples(self) -> list[str]:
+        return list(dict.fromkeys(self._sample))
+
+    @property
+    def has_masks(self) -> bool:
+        return (self.root / "masks").is_dir()
+
+    def ids(self, split: str | None = None, scheme: str = "random", samples: Iterable[str] | None = None) -> np.ndarray:
+        """Patch ids, optionally restricted to a split of ``scheme`` and to samples."""
+        keep = np.ones(len(self.index), dtype=bool)
+        if split is not None:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+            keep &= self.index[split_column(scheme)].to_numpy() == split
+        if samples is not None:
+            keep &= np.isin(self._sample, list(samples))
+        return self.index["patch_id"].to_numpy()[keep]
+
+    def images(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 patches for ``ids``."""
+        return self._gather(ids, self._images, "patches")
+
+    def masks(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """(B, H, W) uint8 mask labels (``MASK_CLASSES``) for ``ids``."""
+        if not self.has_masks:
+            raise FileNotFoundError(f"store {self.root} has no masks (masks/ is missing)")
+        return self._gather(ids, self._masks, "masks")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """An extra per-patch table (e.g. ``nuclei``) keyed by ``patch_id``."""
+        path = self.root / f"{name}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"store {self.root} has no table {name!r} ({path} is missing)")
+        return pd.read_parquet(path)
+
+    @cached_property
+    def _sample_order(self) -> list[str]:
+        return self.samples
+
+    def _gather(self, ids, cache: dict[str, np.ndarray], folder: str) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.index)):
+            raise IndexError(f"patch ids out of range 0..{len(self.index) - 1} in store {self.root}")
+        samples, offsets = self._sample[ids], self._offset[ids]
+        first = self._array(self._sample_order[0], cache, folder)
+        out = np.empty((len(ids), *first.shape[1:]), dtype=first.dtype)
+        for sample in dict.fromkeys(samples):
+            sel = samples == sample
+            out[sel] = self._array(sample, cache, folder)[offsets[sel]]
+        return out
+
+    def _array(self, sample: str, cache: dict[str, np.ndarray], folder: str) -> np.ndarray:
+        if sample not in cache:
+            cache[sample] = np.load(self.root / folder / f"{sample}.npy", mmap_mode="r")
+        return cache[sample]

@@ -1,0 +1,1 @@
+"""Thin entry points: load config, call library functions, write outputs."""
