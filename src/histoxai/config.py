@@ -48,26 +48,48 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    """Synthetic H&E phantom (see ``histoxai.data.phantom``)."""
+    """Synthetic H&E phantom (see ``histoxai.data.phantom``).
+
+    Tissue geometry is in micrometres; ``um_per_px`` sets the rendering resolution, so
+    a voxel (patch) spans ``patch_size_px * um_per_px`` um. ``smoothness_vox`` is the
+    correlation length of the tissue-parameter maps; ``shortcut_strength`` the largest
+    relative darkening of the MD-correlated border line drawn when ``shortcut`` is on.
+    """
 
     n_samples: int = bounded(6, ge=1)
-    grid_vox: tuple[int, int] = (20, 20)
-    um_per_px: float = bounded(3.125, gt=0)
+    grid_vox: tuple[int, int] = bounded((20, 20), ge=1)
+    um_per_px: float = bounded(1.0, gt=0)
     noise_sd_md: float = bounded(0.05, ge=0)
     noise_sd_fa: float = bounded(0.02, ge=0)
+    smoothness_vox: float = bounded(3.0, gt=0)
     distractors: bool = True
     shortcut: bool = False
+    shortcut_strength: float = bounded(0.15, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class MicromenConfig:
-    """Real MICROMEN data laid out as ``<root>/<n>/coreg_fine/ver1/{HE,HE_mask,MR}.mat``."""
+    """Real MICROMEN data laid out as ``<root>/<n>/coreg_fine/ver1/{HE,HE_mask,MR}.mat``.
+
+    See ``histoxai.data.micromen``. ``samples``: sample numbers (empty: every numeric
+    folder under ``root``). ``erosion_vox``: side k of the square that erodes the ROI
+    (MATLAB ``strel('square', k)``; the published analysis used 5; 0 or 1: none).
+    ``strip_rows_px``: HE is read in tiles of at most this many rows and columns,
+    aligned to MR blocks, so memory does not grow with slide size. ``allow_he_remainder``:
+    ignore HE rows/columns beyond a whole number of MR blocks (else an error).
+    ``cc_source``: ``auto`` uses a QuPath export (first of ``qupath_files`` found in
+    ``<root>/<n>/``) and else the classical nuclei detector; ``none`` leaves ``cc`` NaN.
+    """
 
     root: str = ""
     samples: tuple[int, ...] = ()
     erosion_vox: int = bounded(0, ge=0)
     on_bad_sample: Literal["error", "skip"] = "error"
     strip_rows_px: int = bounded(4096, ge=1)
+    allow_he_remainder: bool = False
+    he_um_per_px: float = bounded(0.5, gt=0)
+    cc_source: Literal["auto", "qupath", "detector", "none"] = "auto"
+    qupath_files: tuple[str, ...] = ("qupath_detections.tsv", "cell_density/QuPath/measurements.tsv")
 
 
 @dataclass(frozen=True)
@@ -261,6 +283,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a mapping")
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 3e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
         return float(value)

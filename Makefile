@@ -1,0 +1,52 @@
+# histoxai: `make help` lists the targets. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo repro test test-fast lint format tune dashboard bench mlflow-ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## install Debian packages (chromium, postgresql) and the .venv with histoxai
+	@scripts/setup.sh
+
+demo: install ## main job: install, then `dvc repro` the whole pipeline on the embedded phantom
+	dvc repro
+	@scripts/where.sh
+
+repro: ## `dvc repro` the pipeline (no install step)
+	dvc repro
+
+test: install ## install, then run the whole test suite (slow, browser and PostgreSQL tests included)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: ## run the tests that are not marked slow
+	$(BIN)/pytest -q -m "not slow"
+
+lint: ## ruff lint and format check
+	$(BIN)/ruff check src tuning dashboard tests benchmarks
+	$(BIN)/ruff format --check src tuning dashboard tests benchmarks
+
+format: ## ruff format and autofix
+	$(BIN)/ruff format src tuning dashboard tests benchmarks
+	$(BIN)/ruff check --fix src tuning dashboard tests benchmarks
+
+tune: ## run an Optuna study on the phantom (see tuning/spaces/)
+	$(BIN)/histoxai tune --space tuning/spaces/mdfa.yaml
+
+dashboard: ## serve the dashboard on http://127.0.0.1:8050 for the last pipeline run
+	$(BIN)/histoxai dashboard
+
+mlflow-ui: ## browse runs and the model registry at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+bench: ## run the benchmarks (each prints a table and a ratio against its floor or peer)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## remove pipeline outputs (data/, models/, reports/); the DVC cache stays
+	rm -rf data models reports
