@@ -176,6 +176,22 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Regression report and the classical baseline (see ``histoxai.evaluation``).
+
+    The baseline is a polynomial of degree ``baseline_degree`` in nuclei density and
+    structure-tensor coherence; ``density_source`` ``auto`` counts nuclei with the
+    classical detector when available, else uses the store's ``cc``.
+    """
+
+    baseline: bool = True
+    baseline_degree: int = bounded(2, ge=1, le=5)
+    structure_sigma_px: float = bounded(1.0, gt=0)
+    channel: Literal["gray", "haematoxylin"] = "gray"
+    density_source: Literal["auto", "detector", "cc"] = "auto"
+
+
+@dataclass(frozen=True)
 class ExplainConfig:
     model_uri: str = "models:/histoxai-mdfa@champion"
     split: Literal["train", "val", "test", "out", "all"] = "test"
@@ -205,6 +221,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()
     xai_eval: XaiEvalConfig = XaiEvalConfig()
     dashboard: DashboardConfig = DashboardConfig()
