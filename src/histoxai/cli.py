@@ -20,6 +20,7 @@ from histoxai.config import ConfigError, load_config
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)"),
+    "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
 }
 
 
@@ -53,7 +54,7 @@ def _has_arguments(module: str) -> bool:
     return module in _WITH_ARGUMENTS
 
 
-_WITH_ARGUMENTS: set[str] = set()
+_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate"}
 
 
 if __name__ == "__main__":
