@@ -121,6 +121,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The regressor (see ``histoxai.models``): timm backbone, dense neck, one head per target.
+
+    ``targets`` are predicted together (multi-task) and standardised inside the model;
+    ``loss_weights`` maps a target to its weight in the loss (missing targets: 1).
+    ``pretrained`` loads timm weights from ``pretrained_file`` or the offline Hugging Face
+    / torch hub cache, never from the network.
+    """
+
     backbone: str = "resnet10t"
     targets: tuple[str, ...] = ("md", "fa")
     pretrained: bool = False
@@ -131,9 +139,38 @@ class ModelConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     registered_name: str = "histoxai-mdfa"
 
+    def __post_init__(self) -> None:
+        known = ("md", "fa", "faip", "cc")  # histoxai.data.store.TARGETS
+        if not self.targets:
+            raise ConfigError(f"model.targets=[]: expected at least one of {list(known)}")
+        for t in self.targets:
+            if t not in known:
+                raise ConfigError(f"model.targets: unknown target {t!r}; expected some of {list(known)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"model.targets={list(self.targets)}: a target appears twice")
+        for t, w in self.loss_weights.items():
+            if t not in self.targets:
+                raise ConfigError(
+                    f"model.loss_weights.{t}: {t!r} is not trained; model.targets={list(self.targets)}"
+                )
+            if not w > 0:
+                raise ConfigError(f"model.loss_weights.{t}={w!r}: expected a value > 0")
+        if not self.registered_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(
+                f"model.registered_name={self.registered_name!r}: expected letters, digits, '-', '_' or '.'"
+            )
+        if self.pretrained_file and not self.pretrained:
+            raise ConfigError("model.pretrained_file is set but model.pretrained is false; set model.pretrained=true")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Training-time augmentations, applied to whole batches (``histoxai.training.augment``).
+
+    ``small_rotation_deg``: rotation by U(-deg, deg) with reflected borders (0: off).
+    ``stain_jitter``: sigma of the H&E(D) colour jitter of Tellez et al. 2018 (0: off).
+    """
+
     flips: bool = True
     rot90: bool = True
     small_rotation_deg: float = bounded(0.0, ge=0, le=10)
@@ -142,6 +179,18 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The fit loop (``histoxai.training.fit``).
+
+    Phase 1 trains the heads on a frozen backbone at constant ``lr`` for at most
+    ``frozen_epochs`` (0: skip); phase 2 fine-tunes everything for at most ``epochs``
+    with ``schedule`` (``none``: constant ``lr``; ``cosine``: linear warmup from
+    ``initial_lr`` to ``warmup_target_lr`` over ``warmup_epochs``, then cosine decay to 0
+    over ``decay_epochs``). Both phases stop early after ``patience`` epochs without a
+    lower validation loss; the best checkpoint is kept. ``num_workers``: background
+    threads gathering batches (0: in the training thread). ``precision: auto`` is bf16
+    (or fp16 without bf16 support) on CUDA, fp32 on CPU.
+    """
+
     epochs: int = bounded(20, ge=1)
     frozen_epochs: int = bounded(0, ge=0)
     patience: int = bounded(5, ge=1)
@@ -166,13 +215,34 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
+    """Optuna study (see ``tuning``).
+
+    ``storage``: empty for a journal file ``<dir>/<study_name>.journal`` (safe for several
+    worker processes on one machine), or an RDB URL (``sqlite:///...``,
+    ``postgresql://user:pw@host/db``) that workers on several machines share.
+    ``n_trials`` counts finished trials across all workers. ``heartbeat_s`` /
+    ``grace_s`` / ``max_retry``: RDB storages fail a trial whose worker stopped sending
+    heartbeats for ``grace_s`` seconds and retry its params up to ``max_retry`` times.
+    ``prune_startup_trials`` / ``prune_warmup_epochs``: the median pruner waits for that many
+    finished trials and epochs. ``experiment``: MLflow experiment (empty: ``train.experiment``).
+    ``register``: register the best trial's model with alias ``champion`` at the end.
+    """
+
     space: str = "tuning/spaces/mdfa.yaml"
     study_name: str = "histoxai-mdfa"
     n_trials: int = bounded(20, ge=1)
     storage: str = ""
+    dir: str = "optuna"
     sampler: Literal["tpe", "random", "cmaes"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
+    prune_startup_trials: int = bounded(2, ge=0)
+    prune_warmup_epochs: int = bounded(0, ge=0)
     workers: int = bounded(1, ge=1)
+    heartbeat_s: int = bounded(30, ge=1)
+    grace_s: int = bounded(120, ge=1)
+    max_retry: int = bounded(2, ge=0)
+    experiment: str = ""
+    register: bool = True
 
 
 @dataclass(frozen=True)
