@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,16 +38,23 @@ from tqdm import tqdm
 
 from histoxai.config import PhantomConfig
 from histoxai.data import phantom_draw as draw
-from histoxai.data.phantom_draw import save_montage  # noqa: F401  (public helper)
+from histoxai.data.phantom_draw import AIR, DISTRACTOR, NUCLEI, STROMA, save_montage
+from histoxai.data.phantom_profile import SampleProfile, draw_profile
 from histoxai.data.store import MASK_CLASSES, SampleBlock
 
-STROMA, NUCLEI, AIR, DISTRACTOR = range(len(MASK_CLASSES))
+__all__ = [
+    "FORMULAS",
+    "class_means",
+    "fa_from_order",
+    "generate_phantom",
+    "md_from_fractions",
+    "nuclei_stats",
+    "render_sample",
+    "save_montage",
+]
 
 D_FREE, D_ECM, D_CELL = 2.4, 2.0, 0.2  # um^2/ms: free water, extracellular matrix, restricted
 FA_BASE, FA_GAIN = 0.1, 1.0
-RBC_RADIUS_UM = 3.6
-RBC_CLUSTERS_PER_MM2 = 25.0
-DEBRIS_PER_MM2 = 200.0
 
 FORMULAS = {
     "cc": "number of nuclei whose centre (cx, cy) lies in the patch box [0, P) x [0, P)",
@@ -66,75 +72,6 @@ FORMULAS = {
     "shortcut_cue": "shortcut_strength * clip((md - 0.1)/2.3, 0, 1) if shortcut else 0: relative "
     "darkening of the 1-px patch border",
 }
-
-PARAMS = ("density_per_kum2", "radius_um", "elongation", "coherence", "air_fraction")
-"""Tissue-parameter maps; each sample draws its own [lo, hi] range per map."""
-
-
-@dataclass(frozen=True)
-class SampleProfile:
-    """What makes one phantom sample different from the others."""
-
-    name: str
-    ranges: dict[str, tuple[float, float]]
-    stains_od: np.ndarray  # (3, 3): haematoxylin, eosin, RBC OD vectors
-    stain_scale: tuple[float, float]  # haematoxylin, eosin uptake
-    background: np.ndarray  # (3,) white level in [0, 1]
-    blur_px: float
-    noise_gray: float
-
-    def colours(self) -> dict[str, list[int]]:
-        """Nominal RGB of nuclei, stroma and air (before texture, blur and noise)."""
-        h, e = self.stain_scale
-        conc = {"nuclei": (1.4 * h, 0.15 * e, 0), "stroma": (0.05 * h, 0.45 * e, 0), "air": (0.01, 0.03, 0)}
-        return {k: [int(round(v)) for v in _rgb(self, c)] for k, c in conc.items()}
-
-    def card(self) -> dict:
-        return {
-            "ranges": {k: [round(lo, 4), round(hi, 4)] for k, (lo, hi) in self.ranges.items()},
-            "stains_od": np.round(self.stains_od, 4).tolist(),
-            "stain_scale": [round(v, 4) for v in self.stain_scale],
-            "colours_rgb": self.colours(),
-            "blur_px": round(self.blur_px, 4),
-            "noise_gray": round(self.noise_gray, 4),
-        }
-
-
-def _rgb(profile: SampleProfile, conc: tuple[float, float, float]) -> np.ndarray:
-    return 255 * profile.background * np.exp(-np.asarray(conc) @ profile.stains_od)
-
-
-def draw_profile(rng: np.random.Generator, name: str) -> SampleProfile:
-    """Random per-sample parameter ranges, stain vectors, blur and noise."""
-    lo = {
-        "density_per_kum2": rng.uniform(1.5, 5.0),
-        "radius_um": rng.uniform(2.4, 3.4),
-        "elongation": rng.uniform(1.0, 1.5),
-        "coherence": rng.uniform(0.0, 0.4),
-        "air_fraction": rng.uniform(0.0, 0.1),
-    }
-    width = {
-        "density_per_kum2": rng.uniform(3.0, 8.0),
-        "radius_um": rng.uniform(0.6, 1.8),
-        "elongation": rng.uniform(0.5, 1.5),
-        "coherence": rng.uniform(0.3, 0.6),
-        "air_fraction": rng.uniform(0.1, 0.4),
-    }
-    ranges = {
-        k: (float(lo[k]), float(min(lo[k] + width[k], 1.0 if k == "coherence" else np.inf))) for k in PARAMS
-    }
-    stains = np.stack([draw.HAEMATOXYLIN_OD, draw.EOSIN_OD, draw.RBC_OD])
-    stains[:2] = np.abs(stains[:2] + rng.normal(0, 0.07, (2, 3)))
-    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
-    return SampleProfile(
-        name=name,
-        ranges=ranges,
-        stains_od=stains,
-        stain_scale=(float(rng.uniform(0.8, 1.25)), float(rng.uniform(0.7, 1.3))),
-        background=rng.uniform(0.92, 0.99, 3),
-        blur_px=float(rng.uniform(0.3, 1.2)),
-        noise_gray=float(rng.uniform(1.5, 6.0)),
-    )
 
 
 def md_from_fractions(nuclear_fraction: np.ndarray, air_fraction: np.ndarray) -> np.ndarray:
@@ -230,8 +167,10 @@ def render_sample(
     conc[1, ys, xs] = 0.15 * e_scale
 
     nf, af = (_fractions(labels, size, c) for c in (NUCLEI, AIR))  # fixed before distractors
+    # own stream: switching distractors on or off leaves every other draw (and target) unchanged
+    distractor_rng = np.random.default_rng(rng.integers(2**63))
     if cfg.distractors:
-        _paint_distractors(labels, conc, cfg.um_per_px, rng)
+        draw.paint_distractors(labels, conc, cfg.um_per_px, distractor_rng)
     images = draw.cut_patches(
         draw.render_rgb(
             conc, profile.stains_od, profile.background, profile.blur_px, profile.noise_gray, rng
@@ -273,42 +212,6 @@ def _place_nuclei(maps: dict, size: int, um_per_px: float, rng: np.random.Genera
 def _fractions(labels: np.ndarray, size: int, label: int) -> np.ndarray:
     hit = (labels == label).reshape(labels.shape[0] // size, size, labels.shape[1] // size, size)
     return hit.mean(axis=(1, 3)).ravel()
-
-
-def _paint_distractors(
-    labels: np.ndarray, conc: np.ndarray, um_per_px: float, rng: np.random.Generator
-) -> None:
-    """RBC clusters (red discs with pale centres) and dark debris specks, over stroma only."""
-    area_mm2 = labels.size * (um_per_px / 1000) ** 2
-    n_clusters = rng.poisson(RBC_CLUSTERS_PER_MM2 * area_mm2)
-    per = 3 + rng.poisson(8, n_clusters)
-    centre = np.repeat(rng.random((n_clusters, 2)) * labels.shape[::-1], per, axis=0)
-    spread = np.repeat(rng.uniform(4, 10, n_clusters), per)[:, None] / um_per_px
-    xy = centre + rng.standard_normal(centre.shape) * spread
-    r = np.maximum(RBC_RADIUS_UM * (1 + 0.08 * rng.standard_normal(len(xy))) / um_per_px, 0.8)
-    k, ys, xs, rho2 = draw.ellipse_pixels(xy[:, 0], xy[:, 1], r, r, np.zeros(len(r)), labels.shape)
-    free = labels[ys, xs] == STROMA
-    ys, xs, rho2 = ys[free], xs[free], rho2[free]
-    conc[:, ys, xs] = 0.0
-    conc[2, ys, xs] = rng.uniform(1.8, 2.4) * (0.6 + 0.4 * rho2)  # pale biconcave centre
-    conc[1, ys, xs] = 0.1
-    labels[ys, xs] = DISTRACTOR
-
-    n_debris = rng.poisson(DEBRIS_PER_MM2 * area_mm2)
-    xy = rng.random((n_debris, 2)) * labels.shape[::-1]
-    r = np.maximum(rng.uniform(0.6, 1.5, n_debris) / um_per_px, 0.8)
-    k, ys, xs, _ = draw.ellipse_pixels(
-        xy[:, 0],
-        xy[:, 1],
-        r * rng.uniform(1, 1.6, n_debris),
-        r,
-        rng.uniform(0, np.pi, n_debris),
-        labels.shape,
-    )
-    free = labels[ys, xs] == STROMA
-    conc[0, ys[free], xs[free]] = 2.4
-    conc[1, ys[free], xs[free]] = 1.4
-    labels[ys[free], xs[free]] = DISTRACTOR
 
 
 def _targets(cfg, nuc, nf, af, masks, size, rows, cols, rng) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
+from histoxai.data.store import MASK_CLASSES
 from histoxai.io import atomic_path
 
 # Optical-density unit vectors (R, G, B) of haematoxylin and eosin: the reference stain
@@ -21,6 +22,11 @@ from histoxai.io import atomic_path
 HAEMATOXYLIN_OD = np.array([0.5626, 0.7201, 0.4062])
 EOSIN_OD = np.array([0.2159, 0.8012, 0.5581])
 RBC_OD = np.array([0.055, 0.770, 0.636])
+
+STROMA, NUCLEI, AIR, DISTRACTOR = range(len(MASK_CLASSES))
+RBC_RADIUS_UM = 3.6
+RBC_CLUSTERS_PER_MM2 = 25.0
+DEBRIS_PER_MM2 = 200.0
 
 # Montage overlay colours per mask class (stroma, nuclei, air, distractor); None = no tint.
 OVERLAY_RGB: tuple[tuple[int, int, int] | None, ...] = (None, (0, 220, 255), (255, 230, 0), (255, 0, 0))
@@ -132,6 +138,42 @@ def render_rgb(
         rgb = ndimage.gaussian_filter(rgb, (blur_px, blur_px, 0), mode="reflect")
     rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(noise_gray)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def paint_distractors(
+    labels: np.ndarray, conc: np.ndarray, um_per_px: float, rng: np.random.Generator
+) -> None:
+    """RBC clusters (red discs with pale centres) and dark debris specks, over stroma only."""
+    area_mm2 = labels.size * (um_per_px / 1000) ** 2
+    n_clusters = rng.poisson(RBC_CLUSTERS_PER_MM2 * area_mm2)
+    per = 3 + rng.poisson(8, n_clusters)
+    centre = np.repeat(rng.random((n_clusters, 2)) * labels.shape[::-1], per, axis=0)
+    spread = np.repeat(rng.uniform(4, 10, n_clusters), per)[:, None] / um_per_px
+    xy = centre + rng.standard_normal(centre.shape) * spread
+    r = np.maximum(RBC_RADIUS_UM * (1 + 0.08 * rng.standard_normal(len(xy))) / um_per_px, 0.8)
+    k, ys, xs, rho2 = ellipse_pixels(xy[:, 0], xy[:, 1], r, r, np.zeros(len(r)), labels.shape)
+    free = labels[ys, xs] == STROMA
+    ys, xs, rho2 = ys[free], xs[free], rho2[free]
+    conc[:, ys, xs] = 0.0
+    conc[2, ys, xs] = rng.uniform(1.8, 2.4) * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    conc[1, ys, xs] = 0.1
+    labels[ys, xs] = DISTRACTOR
+
+    n_debris = rng.poisson(DEBRIS_PER_MM2 * area_mm2)
+    xy = rng.random((n_debris, 2)) * labels.shape[::-1]
+    r = np.maximum(rng.uniform(0.6, 1.5, n_debris) / um_per_px, 0.8)
+    k, ys, xs, _ = ellipse_pixels(
+        xy[:, 0],
+        xy[:, 1],
+        r * rng.uniform(1, 1.6, n_debris),
+        r,
+        rng.uniform(0, np.pi, n_debris),
+        labels.shape,
+    )
+    free = labels[ys, xs] == STROMA
+    conc[0, ys[free], xs[free]] = 2.4
+    conc[1, ys[free], xs[free]] = 1.4
+    labels[ys[free], xs[free]] = DISTRACTOR
 
 
 def cut_patches(canvas: np.ndarray, size: int) -> np.ndarray:
