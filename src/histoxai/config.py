@@ -262,13 +262,44 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """A saliency method under a name with its parameters (``histoxai.explain.methods``).
+
+    ``method`` empty: same as ``name``. Parameters left out take the method's defaults;
+    numbers, booleans, strings and lists (e.g. ``layers: [-3, -2, -1]``) are accepted
+    here and checked against the method's defaults when the stage runs.
+    """
+
+    name: str = ""
+    method: str = ""
+    params: dict[str, int | float | bool | str | tuple[int | str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExplainConfig:
+    """Saliency maps of a registered model (``histoxai explain``).
+
+    ``methods``: variants, each a method name (its defaults) or
+    ``{name, method, params}``. ``targets`` empty: every head of the model.
+    ``output_dir`` empty: ``base.saliency_dir``/<registered model name>.
+    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU.
+    """
+
     model_uri: str = "models:/histoxai-mdfa@champion"
     split: Literal["train", "val", "test", "out", "all"] = "test"
-    methods: tuple[str, ...] = ("gradcampp", "layercam", "smoothgrad")
+    methods: tuple[VariantConfig | str, ...] = (
+        "gradcampp",
+        "layercam",
+        VariantConfig("smoothgrad_s0.2", "smoothgrad", {"sigma": 0.2, "n": 30}),
+        VariantConfig("smoothgrad_s0.3", "smoothgrad", {"sigma": 0.3, "n": 30}),
+    )
     score: Literal["higher", "lower", "target"] = "higher"
+    targets: tuple[str, ...] = ()
     batch_size: int = bounded(32, ge=1)
     max_patches: int = bounded(0, ge=0)
+    output_dir: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -418,11 +449,19 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict (lists for tuples), e.g. for ``config.yaml``."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else list(v) if isinstance(v, tuple) else v
-    return out
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(v: Any) -> Any:
+    # Recursive, so tuples of dataclasses (``explain.methods``) and tuples inside dicts
+    # become plain YAML-safe values too.
+    if dataclasses.is_dataclass(v):
+        return to_dict(v)
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
