@@ -21,7 +21,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Write the patch store to ``base.patches_dir`` and print a summary."""
     splits = partial(assign_splits, cfg=cfg.data.split, seed=cfg.base.seed)
     if cfg.data.source == "phantom":
-        from histoxai.data.phantom import generate_phantom
+        from histoxai.data.phantom import generate_phantom, save_montage
 
         blocks, card = generate_phantom(cfg.data.phantom, cfg.data.patch_size_px, cfg.base.seed)
     else:
@@ -30,6 +30,8 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
         card = {"source": "micromen", "root": cfg.data.micromen.root}
         blocks = micromen_blocks(cfg.data.micromen, cfg.data.patch_size_px, card)
     store = write_store(cfg.base.patches_dir, blocks, card, splits)
+    if cfg.data.source == "phantom":
+        save_montage(blocks, store.root / "montage.png")
     counts = store.index[f"split_{cfg.data.split.scheme}"].value_counts().to_dict()
     print(
         f"patch store: {store.root} ({len(store)} patches of {store.patch_size} px from "
