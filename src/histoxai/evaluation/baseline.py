@@ -88,7 +88,9 @@ def pixel_size_um(card: dict) -> float | None:
     return float(um) if um else None
 
 
-def nuclei_counts(store: PatchStore, ids: np.ndarray, source: str = "auto", batch: int = 512) -> tuple[np.ndarray, str]:
+def nuclei_counts(
+    store: PatchStore, ids: np.ndarray, source: str = "auto", batch: int = 512
+) -> tuple[np.ndarray, str]:
     """Nuclei per patch for ``ids`` and the source used (``"detector"`` or ``"cc"``).
 
     ``"auto"`` uses the classical detector when ``histoxai.data.nuclei`` provides
@@ -190,7 +192,9 @@ def fit_polynomial(x: np.ndarray, y: np.ndarray, degree: int) -> PolynomialFit:
     ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
     powers = polynomial_powers(x.shape[1], degree)
     if ok.sum() < len(powers):
-        raise ValueError(f"polynomial of degree {degree} needs >= {len(powers)} training rows, got {int(ok.sum())}")
+        raise ValueError(
+            f"polynomial of degree {degree} needs >= {len(powers)} training rows, got {int(ok.sum())}"
+        )
     mean, scale = x[ok].mean(axis=0), x[ok].std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     coef, *_ = np.linalg.lstsq(design_matrix((x[ok] - mean) / scale, powers), y[ok], rcond=None)

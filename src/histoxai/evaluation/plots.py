@@ -32,7 +32,9 @@ def label(target: str) -> str:
     return LABELS.get(target, target)
 
 
-def voxel_grid(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+def voxel_grid(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Values drawn back on the voxel grid: ``grid[row, col] = value``, NaN elsewhere.
 
     Args:
@@ -79,7 +81,9 @@ def _limits(*arrays: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)
 
 
-def plot_sample_maps(pred: pd.DataFrame, sample: str, targets: Sequence[str], path: str | Path, title: str = "") -> Path:
+def plot_sample_maps(
+    pred: pd.DataFrame, sample: str, targets: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """One figure per sample: targets as rows, measured / predicted / residual as columns."""
     maps = sample_maps(pred, sample, targets)
     rows, cols = next(iter(maps.values()))["measured"].shape
@@ -91,9 +95,16 @@ def plot_sample_maps(pred: pd.DataFrame, sample: str, targets: Sequence[str], pa
         lo, hi = _limits(m["measured"], m["predicted"])
         res = np.abs(m["residual"][np.isfinite(m["residual"])])
         lim = float(np.percentile(res, 99)) if res.size and np.percentile(res, 99) > 0 else 1.0
-        viridis, diverging = colormaps["viridis"].with_extremes(bad="0.85"), colormaps["RdBu_r"].with_extremes(bad="0.85")
+        viridis, diverging = (
+            colormaps["viridis"].with_extremes(bad="0.85"),
+            colormaps["RdBu_r"].with_extremes(bad="0.85"),
+        )
         for j, (key, cmap, vmin, vmax) in enumerate(
-            [("measured", viridis, lo, hi), ("predicted", viridis, lo, hi), ("residual", diverging, -lim, lim)]
+            [
+                ("measured", viridis, lo, hi),
+                ("predicted", viridis, lo, hi),
+                ("residual", diverging, -lim, lim),
+            ]
         ):
             ax = axes[i, j]
             im = ax.imshow(m[key], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -109,7 +120,12 @@ def plot_sample_maps(pred: pd.DataFrame, sample: str, targets: Sequence[str], pa
 
 
 def plot_scatter(
-    frames: Mapping[str, pd.DataFrame], target: str, path: str | Path, title: str = "", max_points: int = 4000, seed: int = 0
+    frames: Mapping[str, pd.DataFrame],
+    target: str,
+    path: str | Path,
+    title: str = "",
+    max_points: int = 4000,
+    seed: int = 0,
 ) -> Path:
     """Predicted vs measured ``target``: one row per model (e.g. CNN, baseline), one
     column per split; points coloured by sample, identity line, R² in each title."""
@@ -119,8 +135,10 @@ def plot_scatter(
     palette = colormaps["tab10" if len(samples) <= 10 else "tab20"]
     colour = {s: palette(i % palette.N) for i, s in enumerate(samples)}
     columns = [f"y_{target}", f"yhat_{target}"]
-    lo, hi = _limits(*(f[c].to_numpy(np.float64) for f in frames.values() for c in columns))
-    pad = 0.05 * (hi - lo)
+    values = np.concatenate([f[c].to_numpy(np.float64) for f in frames.values() for c in columns])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
     lo, hi = lo - pad, hi + pad
     fig = Figure(figsize=(3.2 * len(splits) + 1.8, 3.3 * len(frames) + 0.5), layout="constrained")
     axes = fig.subplots(len(frames), len(splits), squeeze=False, sharex=True, sharey=True)
@@ -133,7 +151,7 @@ def plot_scatter(
             if len(sel) > max_points:  # plot a subsample; metrics use every patch
                 sel = sel.iloc[np.sort(rng.choice(len(sel), max_points, replace=False))]
             ax.scatter(
-                sel[columns[0]], sel[columns[1]], s=5, alpha=0.5, linewidths=0,
+                sel[columns[0]], sel[columns[1]], s=8, alpha=0.6, linewidths=0,
                 c=[colour[s] for s in sel["sample"]], rasterized=True,
             )  # fmt: skip
             ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=0.8)

@@ -39,7 +39,9 @@ def load_predictions(path: str | Path, targets: Sequence[str] | None = None) -> 
         raise ValueError(f"predictions file {path} is not a readable Parquet file: {err}") from err
     missing = [c for c in ID_COLUMNS if c not in pred.columns]
     if missing:
-        raise ValueError(f"predictions file {path} lacks columns {missing}; expected {list(ID_COLUMNS)} + y_<t>, yhat_<t>")
+        raise ValueError(
+            f"predictions file {path} lacks columns {missing}; expected {list(ID_COLUMNS)} + y_<t>, yhat_<t>"
+        )
     found = prediction_targets(pred)
     wanted = list(targets) if targets else found
     absent = [t for t in wanted if t not in found]
@@ -82,9 +84,11 @@ def check_against_store(pred: pd.DataFrame, store: PatchStore, path: str | Path)
             "was the store re-prepared after training?"
         )
     index = store.index.iloc[ids]
-    same = (index["sample"].astype(str).to_numpy() == pred["sample"].to_numpy()) & (
-        index["row"].to_numpy() == pred["row"].to_numpy()
-    ) & (index["col"].to_numpy() == pred["col"].to_numpy())
+    same = (
+        (index["sample"].astype(str).to_numpy() == pred["sample"].to_numpy())
+        & (index["row"].to_numpy() == pred["row"].to_numpy())
+        & (index["col"].to_numpy() == pred["col"].to_numpy())
+    )
     if not same.all():
         first = int(ids[~same][0])
         raise ValueError(

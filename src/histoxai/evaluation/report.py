@@ -83,13 +83,15 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
     head = [frame.index.name or "", *map(str, frame.columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|"]
-    for idx, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(idx), *(cell(v) for v in row.to_numpy())]) + " |")
+    for idx, *values in frame.itertuples(name=None):  # keeps each column's dtype (counts stay ints)
+        lines.append("| " + " | ".join([str(idx), *(cell(v) for v in values)]) + " |")
     return "\n".join(lines)
 
 
 def _split_view(table: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    cols = {f"{m}_{t}": f"{m.upper() if m != 'r2' else 'R²'} {t}" for t in targets for m in ("r2", "mse", "mae")}
+    cols = {
+        f"{m}_{t}": f"{m.upper() if m != 'r2' else 'R²'} {t}" for t in targets for m in ("r2", "mse", "mae")
+    }
     view = table[list(cols)].rename(columns=cols)
     view["n"] = table[f"n_{targets[0]}"].astype(int)
     return view
@@ -102,7 +104,9 @@ def _sample_view(table: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
     return view
 
 
-def render_markdown(ev: Evaluation, info: Mapping[str, object], notes: Sequence[str], figures: Sequence[str]) -> str:
+def render_markdown(
+    ev: Evaluation, info: Mapping[str, object], notes: Sequence[str], figures: Sequence[str]
+) -> str:
     """``report.md`` text: run info, comparison, per-split and per-sample tables, figures."""
     out = [f"# Evaluation: {info.get('model', 'model')}", ""]
     out += [f"- {k}: `{v}`" for k, v in info.items() if v not in (None, "")]
@@ -154,12 +158,13 @@ def write_report(
         cnn_samples = ev.per_sample[CNN]
         for sample in tqdm(samples, desc="evaluate: maps", leave=False):
             r2 = ", ".join(
-                f"{t} R² {g} {cnn_samples.at[sample, f'{g}/r2_{t}']:.3f}"
+                f"{t.upper()} {g} {cnn_samples.at[sample, f'{g}/r2_{t}']:.3f}"
                 for t in ev.targets
                 for g in ("in", "out")
                 if np.isfinite(cnn_samples.at[sample, f"{g}/r2_{t}"])
             )
-            plot_sample_maps(pred, sample, ev.targets, plots / f"maps_{sample}.png", f"{name}: sample {sample} ({r2})")
+            title = f"{name}: sample {sample}" + (f" (R² {r2})" if r2 else "")
+            plot_sample_maps(pred, sample, ev.targets, plots / f"maps_{sample}.png", title)
             figures.append(f"plots/maps_{sample}.png")
         write_json(tmp / "metrics.json", ev.metrics)
         _long(ev.per_split).to_csv(tmp / "per_split.csv")

@@ -25,7 +25,12 @@ import pandas as pd
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
 from histoxai.evaluation.baseline import baseline_predictions
-from histoxai.evaluation.predictions import check_against_store, load_predictions, load_run_info, prediction_targets
+from histoxai.evaluation.predictions import (
+    check_against_store,
+    load_predictions,
+    load_run_info,
+    prediction_targets,
+)
 from histoxai.evaluation.report import comparison_table, evaluate, write_report
 
 
@@ -80,7 +85,9 @@ def _baseline(
     cfg: Config, store: PatchStore, scheme: str, targets: list[str], pred: pd.DataFrame, pred_path: Path
 ) -> tuple[pd.DataFrame, str]:
     e = cfg.evaluate
-    base = baseline_predictions(store, scheme, targets, e.baseline_degree, e.structure_sigma_px, e.channel, e.density_source)
+    base = baseline_predictions(
+        store, scheme, targets, e.baseline_degree, e.structure_sigma_px, e.channel, e.density_source
+    )
     source = base.attrs.get("density_source", "?")
     base = base.set_index("patch_id").loc[pred["patch_id"].to_numpy()].reset_index()
     differ = base["split"].to_numpy() != pred["split"].to_numpy()
@@ -91,7 +98,11 @@ def _baseline(
         )
     note = (
         f"baseline: degree-{e.baseline_degree} polynomial in nuclei density (nuclei per mm², counted by "
-        + ("the classical detector `histoxai.data.nuclei.count_nuclei`" if source == "detector" else "the store's `cc`")
+        + (
+            "the classical detector `histoxai.data.nuclei.count_nuclei`"
+            if source == "detector"
+            else "the store's `cc`"
+        )
         + f") and structure-tensor coherence ({e.channel}, σ = {e.structure_sigma_px} px), "
         "least squares on the train split."
     )
@@ -105,7 +116,9 @@ def _ceilings(store: PatchStore) -> dict[str, float]:
     if not isinstance(ceilings, Mapping) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in ceilings.values()
     ):
-        raise ValueError(f"{store.root / 'card.json'}: 'ceilings' must map targets to numbers, got {ceilings!r}")
+        raise ValueError(
+            f"{store.root / 'card.json'}: 'ceilings' must map targets to numbers, got {ceilings!r}"
+        )
     return {str(k): float(v) for k, v in ceilings.items()}
 
 
