@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from histoxai import cli, tracking
+from histoxai.config import load_config
+from histoxai.evaluation.metrics import regression_metrics
+from histoxai.stages import evaluate as stage
+from tests.evaluation.helpers import make_phantom_store, predictions_from_store
+
+MODEL = "models/histoxai-mdfa"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A repo-like directory with a phantom store, a params file and a training output."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = make_phantom_store(tmp_path / "data" / "patches")
+    (tmp_path / "params.yaml").write_text("evaluate:\n  baseline_degree: 2\n")
+    model = tmp_path / MODEL
+    model.mkdir(parents=True)
+    pred = predictions_from_store(store, noise=0.3)
+    pred.to_parquet(model / "predictions.parquet", index=False)
+    info = {"run_id": "", "targets": ["md", "fa"], "split_scheme": "random", "model_name": "histoxai-mdfa"}
+    (model / "run.json").write_text(json.dumps(info))
+    return tmp_path, pred
+
+
+@pytest.mark.slow
+def test_stage_writes_metrics_report_and_plots(workdir, capsys):
+    root, pred = workdir
+    assert cli.main(["evaluate"]) == 0  # default model dir from model.registered_name
+    out = root / "reports/evaluate/histoxai-mdfa"
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = pred[pred["split"] == "test"]
+    assert metrics["test/r2_md"] == pytest.approx(regression_metrics(test["y_md"], test["yhat_md"])["r2"])
+    assert {"baseline/test/r2_md", "ceiling/r2_md", "out/r2_fa", "sample/s3/out/r2_md"} <= set(metrics)
+    text = (out / "report.md").read_text()
+    assert "CNN vs baseline vs ceiling" in text and "| s3 |" in text
+    assert "baseline: degree-2 polynomial" in text
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "maps_s1.png", "maps_s2.png", "maps_s3.png", "scatter_fa.png", "scatter_md.png",
+    ]  # fmt: skip
+    assert "evaluate: reports/evaluate/histoxai-mdfa" in capsys.readouterr().out
+    assert not [p for p in (root / "reports/evaluate").iterdir() if p.name.startswith(".")]
+
+
+def test_missing_predictions_is_a_clear_error_naming_the_path(workdir, capsys):
+    root, _ = workdir
+    assert cli.main(["evaluate", "--model-dir", "models/nope"]) == 2
+    assert "models/nope/predictions.parquet does not exist" in capsys.readouterr().err
+    assert not (root / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not parquet", "is not a readable Parquet file"),
+        ("columns", r"lacks columns \['split'\]"),
+        ("targets", r"lacks y_<t>/yhat_<t> columns for targets \['fa'\]"),
+    ],
+)
+def test_bad_predictions_file_is_a_clear_error_naming_the_path(workdir, content, message):
+    root, pred = workdir
+    path = root / MODEL / "predictions.parquet"
+    if content == "columns":
+        pred.drop(columns="split").to_parquet(path)
+    elif content == "targets":
+        pred.drop(columns="yhat_fa").to_parquet(path)
+    else:
+        path.write_bytes(content)
+    cfg = load_config("params.yaml", ["evaluate.baseline=false"])
+    with pytest.raises(ValueError, match=message) as err:
+        stage.run(cfg)
+    assert str(path.relative_to(root)) in str(err.value)
+
+
+def test_predictions_from_another_store_are_rejected(workdir):
+    root, pred = workdir
+    pred.assign(row=pred["row"] + 1).to_parquet(root / MODEL / "predictions.parquet")
+    with pytest.raises(ValueError, match="does not match store"):
+        stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
+
+
+@pytest.mark.slow
+def test_results_are_logged_to_the_run_in_run_json(workdir, monkeypatch):
+    root, _ = workdir
+    info = json.loads((root / MODEL / "run.json").read_text())
+    (root / MODEL / "run.json").write_text(
+        json.dumps({**info, "run_id": "abc", "tracking_uri": "sqlite:///x.db"})
+    )
+    calls = []
+    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda uri, repo: uri, raising=False)
+    monkeypatch.setattr(tracking, "log_metrics", lambda *a: calls.append(("metrics", *a)), raising=False)
+    monkeypatch.setattr(tracking, "log_artifacts", lambda *a: calls.append(("artifacts", *a)), raising=False)
+    stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
+    kinds = {c[0]: c for c in calls if c[0] == "metrics"}
+    _, run_id, metrics, uri = kinds["metrics"]
+    assert run_id == "abc" and uri == "sqlite:///x.db" and "test/r2_md" in metrics
+    files = {(p.name, c[3]) for c in calls if c[0] == "artifacts" for p in c[2]}
+    assert {
+        ("report.md", "evaluate"),
+        ("metrics.json", "evaluate"),
+        ("scatter_md.png", "evaluate/plots"),
+    } <= files
+
+
+def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
+    def fail(*a):
+        raise AssertionError("must not log")
+
+    monkeypatch.setattr(tracking, "log_metrics", fail, raising=False)
+    assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
