@@ -23,7 +23,7 @@ LABELS: dict[str, str] = {
     "md": "MD (µm²/ms)",
     "fa": "FA",
     "faip": "in-plane FA",
-    "cc": "nuclei count (per patch)",
+    "cc": "cc (nuclei per patch)",
 }
 """Axis label of each target, with its unit."""
 
