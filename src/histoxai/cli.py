@@ -21,6 +21,7 @@ from histoxai.config import ConfigError, load_config
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)"),
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
+    "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
 }
 
 
@@ -54,7 +55,7 @@ def _has_arguments(module: str) -> bool:
     return module in _WITH_ARGUMENTS
 
 
-_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate"}
+_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate", "histoxai.stages.dashboard"}
 
 
 if __name__ == "__main__":

@@ -310,9 +310,24 @@ class XaiEvalConfig:
 
 @dataclass(frozen=True)
 class DashboardConfig:
+    """The Dash dashboard (``histoxai dashboard``, package ``dashboard``).
+
+    ``patches_dir`` empty: ``base.patches_dir``; ``saliency_dirs`` empty: every
+    subdirectory of ``base.saliency_dir``. Login is on when users are given (env
+    ``HISTOXAI_DASH_USERS=user:hash,...`` or ``users_file``, one ``user:hash`` a line;
+    hashes from ``histoxai dashboard --hash-password``). Serving on a non-loopback
+    ``host`` without login is refused unless ``insecure_public``. ``cache_size``: rendered
+    overlay PNGs kept in memory.
+    """
+
     host: str = "127.0.0.1"
     port: int = bounded(8050, ge=1, le=65535)
-    page_size: int = bounded(48, ge=1)
+    page_size: int = bounded(48, ge=1, le=480)
+    patches_dir: str = ""
+    saliency_dirs: tuple[str, ...] = ()
+    users_file: str = ""
+    insecure_public: bool = False
+    cache_size: int = bounded(4096, ge=0)
 
 
 @dataclass(frozen=True)

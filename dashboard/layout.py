@@ -1,0 +1,232 @@
+"""The app shell: header with page links, collapsible sidebar of controls, pager, page
+content and the tile viewer. Control values are filled in from the URL by the callbacks.
+"""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+from dashboard.catalog import FIELDS
+from dashboard.filters import FIELD_LABELS
+from dashboard.state import CMAPS, NORMS, PAGES, SORTS, SPLIT_CHOICES, TILE_SIZES, per_page_choices
+
+NAV_IDS: dict[str, str] = {
+    path: f"nav-{name}" for path, name in zip(PAGES, ("main", "single", "targets", "methods"))
+}
+
+
+def shell(default_per: int) -> html.Div:
+    """The whole page; ``page-content`` is filled per URL."""
+    return html.Div(
+        id="shell",
+        className="shell",
+        children=[
+            dcc.Location(id="url", refresh="callback-nav"),
+            _header(),
+            html.Div(
+                className="body",
+                children=[
+                    _sidebar(default_per),
+                    html.Main(
+                        className="content",
+                        children=[
+                            html.Div(
+                                className="toolbar",
+                                children=[html.Div(id="status", className="status"), _pager()],
+                            ),
+                            dcc.Loading(
+                                html.Div(id="page-content"),
+                                type="dot",
+                                color="#3f6fb5",
+                                delay_show=400,
+                                overlay_style={"visibility": "visible", "opacity": 0.6},
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+            _viewer(),
+        ],
+    )
+
+
+def _header() -> html.Header:
+    links = [
+        dcc.Link(name, id=NAV_IDS[path], href=path, className="nav-link") for path, name in PAGES.items()
+    ]
+    return html.Header(
+        className="header",
+        children=[
+            html.Button("☰", id="sidebar-toggle", className="icon-button", title="show / hide the controls"),
+            html.Span("histoxai", className="brand"),
+            html.Nav(links, className="nav"),
+        ],
+    )
+
+
+def _field(label: str, control, hint: str = "") -> html.Div:
+    return html.Div(
+        className="field",
+        children=[html.Label(label, className="field-label", title=hint or None), control],
+    )
+
+
+def _section(title: str, children: list) -> html.Details:
+    return html.Details(open=True, className="section", children=[html.Summary(title), *children])
+
+
+def _range_filter(name: str) -> html.Div:
+    return html.Div(
+        className="field range-filter",
+        children=[
+            html.Label(FIELD_LABELS[name], className="field-label"),
+            dcc.Graph(
+                id=f"hist-{name}",
+                className="hist",
+                config={"displayModeBar": False, "staticPlot": True},
+                figure={"data": [], "layout": {"height": 44}},
+            ),
+            dcc.RangeSlider(
+                id=f"range-{name}",
+                min=0,
+                max=1,
+                value=[0, 1],
+                marks=None,
+                allowCross=False,
+                updatemode="mouseup",
+                tooltip={"placement": "bottom", "always_visible": False},
+            ),
+        ],
+    )
+
+
+def _sidebar(default_per: int) -> html.Aside:
+    radio = dict(inline=True, className="radio", inputClassName="radio-input", labelClassName="radio-label")
+    return html.Aside(
+        id="sidebar",
+        className="sidebar",
+        children=[
+            _section(
+                "Explanation",
+                [
+                    _field("Target", dcc.Dropdown(id="target", clearable=False, searchable=False)),
+                    _field("Method", dcc.Dropdown(id="method", clearable=False, searchable=False)),
+                    _field("Variant", dcc.Dropdown(id="variant", clearable=False, searchable=False)),
+                ],
+            ),
+            _section(
+                "Patches",
+                [
+                    _field("Samples", dcc.Dropdown(id="samples", multi=True, placeholder="all samples")),
+                    _field(
+                        "Split", dcc.RadioItems(id="split", options=list(SPLIT_CHOICES), value="all", **radio)
+                    ),
+                    *[_range_filter(name) for name in FIELDS],
+                    html.Div(
+                        className="field sort-row",
+                        children=[
+                            html.Label("Sort by", className="field-label"),
+                            dcc.Dropdown(
+                                id="sort",
+                                options=[{"label": v, "value": k} for k, v in SORTS.items()],
+                                value="id",
+                                clearable=False,
+                                searchable=False,
+                                className="sort-dropdown",
+                            ),
+                            dcc.Checklist(
+                                id="desc",
+                                options=[{"label": "descending", "value": "desc"}],
+                                value=[],
+                                className="radio",
+                                inputClassName="radio-input",
+                                labelClassName="radio-label",
+                            ),
+                        ],
+                    ),
+                    html.Button("Reset filters", id="reset", className="button secondary"),
+                ],
+            ),
+            _section(
+                "Display",
+                [
+                    _field(
+                        "Overlay opacity",
+                        dcc.Slider(
+                            id="alpha",
+                            min=0,
+                            max=1,
+                            step=0.05,
+                            value=0.5,
+                            marks=None,
+                            tooltip={"placement": "bottom"},
+                        ),
+                    ),
+                    _field(
+                        "Colour map",
+                        dcc.Dropdown(
+                            id="cmap", options=list(CMAPS), value="viridis", clearable=False, searchable=False
+                        ),
+                    ),
+                    html.Div(
+                        className="colour-bar",
+                        children=[
+                            html.Img(id="colour-bar"),
+                            html.Div(id="colour-bar-labels", className="bar-labels"),
+                        ],
+                    ),
+                    _field(
+                        "Normalisation",
+                        dcc.RadioItems(
+                            id="norm",
+                            options=[{"label": v, "value": k} for k, v in NORMS.items()],
+                            value="image",
+                            **{**radio, "inline": False},
+                        ),
+                    ),
+                    _field(
+                        "Tile size (px)",
+                        dcc.RadioItems(id="tile", options=list(TILE_SIZES), value=128, **radio),
+                    ),
+                    _field(
+                        "Tiles per page",
+                        dcc.RadioItems(
+                            id="per", options=list(per_page_choices(default_per)), value=default_per, **radio
+                        ),
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+def _pager() -> html.Div:
+    return html.Div(
+        id="pager",
+        className="pager",
+        children=[
+            html.Button("‹ prev", id="prev", className="button"),
+            html.Span("page", className="pager-label"),
+            dcc.Input(
+                id="page", type="number", min=1, step=1, value=1, debounce=True, className="page-input"
+            ),
+            html.Span(id="page-count", className="pager-label"),
+            html.Button("next ›", id="next", className="button"),
+        ],
+    )
+
+
+def _viewer() -> html.Div:
+    return html.Div(
+        id="viewer",
+        className="viewer hidden",
+        children=[
+            html.Div(
+                className="viewer-box",
+                children=[
+                    html.Button("×", id="viewer-close", className="icon-button viewer-close", title="close"),
+                    html.Div(id="viewer-body"),
+                ],
+            )
+        ],
+    )

@@ -1,0 +1,69 @@
+"""Serve the Dash dashboard for the stores of a pipeline run.
+
+Run::
+
+    histoxai dashboard                              # http://127.0.0.1:8050, all data/saliency/*
+    histoxai dashboard --port 8060 --set dashboard.saliency_dirs=[data/saliency/mdfa]
+    histoxai dashboard --hash-password              # print a hash for HISTOXAI_DASH_USERS
+    HISTOXAI_DASH_USERS="ana:$(histoxai dashboard --hash-password)" histoxai dashboard --host 0.0.0.0
+
+Login is on when users are given (env ``HISTOXAI_DASH_USERS=user:hash,...`` and/or
+``dashboard.users_file``); ``HISTOXAI_DASH_SECRET`` keeps sessions valid across restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from histoxai.config import Config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default: dashboard.host)")
+    parser.add_argument("--port", type=int, help="port (default: dashboard.port)")
+    parser.add_argument(
+        "--insecure-public",
+        action="store_true",
+        help="allow a non-loopback --host without login (not advised)",
+    )
+    parser.add_argument(
+        "--hash-password", action="store_true", help="read a password (prompt or stdin), print its hash, exit"
+    )
+
+
+def run(cfg: Config, args: argparse.Namespace | None = None) -> None:
+    """Serve the dashboard (or print a password hash with ``--hash-password``)."""
+    # `dashboard` imports histoxai, never the reverse: imported here, at the CLI entry only.
+    from dashboard.app import Settings, serve
+    from dashboard.auth import hash_password, parse_users, read_users_file
+
+    if args is not None and args.hash_password:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        print(hash_password(password))
+        return
+    d = cfg.dashboard
+    users = parse_users(os.environ.get("HISTOXAI_DASH_USERS", ""), "HISTOXAI_DASH_USERS")
+    if d.users_file:
+        users.update(read_users_file(d.users_file))
+    secret = os.environ.get("HISTOXAI_DASH_SECRET")
+    settings = Settings(
+        patches_dir=d.patches_dir or cfg.base.patches_dir,
+        saliency_dirs=d.saliency_dirs,
+        saliency_root=cfg.base.saliency_dir,
+        reports_dir=cfg.base.reports_dir,
+        page_size=d.page_size,
+        cache_size=d.cache_size,
+        users=users,
+        secret_key=secret.encode() if secret else None,
+    )
+    host = getattr(args, "host", None) or d.host
+    port = getattr(args, "port", None) or d.port
+    serve(
+        settings,
+        host,
+        port,
+        insecure_public=d.insecure_public or bool(getattr(args, "insecure_public", False)),
+    )

@@ -1,0 +1,56 @@
+"""A tiny pipeline output for the dashboard tests: a patch store, two saliency stores
+(``mdfa``: md and fa, four variants; ``cc``: cc on half of the patches, one variant) and
+an evaluation report."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dashboard.catalog import Catalog, load_catalog
+from dashboard.synthetic import fake_saliency
+from histoxai.config import PhantomConfig, SplitConfig
+from histoxai.data.splits import assign_splits
+from histoxai.data.store import write_store
+
+
+def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32) -> dict[str, Path]:
+    """Write ``data/patches``, ``data/saliency/{mdfa,cc}`` and ``reports/`` under ``root``."""
+    from histoxai.data.phantom import generate_phantom
+
+    blocks, card = generate_phantom(PhantomConfig(n_samples=n_samples, grid_vox=(grid, grid)), size, seed=0)
+    splits = partial(assign_splits, cfg=SplitConfig(), seed=0)
+    patches = write_store(root / "data" / "patches", blocks, card, splits)
+    sal = root / "data" / "saliency"
+    fake_saliency(patches, sal / "mdfa", ["md", "fa"], seed=1)
+    half = np.arange(0, len(patches), 2)
+    fake_saliency(
+        patches, sal / "cc", ["cc"], {"gradcampp": {"method": "gradcampp", "params": {}}}, half, seed=2
+    )
+    report = root / "reports" / "evaluate" / "mdfa"
+    report.mkdir(parents=True)
+    metrics = {
+        "test/r2_md": 0.81,
+        "test/r2_fa": 0.55,
+        "val/r2_md": 0.84,
+        "test/s1/r2_md": 0.79,
+        "test/mae_md": 0.1,
+    }
+    (report / "metrics.json").write_text(json.dumps(metrics))
+    return {"root": root, "patches": root / "data" / "patches", "saliency": sal, "reports": root / "reports"}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    return make_pipeline(tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.fixture(scope="session")
+def catalog(pipeline) -> Catalog:
+    return load_catalog(
+        pipeline["patches"], saliency_root=pipeline["saliency"], reports_dir=pipeline["reports"]
+    )
