@@ -136,6 +136,11 @@ def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str,
         return None
     from histoxai import tracking
 
+    if not (hasattr(tracking, "log_metrics") and hasattr(tracking, "log_artifacts")):
+        print(
+            f"evaluate: warning: histoxai.tracking has no log_metrics/log_artifacts; run {run_id} not updated"
+        )
+        return None
     uri = os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri")
     if hasattr(tracking, "resolve_tracking_uri"):
         uri = tracking.resolve_tracking_uri(uri or None, Path.cwd())
