@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)"),
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
+    "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
 }
 
 
@@ -55,7 +56,7 @@ def _has_arguments(module: str) -> bool:
     return module in _WITH_ARGUMENTS
 
 
-_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate", "histoxai.stages.dashboard"}
+_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate", "histoxai.stages.dashboard", "histoxai.stages.tune"}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""Tune hyperparameters with Optuna: one MLflow parent run, one nested run per trial.
+
+Run::
+
+    histoxai tune --space tuning/spaces/mdfa.yaml --n-trials 50
+    histoxai tune --space tuning/spaces/cc.yaml --study-name histoxai-cc --workers 2
+    histoxai tune --storage postgresql://user:pw@db/optuna --study-name s1   # on each machine
+    histoxai tune --study-name s1 --finalize          # re-summarise, (re)set champion
+
+Flags override the ``tune`` section of the params file (``--set tune.x=...`` works too).
+Running the same command again resumes the study. Watch it with ``mlflow ui`` and
+``optuna-dashboard <storage>`` (see docs/tuning.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from histoxai.config import Config
+
+_FLAGS = {
+    "space": "space",
+    "n_trials": "n_trials",
+    "workers": "workers",
+    "storage": "storage",
+    "study_name": "study_name",
+    "sampler": "sampler",
+    "pruner": "pruner",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", help="search-space YAML (tune.space)")
+    parser.add_argument("--n-trials", type=int, help="trials in total across workers (tune.n_trials)")
+    parser.add_argument("--workers", type=int, help="worker processes on this machine (tune.workers)")
+    parser.add_argument(
+        "--storage", help="journal file or RDB URL, e.g. postgresql://u:p@host/db (tune.storage)"
+    )
+    parser.add_argument("--study-name", help="study name; the same name resumes or joins (tune.study_name)")
+    parser.add_argument("--sampler", help="tpe, random or cmaes (tune.sampler)")
+    parser.add_argument("--pruner", help="median, hyperband or none (tune.pruner)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite mlflow.db)"
+    )
+    parser.add_argument(
+        "--finalize", action="store_true", help="run no trials; summarise and set the champion"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --workers K
+
+
+def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
+    """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
+    from histoxai.tracking import resolve_tracking_uri
+    from tuning.launcher import launch
+    from tuning.space import apply_params
+
+    args = args or argparse.Namespace()
+    flags = {
+        f"tune.{key}": getattr(args, attr)
+        for attr, key in _FLAGS.items()
+        if getattr(args, attr, None) is not None
+    }
+    cfg = apply_params(cfg, flags)
+    tracking_uri = resolve_tracking_uri(
+        getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
+    )
+    # JSON values are valid YAML scalars, so a study name like "123" stays a string.
+    overrides = [*getattr(args, "overrides", []), *(f"{k}={json.dumps(v)}" for k, v in flags.items())]
+    summary = launch(
+        cfg,
+        tracking_uri,
+        params_file=getattr(args, "params", "params.yaml"),
+        overrides=overrides,
+        finalize_only=getattr(args, "finalize", False),
+        worker=getattr(args, "worker", False),
+    )
+    if summary:
+        print(_describe(summary))
+    return summary
+
+
+def _describe(summary: dict) -> str:
+    lines = [
+        f"study {summary['study_name']}: {summary['n_trials']} trials "
+        f"({summary['complete']} complete, {summary['pruned']} pruned, {summary['failed']} failed, "
+        f"{summary['requeued']} re-queued after a worker died)"
+    ]
+    for number, reason in summary["failures"].items():
+        lines.append(f"  trial {number} failed: {reason}")
+    best = summary["best"]
+    if best:
+        lines.append(f"best trial {best['number']}: validation R2 {best['value']:.4f}")
+        lines += [f"  {k} = {v}" for k, v in best["params"].items()]
+        if "model_uri" in best:
+            lines.append(f"  registered as {best['model_uri']} (alias champion)")
+    return "\n".join(lines)

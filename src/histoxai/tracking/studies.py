@@ -1,0 +1,250 @@
+"""MLflow runs of an Optuna study: one parent run per study, one nested run per trial.
+
+Everything goes through :class:`mlflow.MlflowClient` with explicit run ids (no active
+run, no fluent API), so worker processes on any machine log into the same parent:
+a trial run is created with the tag ``mlflow.parentRunId``. Tags that tie runs to the
+study: ``optuna.study`` (both), ``optuna.role`` (``study`` / ``trial``),
+``optuna.trial`` (trial number) and ``optuna.state`` (complete, pruned, failed, killed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+STUDY_TAG = "optuna.study"
+ROLE_TAG = "optuna.role"
+TRIAL_TAG = "optuna.trial"
+STATE_TAG = "optuna.state"
+REASON_TAG = "optuna.fail_reason"
+_BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch call
+_MLFLOW_STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    """A client bound to ``tracking_uri``."""
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing (safe when workers race)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name)
+    except Exception:  # another process created it first
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_study_run(tracking_uri: str, experiment: str, study_name: str) -> str | None:
+    """The parent run of ``study_name`` in ``experiment``, or None."""
+    c = client(tracking_uri)
+    runs = c.search_runs(
+        [experiment_id(tracking_uri, experiment)],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_study_run(
+    tracking_uri: str,
+    experiment: str,
+    study_name: str,
+    params: Mapping[str, Any],
+    files: Iterable[Path] = (),
+    run_id: str | None = None,
+) -> str:
+    """Create the parent run of a study (or reopen an existing one) and return its id.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name.
+        study_name: Optuna study name (also the run name).
+        params: study settings (space file, sampler, pruner, storage kind, ...).
+        files: files logged as artifacts under ``study/`` (e.g. the space YAML).
+        run_id: the parent run recorded in the study, reopened if it still exists;
+            else the study's parent run is looked up by tag, or created.
+    """
+    c = client(tracking_uri)
+    if run_id is not None:
+        try:
+            c.get_run(run_id)
+        except Exception:  # the tracking store was reset: start over
+            run_id = None
+    run_id = run_id or find_study_run(tracking_uri, experiment, study_name)
+    if run_id is None:
+        tags = {STUDY_TAG: study_name, ROLE_TAG: "study"}
+        run_id = c.create_run(
+            experiment_id(tracking_uri, experiment), tags=tags, run_name=study_name
+        ).info.run_id
+        _log_params(c, run_id, params)
+    else:
+        c.update_run(run_id, status="RUNNING")
+        c.set_tag(run_id, "optuna.resumed", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    for path in files:
+        c.log_artifact(run_id, str(path), "study")
+    return run_id
+
+
+def start_trial_run(
+    tracking_uri: str,
+    parent_run_id: str,
+    study_name: str,
+    trial_number: int,
+    params: Mapping[str, Any],
+    sampled: Iterable[str] = (),
+) -> str:
+    """Create the nested run of one trial under ``parent_run_id`` and log its params.
+
+    ``params`` should be the full flat config (so every trial run has the same columns in
+    the MLflow UI); ``sampled`` names the keys the sampler chose (tag ``optuna.sampled``).
+    """
+    c = client(tracking_uri)
+    parent = c.get_run(parent_run_id)
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        STUDY_TAG: study_name,
+        ROLE_TAG: "trial",
+        TRIAL_TAG: str(trial_number),
+        STATE_TAG: "running",
+        "optuna.sampled": ",".join(sampled),
+    }
+    run = c.create_run(
+        parent.info.experiment_id, tags=tags, run_name=f"{study_name}-trial-{trial_number:03d}"
+    )
+    _log_params(c, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_epoch(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log one epoch's metrics (non-finite values are skipped) at ``step``."""
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    ]
+    c = client(tracking_uri)
+    for i in range(0, len(batch), 1000):
+        c.log_batch(run_id, metrics=batch[i : i + 1000])
+
+
+def end_trial_run(
+    tracking_uri: str,
+    run_id: str,
+    state: str,
+    metrics: Mapping[str, float] | None = None,
+    reason: str | None = None,
+) -> None:
+    """Record the trial's final ``state`` (complete, pruned, failed, killed) and close the run."""
+    if state not in _MLFLOW_STATUS:
+        raise ValueError(f"trial state {state!r}: expected one of {sorted(_MLFLOW_STATUS)}")
+    c = client(tracking_uri)
+    tags = [RunTag(STATE_TAG, state)]
+    if reason:
+        tags.append(RunTag(REASON_TAG, reason[:5000]))
+    c.log_batch(run_id, tags=tags)
+    if metrics:
+        log_epoch(tracking_uri, run_id, metrics, step=0)
+    c.set_terminated(run_id, status=_MLFLOW_STATUS[state])
+
+
+def finish_study_run(
+    tracking_uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    files: Iterable[Path] = (),
+    artifact_path: str = "plots",
+    status: str = "FINISHED",
+) -> None:
+    """Log the study summary (metrics, tags, plot files) to the parent run and close it."""
+    c = client(tracking_uri)
+    log_epoch(tracking_uri, run_id, metrics, step=0)
+    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    for path in files:
+        c.log_artifact(run_id, str(path), artifact_path)
+    if status != "RUNNING":  # trials still running elsewhere: leave the run open
+        c.set_terminated(run_id, status=status)
+
+
+def trial_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
+    """The nested trial runs of a study's parent run (MLflow ``Run`` objects)."""
+    c = client(tracking_uri)
+    parent = c.get_run(parent_run_id)
+    return list(
+        c.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=50000,
+        )
+    )
+
+
+def register_trial_model(
+    tracking_uri: str,
+    model_name: str,
+    source: str,
+    run_id: str,
+    study_name: str,
+    trial_number: int,
+    alias: str = "champion",
+) -> tuple[str, bool]:
+    """Register a trial's model as a version of ``model_name`` and point ``alias`` at it.
+
+    Idempotent: a version tagged with the same study and trial is reused, so running the
+    finalisation again registers nothing new.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        model_name: registered model name.
+        source: the model's artifact URI (e.g. ``runs:/<run_id>/model`` or a logged
+            model's ``models:/m-...`` URI).
+        run_id: the trial run the model came from.
+        study_name: study name (version tag ``optuna.study``).
+        trial_number: trial number (version tag ``optuna.trial``).
+        alias: alias to set on the version.
+
+    Returns:
+        The version and whether it was newly created.
+    """
+    c = client(tracking_uri)
+    try:
+        c.create_registered_model(model_name)
+    except Exception:  # already exists
+        pass
+    existing = c.search_model_versions(
+        f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
+    )
+    created = not existing
+    if existing:
+        version = str(existing[0].version)
+    else:
+        tags = {STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)}
+        version = str(c.create_model_version(model_name, source, run_id=run_id, tags=tags).version)
+    c.set_registered_model_alias(model_name, alias, version)
+    return version, created
+
+
+def _log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(str(k), _param_text(v)) for k, v in params.items()]
+    for i in range(0, len(items), _BATCH):
+        c.log_batch(run_id, params=items[i : i + _BATCH])
+
+
+def _param_text(value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return text[:6000]

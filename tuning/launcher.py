@@ -1,0 +1,217 @@
+"""Run a study: set it up, start the workers, then finalise (summary, plots, champion).
+
+``launch`` is what ``histoxai tune`` calls. With ``tune.workers`` = K > 1 it starts K
+worker processes (``histoxai tune --worker``) on this machine, each with its own
+``CUDA_VISIBLE_DEVICES`` when GPUs exist; another machine joins by running the same
+command with the same ``tune.storage`` URL and ``tune.study_name``. Running the command
+again resumes the study: finished trials stay, trials of dead workers are re-queued,
+and only the missing part of ``tune.n_trials`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from histoxai.config import Config
+from histoxai.tracking import studies
+from tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
+from tuning.report import finalize
+from tuning.space import Space, load_space
+from tuning.study import (
+    BudgetLock,
+    RetryStale,
+    counted_trials,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    redact,
+    run_worker,
+    storage_kind,
+    storage_url,
+)
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass
+class Study:
+    """An opened study with what its workers need."""
+
+    study: optuna.Study
+    space: Space
+    ctx: StudyContext
+    lock: BudgetLock
+    retry: RetryStale
+
+
+def open_study(cfg: Config, tracking_uri: str, pruner: optuna.pruners.BasePruner | None = None) -> Study:
+    """Create or load the study of ``cfg.tune`` and its MLflow parent run.
+
+    Creation happens under the budget lock, so workers started together (or on several
+    machines) agree on one study, one parent run and one copy of the space's
+    ``enqueue`` list.
+    """
+    tune = cfg.tune
+    space = load_space(tune.space, cfg)
+    max_epochs = _max_epochs(space, cfg)
+    on_stale = _stale_logger(tracking_uri)
+    retry = RetryStale(tune.max_retry, on_stale)
+    storage = open_storage(tune, on_stale)
+    lock = BudgetLock(tune)
+    experiment = tune.experiment or cfg.train.experiment
+    with lock:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=tune.study_name,
+            direction="maximize",
+            sampler=make_sampler(tune.sampler, cfg.base.seed),
+            pruner=pruner or make_pruner(tune, max_epochs),
+            load_if_exists=True,
+        )
+        parent = study.user_attrs.get(PARENT_ATTR)
+        settings = {
+            "study_name": tune.study_name,
+            "space": str(tune.space),
+            "sampler": tune.sampler,
+            "pruner": tune.pruner if pruner is None else type(pruner).__name__,
+            "storage_kind": storage_kind(storage_url(tune)),
+            "storage": redact(storage_url(tune)),
+            "n_trials": tune.n_trials,
+            "seed": cfg.base.seed,
+            "objective_weights": space.weights or "mean",
+        }
+        if parent is None and not study.trials:
+            for params in space.enqueue[: tune.n_trials]:
+                study.enqueue_trial(params, skip_if_exists=True)
+            study.set_user_attr("space", str(tune.space))
+        elif study.user_attrs.get("space") != str(tune.space):
+            print(
+                f"warning: study {tune.study_name} was created with space {study.user_attrs.get('space')}, "
+                f"now {tune.space}",
+                file=sys.stderr,
+            )
+        files = [space.path] if parent is None else []
+        run_id = studies.start_study_run(tracking_uri, experiment, tune.study_name, settings, files, parent)
+        if run_id != parent:
+            study.set_user_attr(PARENT_ATTR, run_id)
+        parent = run_id
+    ctx = StudyContext(tune.study_name, tracking_uri, parent, Path(tune.dir) / tune.study_name)
+    return Study(study, space, ctx, lock, retry)
+
+
+def run_trials(cfg: Config, opened: Study, train_fn: TrainFn | None = None) -> int:
+    """Run this process's share of the study; returns how many trials it ran."""
+    objective = Objective(cfg, opened.space, opened.ctx, train_fn)
+    return run_worker(opened.study, objective, cfg.tune.n_trials, opened.lock, opened.retry)
+
+
+def launch(
+    cfg: Config,
+    tracking_uri: str,
+    params_file: str | None = "params.yaml",
+    overrides: Sequence[str] = (),
+    finalize_only: bool = False,
+    worker: bool = False,
+    train_fn: TrainFn | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> dict:
+    """Run (or join, or resume) the study of ``cfg.tune`` and return its summary.
+
+    Args:
+        cfg: the resolved config (``tune`` section included).
+        tracking_uri: MLflow tracking URI.
+        params_file: params file handed to worker processes.
+        overrides: ``key=value`` overrides handed to worker processes.
+        finalize_only: skip running trials; only summarise and register the champion.
+        worker: run trials in this process only (no sub-workers, no finalisation).
+        train_fn: replaces the training of a trial (tests).
+        pruner: replaces the configured pruner (tests; in-process only).
+
+    Returns:
+        The study summary (see :func:`tuning.report.finalize`); empty for a worker.
+    """
+    opened = open_study(cfg, tracking_uri, pruner)
+    if worker:
+        run_trials(cfg, opened, train_fn)
+        return {}
+    if not finalize_only:
+        workers = cfg.tune.workers
+        if workers == 1:
+            run_trials(cfg, opened, train_fn)
+        else:
+            codes = run_worker_processes(workers, params_file, overrides, tracking_uri)
+            if any(codes):
+                print(f"warning: worker exit codes {codes}", file=sys.stderr)
+    return finalize(cfg, opened.study, opened.ctx, opened.space)
+
+
+def run_worker_processes(
+    workers: int, params_file: str | None, overrides: Sequence[str], tracking_uri: str
+) -> list[int]:
+    """Start ``workers`` ``histoxai tune --worker`` processes, wait, return their exit codes."""
+    gpus = _gpu_count()
+    cmd = [sys.executable, "-m", "histoxai.cli", "tune", "--worker"]
+    if params_file is not None:
+        cmd += ["--params", str(params_file)]
+    for item in overrides:
+        cmd += ["--set", item]
+    procs = []
+    for i in range(workers):
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        procs.append(subprocess.Popen(cmd, env=env))
+    return [p.wait() for p in procs]
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:
+        return 0
+    if visible is not None and n:
+        ids = [v for v in visible.split(",") if v.strip()]
+        return min(n, len(ids))
+    return n
+
+
+def _max_epochs(space: Space, cfg: Config) -> int:
+    for dim in space.dimensions:
+        if dim.key == "train.epochs" and dim.kind == "int":
+            return int(dim.spec["high"])
+        if dim.key == "train.epochs" and dim.kind == "categorical":
+            return int(max(dim.spec["choices"]))
+    return int(space.fixed.get("train.epochs", cfg.train.epochs))
+
+
+def _stale_logger(tracking_uri: str):
+    def on_stale(trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if run_id:
+            try:
+                studies.end_trial_run(
+                    tracking_uri, run_id, "killed", reason="worker died; parameters re-queued"
+                )
+            except Exception as err:  # the trial's run may be gone; the retry matters more
+                print(f"warning: could not close MLflow run {run_id}: {err}", file=sys.stderr)
+
+    return on_stale
+
+
+def progress(study: optuna.Study, n_trials: int) -> str:
+    """One line: how much of the budget is used."""
+    counted = counted_trials(study)
+    states = [t.state.name.lower() for t in counted]
+    return f"{len(counted)}/{n_trials} trials: " + ", ".join(
+        f"{s} {states.count(s)}" for s in sorted(set(states))
+    )
