@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from histoxai.data.store import SPLITS
 from histoxai.evaluation.metrics import regression_metrics
@@ -113,6 +114,8 @@ def plot_sample_maps(
             ax.set_xlabel("col (voxel)", fontsize=8)
             ax.set_ylabel("row (voxel)", fontsize=8)
             ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # voxel indices
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             if j >= 1:
                 fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
     fig.suptitle(title or f"sample {sample}", fontsize=11)
