@@ -304,8 +304,40 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class XaiEvalConfig:
+    """Measuring the saliency maps (``histoxai xai-eval``, ``histoxai.xai_eval``).
+
+    ``saliency_dir`` empty: ``explain.output_dir`` or ``base.saliency_dir``/<registered
+    model name of ``explain.model_uri``>; ``output_dir`` empty:
+    ``base.reports_dir``/xai_eval/<that directory's name>. ``steps``: perturbation
+    fractions of the deletion/insertion/ROAD curves; ``baseline``: what deleted pixels
+    become (``blur``: Gaussian blur of ``blur_sigma_px``; ``mean``: mean colour).
+    Sanity (randomisation) and stability (noise) re-explain the first
+    ``sanity_patches``/``stability_patches`` patches (0: skip). ``shortcut`` auto: report
+    the border band when the store has a non-zero ``shortcut_cue`` column.
+    ``nuclei_threshold`` 0: Otsu on the haematoxylin channel (tissue classes of stores
+    without masks).
+    """
+
     max_patches: int = bounded(256, ge=1)
     steps: int = bounded(10, ge=2)
+    baseline: Literal["blur", "mean"] = "blur"
+    blur_sigma_px: float = bounded(5.0, gt=0)
+    road_noise_sd: float = bounded(0.01, ge=0)
+    batch_size: int = bounded(32, ge=1)
+    localisation_backend: Literal["quantus", "torch"] = "quantus"
+    sanity_patches: int = bounded(16, ge=0)
+    sanity_threshold: float = bounded(0.5, gt=0, le=1)
+    stability_patches: int = bounded(16, ge=0)
+    stability_noise_sd: float = bounded(0.02, ge=0)
+    stability_copies: int = bounded(3, ge=1)
+    n_bins: int = bounded(4, ge=1)
+    shortcut: Literal["auto", "on", "off"] = "auto"
+    shortcut_band_px: int = bounded(2, ge=1)
+    nuclei_threshold: float = bounded(0.0, ge=0)
+    air_brightness: float = bounded(0.85, gt=0, le=1)
+    saliency_dir: str = ""
+    output_dir: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,250 @@
+"""Faithfulness in target units: remove or add pixels in the order a map ranks them and
+watch the regression head's prediction move.
+
+- Deletion (Petsiuk et al. 2018, RISE): replace the most relevant fraction f of the
+  pixels by a baseline image (blurred patch or its mean colour), f = 0, 1/steps, ..., 1.
+  A faithful map moves the prediction early: the area under |ŷ(f) − ŷ(0)| is large.
+- Insertion: start from the baseline and restore the most relevant pixels first. A
+  faithful map gets back to the original prediction early: the area under
+  |ŷ(f) − ŷ(original)| is small.
+- ROAD (Rong et al. 2022): removal with *noisy linear imputation* instead of a fixed
+  baseline, so the removal pattern itself leaks less information to the model; both
+  orders, most relevant first (MoRF, large change wanted) and least relevant first
+  (LeRF, small change wanted). The summary ``road = area(MoRF) − area(LeRF)`` is higher
+  for better maps (Rong et al. likewise read the two orders together).
+
+Quantus' faithfulness metrics (``ROAD``, ``RegionPerturbation``, ...) compare the argmax
+class before and after perturbation, which a regressor does not have, so these are
+written here. Curves are |Δŷ| in the target's units (µm²/ms for MD, nuclei for CC);
+areas are trapezoid means over f in [0, 1], also in target units.
+
+The baseline maps every method is compared with come from :func:`random_maps` and
+:func:`sobel_maps` (an edge detector: what a map that only sees contrast would score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Predict = Callable[[Tensor], Tensor]
+"""``images (B, 3, H, W) in [0, 1] -> prediction of one head (B,)`` in real units."""
+
+FAITHFULNESS_METRICS: tuple[str, ...] = (
+    "deletion_auc",
+    "insertion_auc",
+    "road_morf_auc",
+    "road_lerf_auc",
+    "road",
+)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def gaussian_blur(images: Tensor, sigma_px: float) -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with reflect padding."""
+    radius = max(1, int(3 * sigma_px + 0.5))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    k = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
+    out = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    if pad < radius:  # tiny images: replicate the rest
+        out = F.pad(out, (radius - pad,) * 4, mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def baseline_images(images: Tensor, kind: str = "blur", sigma_px: float = 5.0) -> Tensor:
+    """What removed pixels are replaced with: ``blur`` (Gaussian-blurred patch) or
+    ``mean`` (each patch's mean colour)."""
+    if kind == "blur":
+        return gaussian_blur(images, sigma_px)
+    if kind == "mean":
+        return images.mean(dim=(-2, -1), keepdim=True).expand_as(images).clone()
+    raise ValueError(f"perturbation baseline {kind!r}: expected 'blur' or 'mean'")
+
+
+def random_maps(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Uniform random maps (B, H, W): the chance level of every metric."""
+    return torch.rand(shape, generator=generator).to(device)
+
+
+def sobel_maps(images: Tensor) -> Tensor:
+    """Sobel gradient magnitude of the grey image, (B, H, W): an edge detector posing as
+    an explanation, independent of the model."""
+    grey = images.mean(dim=1, keepdim=True)
+    kx = torch.tensor(
+        [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device, dtype=images.dtype
+    )
+    g = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(g, kx.view(1, 1, 3, 3))
+    gy = F.conv2d(g, kx.t().contiguous().view(1, 1, 3, 3))
+    return torch.sqrt(gx**2 + gy**2)[:, 0]
+
+
+# --------------------------------------------------------------------------- orders
+
+
+def relevance_order(maps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Position of each pixel in the most-relevant-first order, (B, H, W) long in
+    0..N-1. Ties are broken at random (a constant map gives a random order)."""
+    b = maps.shape[0]
+    a = maps.reshape(b, -1).float()
+    n = a.shape[1]
+    shuffle = torch.rand(b, n, generator=generator).argsort(dim=1).to(a.device)  # random tie-break
+    order = shuffle.gather(1, a.gather(1, shuffle).argsort(dim=1, descending=True, stable=True))
+    position = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=a.device).expand(b, n))
+    return position.view(maps.shape)
+
+
+def fractions(steps: int) -> Tensor:
+    """f = 0, 1/steps, ..., 1 (steps + 1 values)."""
+    return torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+
+
+def _first_fraction_masks(position: Tensor, steps: int) -> Tensor:
+    """(B, S+1, 1, H, W) bool: pixel among the first f·N of the order, per fraction."""
+    n = position[0].numel()
+    counts = torch.round(fractions(steps) * n).long().to(position.device)  # (S+1,)
+    return (position[:, None] < counts[None, :, None, None])[:, :, None]
+
+
+# --------------------------------------------------------------------------- imputation
+
+
+_ROAD_KERNEL = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+
+
+def noisy_linear_impute(
+    images: Tensor,
+    removed: Tensor,
+    noise_sd: float = 0.01,
+    iters: int = 30,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """ROAD's noisy linear imputation (Rong et al. 2022, sec. 4), vectorised.
+
+    ROAD solves a sparse linear system in which every removed pixel equals the weighted
+    mean of its 8 neighbours (weights 1/6 edge, 1/12 diagonal) and adds Gaussian noise.
+    Here the system is approached by ``iters`` Jacobi sweeps on the whole batch, started
+    from a normalised-convolution fill (blur of the kept pixels divided by the blur of
+    the keep mask), which already places large holes close to the solution.
+
+    Args:
+        images: (B, 3, H, W) in [0, 1].
+        removed: (B, 1, H, W) bool, pixels to impute.
+        noise_sd: standard deviation of the noise added to imputed pixels.
+        iters: Jacobi sweeps.
+        generator: for the noise.
+
+    Returns:
+        (B, 3, H, W) images with removed pixels imputed, clipped to [0, 1].
+    """
+    keep = (~removed).to(images.dtype)
+    num = gaussian_blur(images * keep, 3.0)
+    den = gaussian_blur(keep, 3.0)
+    fill = torch.where(den > 1e-6, num / den.clamp_min(1e-6), images.mean(dim=(-2, -1), keepdim=True))
+    x = torch.where(removed, fill, images)
+    kernel = _ROAD_KERNEL.to(images.device, images.dtype).view(1, 1, 3, 3).expand(images.shape[1], 1, 3, 3)
+    for _ in range(iters):
+        neighbours = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=images.shape[1])
+        x = torch.where(removed, neighbours, images)
+    noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype) * noise_sd
+    return (x + noise * removed).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _predict_chunked(predict: Predict, images: Tensor, batch_size: int) -> Tensor:
+    with torch.no_grad():
+        return torch.cat(
+            [predict(images[i : i + batch_size]).double() for i in range(0, len(images), batch_size)]
+        )
+
+
+def perturbation_curve(
+    predict: Predict,
+    images: Tensor,
+    maps: Tensor,
+    steps: int = 10,
+    mode: str = "deletion",
+    baseline: Tensor | None = None,
+    noise_sd: float = 0.01,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """|Δŷ| after perturbing the top fraction f of pixels, (B, steps + 1) float64.
+
+    Args:
+        predict: one head's prediction in real units.
+        images: (B, 3, H, W) in [0, 1].
+        maps: (B, H, W) raw maps (larger = more relevant).
+        steps: number of fractions after f = 0.
+        mode: ``deletion`` (most relevant replaced by ``baseline``; Δ from the original),
+            ``insertion`` (baseline with the most relevant restored; Δ to the original),
+            ``road_morf`` / ``road_lerf`` (most / least relevant imputed, ROAD).
+        baseline: (B, 3, H, W) replacement image for deletion/insertion.
+        noise_sd: ROAD imputation noise.
+        batch_size: forward batch size.
+        generator: tie-breaking and imputation noise.
+    """
+    if mode in ("deletion", "insertion") and baseline is None:
+        raise ValueError(f"mode {mode!r} needs a baseline image")
+    b = images.shape[0]
+    signed = -maps if mode == "road_lerf" else maps
+    first = _first_fraction_masks(relevance_order(signed, generator), steps)  # (B, S+1, 1, H, W)
+    x = images[:, None]  # (B, 1, 3, H, W)
+    if mode == "deletion":
+        perturbed = torch.where(first, baseline[:, None], x)
+    elif mode == "insertion":
+        perturbed = torch.where(first, x, baseline[:, None])
+    elif mode in ("road_morf", "road_lerf"):
+        flat_x = x.expand(-1, steps + 1, -1, -1, -1).reshape(-1, *images.shape[1:])
+        perturbed = noisy_linear_impute(
+            flat_x, first.reshape(-1, 1, *images.shape[2:]), noise_sd, generator=generator
+        )
+    else:
+        raise ValueError(f"perturbation mode {mode!r}: expected deletion, insertion, road_morf or road_lerf")
+    preds = _predict_chunked(predict, perturbed.reshape(-1, *images.shape[1:]), batch_size).view(b, steps + 1)
+    reference = _predict_chunked(predict, images, batch_size)
+    return (preds - reference[:, None]).abs()
+
+
+def curve_area(curves: Tensor) -> Tensor:
+    """Trapezoid mean of (B, S+1) curves over f in [0, 1], (B,)."""
+    return torch.trapezoid(curves, fractions(curves.shape[1] - 1).to(curves.device), dim=1)
+
+
+def faithfulness_scores(
+    predict: Predict,
+    images: Tensor,
+    maps: Tensor,
+    baseline: Tensor,
+    steps: int = 10,
+    noise_sd: float = 0.01,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """All faithfulness measures of one batch.
+
+    Returns:
+        (scores, curves): scores name -> (B,) float64 (``FAITHFULNESS_METRICS``);
+        curves ``deletion``/``insertion``/``road_morf``/``road_lerf`` -> (B, steps + 1).
+    """
+    curves = {}
+    for mode in ("deletion", "insertion", "road_morf", "road_lerf"):
+        curves[mode] = perturbation_curve(
+            predict, images, maps, steps, mode, baseline, noise_sd, batch_size, generator
+        ).cpu()
+    scores = {f"{mode}_auc": curve_area(c) for mode, c in curves.items()}
+    scores["road"] = scores["road_morf_auc"] - scores["road_lerf_auc"]
+    return scores, curves

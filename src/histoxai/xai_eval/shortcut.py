@@ -1,0 +1,65 @@
+"""Shortcut check: does a method reveal that a model reads a spurious cue?
+
+A phantom built with ``data.phantom.shortcut: true`` carries a faint mark along the
+patch border whose strength is correlated with MD (index column ``shortcut_cue``). A
+model trained on it can predict MD from the border alone. A useful method then puts
+far more of its positive attribution on the border band than the band's share of the
+patch area; :func:`shortcut_report` tabulates that ratio per method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from histoxai.xai_eval.localisation import mass_share
+
+
+def border_band(height: int, width: int, band_px: int) -> Tensor:
+    """(H, W) bool: pixels within ``band_px`` of the patch edge."""
+    if band_px < 1 or 2 * band_px >= min(height, width):
+        raise ValueError(f"border band of {band_px} px does not fit a {height}x{width} patch")
+    band = torch.ones(height, width, dtype=torch.bool)
+    band[band_px:-band_px, band_px:-band_px] = False
+    return band
+
+
+def border_share(maps: Tensor, band_px: int) -> tuple[Tensor, float]:
+    """Positive attribution share on the border band, (B,), and the band's area share."""
+    band = border_band(*maps.shape[-2:], band_px).to(maps.device)
+    return mass_share(maps, band.expand_as(maps)).cpu(), float(band.float().mean())
+
+
+def shortcut_report(
+    maps_by_method: Mapping[str, Tensor], band_px: int, cue: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Per method: mean border share, area share, their ratio, and (with ``cue``) the
+    Spearman correlation across patches between a map's border share and the cue.
+
+    Args:
+        maps_by_method: method/variant name -> (B, H, W) maps of the same patches.
+        band_px: width of the border band holding the cue.
+        cue: (B,) cue strength per patch (index column ``shortcut_cue``), optional.
+
+    Returns:
+        One row per method: ``method``, ``border_share``, ``area_share``, ``ratio``
+        (> 1: the method points at the border more than chance), ``cue_corr``.
+    """
+    rows = []
+    for name, maps in maps_by_method.items():
+        share, area = border_share(maps, band_px)
+        mean = float(share.nanmean())
+        row = {"method": name, "border_share": mean, "area_share": area, "ratio": mean / area}
+        if cue is not None:
+            ok = torch.isfinite(share).numpy() & np.isfinite(np.asarray(cue, dtype=np.float64))
+            row["cue_corr"] = (
+                float(pd.Series(share.numpy()[ok]).corr(pd.Series(np.asarray(cue)[ok]), method="spearman"))
+                if ok.sum() > 2
+                else float("nan")
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)

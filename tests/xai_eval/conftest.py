@@ -1,0 +1,68 @@
+"""Tiny models and explainers with known behaviour for the XAI-evaluation tests."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import Tensor, nn
+
+
+class TinyRegressor(nn.Module):
+    """The Regressor contract in miniature: timm resnet10t (random weights) + linear heads."""
+
+    def __init__(self, targets=("md", "fa"), seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.targets = tuple(targets)
+        self.backbone = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+        self.head = nn.Linear(self.backbone.num_features, len(self.targets))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x * 2.0 - 1.0))
+
+
+class RegionRedModel(nn.Module):
+    """Output = mean red value inside ``region`` (B, 1): the region's red pixels are the
+    only features that drive the prediction. ``backbone`` is a 1x1 conv that passes the
+    red channel through (so randomising it changes the model)."""
+
+    def __init__(self, region: Tensor, targets=("md",)):
+        super().__init__()
+        self.targets = tuple(targets)
+        self.register_buffer("region", region.float())
+        self.backbone = nn.Conv2d(3, 1, 1, bias=False)
+        with torch.no_grad():
+            self.backbone.weight.zero_()
+            self.backbone.weight[0, 0] = 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        red = self.backbone(x)[:, 0]
+        return ((red * self.region).sum(dim=(-2, -1)) / self.region.sum())[:, None].repeat(
+            1, len(self.targets)
+        )
+
+
+def input_gradient(head: int = 0):
+    """Explainer: Σ_c ∂ŷ_head/∂x_c (a real model-dependent method)."""
+
+    def explain(model: nn.Module, images: Tensor) -> Tensor:
+        x = images.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(x)[:, head].sum(), x)
+        return grad.sum(dim=1).detach()
+
+    return explain
+
+
+def constant_map(model: nn.Module, images: Tensor) -> Tensor:
+    return torch.ones(images.shape[0], *images.shape[-2:], device=images.device)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> TinyRegressor:
+    return TinyRegressor().eval()
+
+
+@pytest.fixture
+def images() -> Tensor:
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
