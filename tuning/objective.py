@@ -11,6 +11,7 @@ and the study goes on.
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from histoxai.config import Config, flatten
+from histoxai.config import Config, ConfigError, flatten
 from histoxai.tracking import studies
 from tuning.space import Space, objective_weights, sample
 
@@ -67,16 +68,14 @@ class Objective:
         base: the config every trial starts from (params file + overrides).
         space: the search space.
         ctx: study name, MLflow parent run, output folder.
-        train_fn: trains a config; defaults to :func:`tuning.training.train_trial`.
+        train_fn: trains a config; default: the ``module:function`` named by ``tune.trainer``.
     """
 
     def __init__(
         self, base: Config, space: Space, ctx: StudyContext, train_fn: TrainFn | None = None
     ) -> None:
         if train_fn is None:
-            from tuning.training import train_trial
-
-            train_fn = train_trial
+            train_fn = load_trainer(base.tune.trainer)
         self.base, self.space, self.ctx, self.train_fn = base, space, ctx, train_fn
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -123,6 +122,18 @@ class Objective:
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in metrics.items() if k.startswith("val/")})
         studies.end_trial_run(ctx.tracking_uri, run_id, "complete", {"objective": value})
         return value
+
+
+def load_trainer(spec: str) -> TrainFn:
+    """The function named by ``module:function`` (``tune.trainer``)."""
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"tune.trainer={spec!r}: cannot import it ({err}); expected module:function") from None
+    if not callable(fn):
+        raise ConfigError(f"tune.trainer={spec!r} is not callable")
+    return fn
 
 
 def fail_reason(err: BaseException) -> str:

@@ -226,6 +226,7 @@ class TuneConfig:
     ``prune_startup_trials`` / ``prune_warmup_epochs``: the median pruner waits for that many
     finished trials and epochs. ``experiment``: MLflow experiment (empty: ``train.experiment``).
     ``register``: register the best trial's model with alias ``champion`` at the end.
+    ``trainer``: ``module:function`` that trains one trial (see ``tuning.objective.TrainFn``).
     """
 
     space: str = "tuning/spaces/mdfa.yaml"
@@ -243,6 +244,7 @@ class TuneConfig:
     max_retry: int = bounded(2, ge=0)
     experiment: str = ""
     register: bool = True
+    trainer: str = "tuning.training:train_trial"
 
 
 @dataclass(frozen=True)
