@@ -112,3 +112,22 @@ def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
 
     monkeypatch.setattr(tracking, "log_metrics", fail, raising=False)
     assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
+
+
+@pytest.mark.slow
+def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
+    mlflow = pytest.importorskip("mlflow")
+    root, _ = workdir
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("t", artifact_location=(root / "mlruns").as_uri()))
+    info = json.loads((root / MODEL / "run.json").read_text())
+    (root / MODEL / "run.json").write_text(
+        json.dumps({**info, "run_id": run.info.run_id, "tracking_uri": uri})
+    )
+    stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
+    logged = client.get_run(run.info.run_id).data.metrics
+    expected = json.loads((root / "reports/evaluate/histoxai-mdfa/metrics.json").read_text())
+    assert logged == pytest.approx(expected)
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
+    assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= names
