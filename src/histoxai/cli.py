@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
     "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
+    "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
 }
 
 
@@ -56,7 +57,12 @@ def _has_arguments(module: str) -> bool:
     return module in _WITH_ARGUMENTS
 
 
-_WITH_ARGUMENTS: set[str] = {"histoxai.stages.evaluate", "histoxai.stages.dashboard", "histoxai.stages.tune"}
+_WITH_ARGUMENTS: set[str] = {
+    "histoxai.stages.evaluate",
+    "histoxai.stages.dashboard",
+    "histoxai.stages.tune",
+    "histoxai.stages.xai_eval",
+}
 
 
 if __name__ == "__main__":

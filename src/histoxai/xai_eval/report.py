@@ -36,7 +36,7 @@ def flat_metrics(results: Mapping[str, TargetResult]) -> dict[str, float]:
                     out[f"{target}/{method}/{metric}"] = float(value)
         for _, row in res.agreement.iterrows():
             for k in ("variant_rank_corr", "variant_ssim"):
-                out[f"{target}/{row['a']}~{row['b']}/{k}"] = float(row[k])
+                out[f"{target}/{row['a']}_vs_{row['b']}/{k}"] = float(row[k])
         if res.shortcut is not None:
             for _, row in res.shortcut.iterrows():
                 out[f"{target}/{row['method']}/border_ratio"] = float(row["ratio"])
