@@ -110,7 +110,8 @@ def layercam(model, images, target, score_fn, params, y=None) -> Tensor:
 
 def gradient(model, images, target, score_fn, params, y=None) -> Tensor:
     sal = Saliency(head_score(model, target, score_fn))
-    attr = sal.attribute(images, abs=bool(params["abs"]), additional_forward_args=_forward_args(y))
+    x = images.detach().requires_grad_(True)  # a leaf that asks for its gradient (captum warns otherwise)
+    attr = sal.attribute(x, abs=bool(params["abs"]), additional_forward_args=_forward_args(y))
     return _reduce_channels(attr, bool(params["abs"]))
 
 
