@@ -13,17 +13,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 
 from histoxai.config import Config
+from histoxai.io import write_text
 from histoxai.tracking import studies
 from tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
 from tuning.report import finalize
-from tuning.space import Space, load_space
+from tuning.space import Space, load_space, plain
 from tuning.study import (
     BudgetLock,
     RetryStale,
@@ -115,8 +116,6 @@ def run_trials(cfg: Config, opened: Study, train_fn: TrainFn | None = None) -> i
 def launch(
     cfg: Config,
     tracking_uri: str,
-    params_file: str | None = "params.yaml",
-    overrides: Sequence[str] = (),
     finalize_only: bool = False,
     worker: bool = False,
     train_fn: TrainFn | None = None,
@@ -127,11 +126,9 @@ def launch(
     Args:
         cfg: the resolved config (``tune`` section included).
         tracking_uri: MLflow tracking URI.
-        params_file: params file handed to worker processes.
-        overrides: ``key=value`` overrides handed to worker processes.
         finalize_only: skip running trials; only summarise and register the champion.
         worker: run trials in this process only (no sub-workers, no finalisation).
-        train_fn: replaces the training of a trial (tests).
+        train_fn: replaces ``tune.trainer`` (tests; in-process only).
         pruner: replaces the configured pruner (tests; in-process only).
 
     Returns:
@@ -142,32 +139,30 @@ def launch(
         run_trials(cfg, opened, train_fn)
         return {}
     if not finalize_only:
-        workers = cfg.tune.workers
-        if workers == 1:
+        if cfg.tune.workers == 1:
             run_trials(cfg, opened, train_fn)
         else:
-            codes = run_worker_processes(workers, params_file, overrides, tracking_uri)
+            codes = run_worker_processes(cfg, tracking_uri, opened.ctx.trial_root)
             if any(codes):
                 print(f"warning: worker exit codes {codes}", file=sys.stderr)
     return finalize(cfg, opened.study, opened.ctx, opened.space)
 
 
-def run_worker_processes(
-    workers: int, params_file: str | None, overrides: Sequence[str], tracking_uri: str
-) -> list[int]:
-    """Start ``workers`` ``histoxai tune --worker`` processes, wait, return their exit codes."""
+def run_worker_processes(cfg: Config, tracking_uri: str, folder: Path) -> list[int]:
+    """Start ``tune.workers`` ``histoxai tune --worker`` processes, wait, return their exit codes.
+
+    The workers read the launcher's resolved config from ``folder/params.yaml``; with
+    GPUs, worker i sees only GPU ``i mod n_gpus``.
+    """
+    params = write_text(folder / "params.yaml", yaml.safe_dump(plain(cfg), sort_keys=False))
     gpus = _gpu_count()
-    cmd = [sys.executable, "-m", "histoxai.cli", "tune", "--worker"]
-    if params_file is not None:
-        cmd += ["--params", str(params_file)]
-    for item in overrides:
-        cmd += ["--set", item]
+    cmd = [sys.executable, "-m", "histoxai.cli", "tune", "--worker", "--params", str(params)]
     procs = []
-    for i in range(workers):
+    for i in range(cfg.tune.workers):
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd + ["--tracking-uri", tracking_uri], env=env))
     return [p.wait() for p in procs]
 
 

@@ -24,8 +24,11 @@ from histoxai.config import Config, ConfigError, flatten
 from histoxai.tracking import studies
 from tuning.space import Space, objective_weights, sample
 
-# train_fn(cfg, out_dir, run_id, on_epoch) -> validation metrics of the kept model
-TrainFn = Callable[[Config, Path, str, Callable[[int, dict[str, float]], None]], Mapping[str, float]]
+# train_fn(cfg, out_dir=..., run_id=..., tracking_uri=..., on_epoch=...) -> validation metrics
+# of the kept model. It trains cfg, calls on_epoch(epoch, metrics) after every epoch (an
+# exception raised there, e.g. optuna.TrialPruned, must propagate), logs the kept model
+# to the MLflow run ``run_id`` under the artifact path ``model`` and does not register it.
+TrainFn = Callable[..., Mapping[str, float]]
 
 RUN_ATTR = "mlflow_run_id"
 REASON_ATTR = "fail_reason"
@@ -101,7 +104,9 @@ class Objective:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {epoch} with validation R2 {value:.4f}")
 
-            metrics = self.train_fn(cfg, out_dir, run_id, on_epoch)
+            metrics = self.train_fn(
+                cfg, out_dir=out_dir, run_id=run_id, tracking_uri=ctx.tracking_uri, on_epoch=on_epoch
+            )
             value = score(metrics, weights)
             if not math.isfinite(value):
                 raise TrialFailed(f"validation R2 is not finite ({value}); metrics {dict(metrics)}")
@@ -130,7 +135,9 @@ def load_trainer(spec: str) -> TrainFn:
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"tune.trainer={spec!r}: cannot import it ({err}); expected module:function") from None
+        raise ConfigError(
+            f"tune.trainer={spec!r}: cannot import it ({err}); expected module:function"
+        ) from None
     if not callable(fn):
         raise ConfigError(f"tune.trainer={spec!r} is not callable")
     return fn

@@ -323,7 +323,7 @@ def _check_value(base: Config, key: str, value: Any, path: Path, where: str) -> 
 
 def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
     """A copy of ``cfg`` with dotted ``params`` set, validated by :func:`histoxai.config.parse`."""
-    raw = _plain(cfg)
+    raw = plain(cfg)
     for key, value in params.items():
         node = raw
         *parents, leaf = key.split(".")
@@ -354,15 +354,14 @@ def sample(space: Space, trial: optuna.Trial, base: Config) -> tuple[Config, dic
         raise SpaceError(f"{space.path}: sampled params {params} are invalid: {err}") from None
 
 
-def _plain(value: Any) -> Any:
-    # Like histoxai.config.to_dict, but also converts dataclasses nested in tuples
-    # (e.g. explain.methods variants) so that the result parses back.
+def plain(value: Any) -> Any:
+    """Plain YAML-able data of a config that parses back (dataclasses in tuples included)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 

@@ -182,11 +182,11 @@ def recover_dead_workers(study: optuna.Study, retry: RetryStale, tokenless_dead:
         if token is None and not tokenless_dead or token is not None and worker_alive(token) is not False:
             continue
         try:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {token} died")
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {token} died")
         retry(study, study._storage.get_trial(trial._trial_id))
         failed.append(trial.number)
     return failed

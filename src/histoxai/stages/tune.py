@@ -15,7 +15,6 @@ Running the same command again resumes the study. Watch it with ``mlflow ui`` an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -53,7 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
-    from histoxai.tracking import resolve_tracking_uri
     from tuning.launcher import launch
     from tuning.space import apply_params
 
@@ -64,22 +62,24 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         if getattr(args, attr, None) is not None
     }
     cfg = apply_params(cfg, flags)
-    tracking_uri = resolve_tracking_uri(
-        getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
-    )
-    # JSON values are valid YAML scalars, so a study name like "123" stays a string.
-    overrides = [*getattr(args, "overrides", []), *(f"{k}={json.dumps(v)}" for k, v in flags.items())]
     summary = launch(
         cfg,
-        tracking_uri,
-        params_file=getattr(args, "params", "params.yaml"),
-        overrides=overrides,
+        _tracking_uri(getattr(args, "tracking_uri", None)),
         finalize_only=getattr(args, "finalize", False),
         worker=getattr(args, "worker", False),
     )
     if summary:
         print(_describe(summary))
     return summary
+
+
+def _tracking_uri(explicit: str | None) -> str:
+    explicit = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        from histoxai.tracking import resolve_tracking_uri
+    except ImportError:  # older tracking package: same default as the training stage
+        return explicit or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return resolve_tracking_uri(explicit, Path.cwd())
 
 
 def _describe(summary: dict) -> str:
