@@ -72,7 +72,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> Dash:
     register_routes(server, renderer)
     register(app, catalog, settings.page_size)
     app.catalog = catalog  # for tests and the CLI summary
-    app.renderer = renderer
+    app.image_renderer = renderer
     return app
 
 

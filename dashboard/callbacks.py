@@ -21,7 +21,7 @@ from dashboard.catalog import FIELDS, Catalog, nice_step
 from dashboard.filters import histogram, page_of, rows_per_page, select
 from dashboard.layout import NAV_IDS
 from dashboard.main_page import main_page
-from dashboard.pages import grid_page, message, viewer_body
+from dashboard.pages import fmt, grid_page, message, viewer_body
 from dashboard.routes import colour_bar_src
 from dashboard.state import (
     CMAPS,
@@ -158,9 +158,18 @@ def control_props(catalog: Catalog, view: View, n_pages: int, search: str) -> di
         out[(f"range-{name}", "max")] = hi
         out[(f"range-{name}", "step")] = nice_step(lo, hi)
         out[(f"range-{name}", "value")] = [lo if a is None else max(a, lo), hi if b is None else min(b, hi)]
+        out[(f"range-text-{name}", "children")] = _range_text(
+            a, b, 1 if name == "rel_delta" else (table.decimals if table is not None else 3)
+        )
     for path, nav_id in NAV_IDS.items():
         out[(nav_id, "href")] = path + (search or "")
     return out
+
+
+def _range_text(lo: float | None, hi: float | None, decimals: int) -> str:
+    if lo is None and hi is None:
+        return "all"
+    return f"{'…' if lo is None else fmt(lo, decimals)} to {'…' if hi is None else fmt(hi, decimals)}"
 
 
 def _bar_labels(view: View) -> list[str]:

@@ -45,6 +45,9 @@ class TargetTable:
         split: (n,) int codes into ``SPLITS`` (-1: other).
         values: ``y``, ``y_hat``, ``delta``, ``rel_delta`` as (n,) float64.
         bounds: slider range per field of ``FIELDS`` (0.5th..99.5th percentile).
+        grid: patch_id, sample, row, col, split per row (for the tile viewer).
+        sample_names: the catalog's sample names.
+        decimals: decimals that give typical values of y three significant digits.
     """
 
     key: str
@@ -57,6 +60,7 @@ class TargetTable:
     bounds: dict[str, tuple[float, float]]
     grid: pd.DataFrame
     sample_names: list[str]
+    decimals: int = 3
 
     def __len__(self) -> int:
         return len(self.patch_id)
@@ -221,7 +225,13 @@ def _build_tables(cat: Catalog) -> None:
             bounds={f: _bounds(values[f]) for f in FIELDS},
             grid=rows[["patch_id", "sample", "row", "col", "split"]].reset_index(drop=True),
             sample_names=cat.samples,
+            decimals=_decimals(values["y"]),
         )
+
+
+def _decimals(y: np.ndarray) -> int:
+    typical = np.nanmedian(np.abs(y)) if np.isfinite(y).any() else 0.0
+    return int(min(max(2 - math.floor(math.log10(typical)), 0), 6)) if typical > 0 else 3
 
 
 def _bounds(x: np.ndarray) -> tuple[float, float]:

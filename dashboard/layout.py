@@ -7,7 +7,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from dashboard.catalog import FIELDS
-from dashboard.filters import FIELD_LABELS
+from dashboard.filters import FIELD_LABELS, empty_figure
 from dashboard.state import CMAPS, NORMS, PAGES, SORTS, SPLIT_CHOICES, TILE_SIZES, per_page_choices
 
 NAV_IDS: dict[str, str] = {
@@ -79,12 +79,15 @@ def _range_filter(name: str) -> html.Div:
     return html.Div(
         className="field range-filter",
         children=[
-            html.Label(FIELD_LABELS[name], className="field-label"),
+            html.Label(
+                [FIELD_LABELS[name], html.Span(id=f"range-text-{name}", className="range-text")],
+                className="field-label",
+            ),
             dcc.Graph(
                 id=f"hist-{name}",
                 className="hist",
                 config={"displayModeBar": False, "staticPlot": True},
-                figure={"data": [], "layout": {"height": 44}},
+                figure=empty_figure(),
             ),
             dcc.RangeSlider(
                 id=f"range-{name}",
@@ -203,7 +206,7 @@ def _sidebar(default_per: int) -> html.Aside:
 def _pager() -> html.Div:
     return html.Div(
         id="pager",
-        className="pager",
+        className="pager hidden",
         children=[
             html.Button("‹ prev", id="prev", className="button"),
             html.Span("page", className="pager-label"),

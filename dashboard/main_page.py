@@ -13,7 +13,8 @@ from dashboard.catalog import Catalog, r2_from_meta, r2_table
 from dashboard.pages import fmt, problems_panel
 from dashboard.state import PAGES
 
-_SKIP_MANIFEST = {"patch_ids", "complete", "variants", "targets", "timings"}
+_SKIP_MANIFEST = {"patch_ids", "complete", "variants", "targets", "timings", "model_name", "model_version"}
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "out": 3}
 _DESCRIPTIONS = {
     "/single": "a grid of patches for one target and one method variant",
     "/targets": "the same patches, one column per target, same method",
@@ -59,6 +60,7 @@ def _dataset_card(catalog: Catalog) -> html.Div:
     }
     splits = [c for c in store.index.columns if c.startswith("split_")]
     counts = pd.DataFrame({c[6:]: store.index[c].value_counts() for c in splits}).T.fillna(0).astype(int)
+    counts = counts[sorted(counts.columns, key=lambda s: _SPLIT_ORDER.get(s, 9))]
     return _card("Dataset", [_facts(facts), _table(counts, "split scheme") if splits else None])
 
 
@@ -72,9 +74,9 @@ def _source_card(catalog: Catalog, name: str) -> html.Div:
         "store": str(store.root),
         "targets": ", ".join(store.targets),
     }
-    facts.pop("model_name", None)
     meta = store.meta.drop_duplicates("patch_id")
     counts = meta["split"].astype(str).value_counts().rename("patches").to_frame().T
+    counts = counts[sorted(counts.columns, key=lambda s: _SPLIT_ORDER.get(s, 9))]
     variants = pd.DataFrame(
         [
             {
@@ -103,7 +105,7 @@ def _performance(catalog: Catalog) -> list:
     reported = set(catalog.metrics)
     for name, store in catalog.sources.items():
         if name not in reported:
-            table = r2_from_meta(store.meta)
+            table = _order_scopes(r2_from_meta(store.meta))
             note = html.P(
                 "from the explained patches (no reports/evaluate/…/metrics.json found)", className="note"
             )
@@ -114,8 +116,8 @@ def _performance(catalog: Catalog) -> list:
 
 
 def _order_scopes(table: pd.DataFrame) -> pd.DataFrame:
-    order = {"train": 0, "val": 1, "test": 2, "out": 3}
-    return table.loc[sorted(table.index, key=lambda s: (order.get(s.split("/")[0], 9), s.count("/"), s))]
+    key = lambda s: (_SPLIT_ORDER.get(s.split("/")[0], 9), s.count("/"), s)  # noqa: E731
+    return table.loc[sorted(table.index, key=key)]
 
 
 def _rankings(catalog: Catalog) -> list:

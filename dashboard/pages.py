@@ -16,11 +16,13 @@ from dashboard.routes import overlay_src, patch_src
 from dashboard.state import SORTS, View
 
 
-def fmt(x: float, signed: bool = False) -> str:
-    """3 significant digits, '–' for NaN; a real minus sign."""
+def fmt(x: float | None, decimals: int | None = None, signed: bool = False) -> str:
+    """``decimals`` fixed decimals (None: 3 significant digits), '–' for NaN, a real minus sign."""
     if x is None or not math.isfinite(x):
         return "–"
-    return f"{x:{'+' if signed else ''}.3g}".replace("-", "−")
+    sign = "+" if signed else ""
+    text = f"{x:{sign}.{decimals}f}" if decimals is not None else f"{x:{sign}.3g}"
+    return text.replace("-", "−")
 
 
 def fmt_pct(x: float) -> str:
@@ -40,10 +42,12 @@ def parse_tile_key(text: str) -> tuple[int, str, str] | None:
 
 def metrics_line(table: TargetTable, row: int) -> list:
     v = {k: float(a[row]) for k, a in table.values.items()}
+    d = table.decimals
     return [
-        html.Div([_kv("y", fmt(v["y"])), _kv("ŷ", fmt(v["y_hat"]))], className="line"),
+        html.Div([_kv("y", fmt(v["y"], d)), _kv("ŷ", fmt(v["y_hat"], d))], className="line"),
         html.Div(
-            [_kv("Δ", fmt(v["delta"], signed=True)), _kv("rΔ", fmt_pct(v["rel_delta"]))], className="line"
+            [_kv("Δ", fmt(v["delta"], d + 1, signed=True)), _kv("rΔ", fmt_pct(v["rel_delta"]))],
+            className="line",
         ),
     ]
 
@@ -251,9 +255,9 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
                 html.Tr(
                     [
                         html.Td(catalog.target_label(k)),
-                        html.Td(fmt(v["y"])),
-                        html.Td(fmt(v["y_hat"])),
-                        html.Td(fmt(v["delta"], signed=True)),
+                        html.Td(fmt(v["y"], t.decimals)),
+                        html.Td(fmt(v["y_hat"], t.decimals)),
+                        html.Td(fmt(v["delta"], t.decimals + 1, signed=True)),
                         html.Td(fmt_pct(v["rel_delta"])),
                     ],
                     className=cls,

@@ -70,3 +70,8 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         if cmap not in CMAPS:
             abort(404)
         return png(renderer.colour_bar_png(cmap))
+
+    @server.route("/img/<path:rest>")
+    def no_image(rest: str):
+        # Anything else under /img/ is 404 (not Dash's catch-all page).
+        abort(404)

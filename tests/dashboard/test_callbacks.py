@@ -1,0 +1,164 @@
+"""Callbacks called directly: URL <-> controls, page content, histograms, viewer."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+from dash import html
+
+from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync
+from dashboard.catalog import load_catalog
+from dashboard.state import View, parse_view
+
+
+def _q(search: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(search.lstrip("?")).items()}
+
+
+def _text(component) -> str:
+    """All text of a Dash component tree."""
+    if isinstance(component, (list, tuple)):
+        return " ".join(_text(c) for c in component)
+    if isinstance(component, (str, int, float)):
+        return str(component)
+    children = getattr(component, "children", None)
+    return _text(children) if children is not None else ""
+
+
+def _ids(component, kind: str = "tile") -> list:
+    out = []
+    if isinstance(component, (list, tuple)):
+        for c in component:
+            out += _ids(c, kind)
+    elif hasattr(component, "children"):
+        cid = getattr(component, "id", None)
+        if isinstance(cid, dict) and cid.get("type") == kind:
+            out.append(cid["key"])
+        out += _ids(component.children, kind)
+    return out
+
+
+def _srcs(component) -> list[str]:
+    out = []
+    if isinstance(component, (list, tuple)):
+        for c in component:
+            out += _srcs(c)
+    elif isinstance(component, html.Img):
+        out.append(component.src)
+    elif hasattr(component, "children"):
+        out += _srcs(component.children)
+    return out
+
+
+def test_url_drives_the_controls_without_rewriting_the_url(catalog):
+    search = "?target=fa&variant=smoothgrad_s0.2&split=test&sort=absdelta&desc=1&y=0.2,"
+    new, view, n_pages = sync(catalog, None, None, search, "/single")
+    assert new is None
+    props = control_props(catalog, view, n_pages, search)
+    assert props[("target", "value")] == "fa" and props[("method", "value")] == "smoothgrad"
+    assert props[("variant", "value")] == "smoothgrad_s0.2"
+    assert [o["value"] for o in props[("variant", "options")]] == ["smoothgrad_s0.1", "smoothgrad_s0.2"]
+    assert props[("split", "value")] == "test" and props[("desc", "value")] == ["desc"]
+    assert props[("range-y", "value")][0] == 0.2
+    assert props[("range-y", "value")][1] == catalog.tables["fa"].bounds["y"][1]
+    assert props[("nav-methods", "href")] == "/methods" + search
+
+
+def test_a_control_change_becomes_a_url(catalog):
+    new, view, _ = sync(catalog, "split", "val", "?target=md&variant=layercam&page=2", "/single")
+    assert _q(new) == {"target": "md", "variant": "layercam", "split": "val"}  # filter change: page 1
+    new, view, _ = sync(catalog, "method", "smoothgrad", new, "/single")
+    assert view.variant == "smoothgrad_s0.1" and _q(new)["variant"] == "smoothgrad_s0.1"
+    new, view, _ = sync(catalog, "target", "cc", new, "/single")
+    assert (view.target, view.variant) == ("cc", "gradcampp")  # layercam is not computed for cc
+
+
+def test_range_at_the_slider_ends_is_open(catalog):
+    lo, hi = catalog.tables["md"].bounds["y"]
+    view = apply_control(catalog, View(target="md", variant="gradcampp"), "range-y", [lo, hi])
+    assert view.y == (None, None)
+    view = apply_control(catalog, view, "range-y", [lo, 1.5])
+    assert view.y == (None, 1.5)
+
+
+def test_paging_moves_and_clamps(catalog):
+    search = "?target=md&variant=gradcampp&per=24"
+    new, view, n_pages = sync(catalog, "next", 1, search, "/single")
+    assert view.page == 2 and n_pages == 3
+    new, view, _ = sync(catalog, "page", 99, new, "/single")
+    assert view.page == 3
+    new, view, _ = sync(catalog, "prev", 1, new, "/single")
+    assert view.page == 2
+    new, view, _ = sync(catalog, "reset", 1, new + "&split=test", "/single")
+    assert view.page == 1 and view.split == "all"
+
+
+def test_single_page_shows_one_tile_per_patch_of_the_page(catalog):
+    children, status, pager = render(catalog, "/single", "?target=md&variant=layercam&per=24&page=2")
+    keys = _ids(children)
+    assert len(keys) == 24 and keys[0] == "24|md|layercam"
+    assert status.startswith("50 of 50 patches match") and pager == "pager"
+    assert all("/layercam/" in s for s in _srcs(children))
+    text = _text(children)
+    assert "#24" in text and "ŷ" in text and "rΔ" in text
+
+
+def test_multiple_targets_and_methods_pages_have_one_column_each(catalog):
+    children, _, _ = render(catalog, "/targets", "?target=md&variant=gradcampp&per=24")
+    srcs = _srcs(children)
+    assert len(srcs) == 6 * 3 + 3  # 6 rows: patch + md + fa; cc only for even ids
+    assert "not explained for cc" in _text(children)
+    children, _, _ = render(catalog, "/methods", "?target=md&variant=gradcampp&per=24")
+    srcs = _srcs(children)
+    assert len(srcs) == 6 * 5 and sum("/smoothgrad_s0.2/" in s for s in srcs) == 6
+
+
+def test_main_page_names_what_is_loaded(catalog):
+    children, status, pager = render(catalog, "/", "")
+    text = _text(children)
+    for word in ("Dataset", "phantom", "mdfa", "smoothgrad_s0.2", "sigma=0.2", "0.81", "R²"):
+        assert word in text, word
+    assert pager == "pager hidden"
+
+
+def test_no_match_says_so(catalog):
+    children, status, _ = render(catalog, "/single", "?target=md&y=100,200")
+    assert "No patch matches" in _text(children) and status.startswith("0 of 50")
+
+
+def test_missing_store_page_names_the_path(tmp_path):
+    cat = load_catalog(tmp_path / "gone", saliency_root=tmp_path / "sal")
+    for page in ("/", "/single", "/targets", "/methods"):
+        children, _, _ = render(cat, page, "")
+        text = _text(children)
+        assert str(tmp_path / "gone") in text and "index.parquet" in text, page
+    new, view, n_pages = sync(cat, None, None, "", "/single")
+    props = control_props(cat, view, n_pages, "")
+    assert props[("target", "options")] == [] and props[("target", "value")] is None
+    assert [h["data"] for h in histograms(cat, "")] == [[], [], []]
+
+
+def test_unknown_page_is_not_a_traceback(catalog):
+    children, _, _ = render(catalog, "/nope", "")
+    assert "Page not found" in _text(children)
+
+
+def test_viewer_shows_raw_and_overlay_and_every_target(catalog):
+    cls, body = open_viewer(catalog, "4|fa|layercam", "?cmap=magma")
+    assert cls == "viewer"
+    srcs = _srcs(body)
+    assert srcs[0] == "/img/patch/4.png" and "/fa/layercam/4.png?cmap=magma" in srcs[1]
+    text = _text(body)
+    assert "Patch #4" in text and "md · mdfa" in text and "cc · cc" in text
+    assert open_viewer(catalog, None, "")[0] == "viewer hidden"
+    assert open_viewer(catalog, "4|fa|evil", "")[0] == "viewer hidden"
+
+
+@pytest.mark.parametrize("field", ["y", "delta", "rel_delta"])
+def test_histograms_follow_the_url(catalog, field):
+    view = parse_view("?target=md&split=test", catalog)
+    figs = histograms(catalog, "?target=md&split=test")
+    fig = figs[["y", "delta", "rel_delta"].index(field)]
+    assert sum(fig["data"][0]["y"]) == int((catalog.tables["md"].split == 2).sum())
+    assert view.split == "test"
