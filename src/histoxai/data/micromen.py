@@ -44,6 +44,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.io
+import scipy.sparse
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
@@ -278,11 +279,20 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
     return np.clip(hi - lo, 0, None) / (n_in / n_out)
 
 
-def resize_block(block: np.ndarray, wr: np.ndarray, wc: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 block -> (p, p, 3) uint8 with row/column weights from :func:`area_weights`."""
+def resize_block(block: np.ndarray, wr, wc) -> np.ndarray:
+    """(h, w, 3) uint8 block -> (p, q, 3) uint8 by area averaging.
+
+    Args:
+        block: the HE pixels of one voxel.
+        wr, wc: (p, h) and (q, w) weights from :func:`area_weights`, dense or (faster,
+            as they are banded) ``scipy.sparse`` arrays; sparse products also avoid
+            multi-threaded BLAS, which is slow for many small products on a busy machine.
+    """
     h, w, _ = block.shape
-    x = wr @ np.ascontiguousarray(block, dtype=np.float64).reshape(h, w * 3)  # (p, w*3)
-    x = np.einsum("qw,pwc->pqc", wc, x.reshape(-1, w, 3))  # (p, p, 3)
+    x = wr @ np.asarray(block, dtype=np.float64).reshape(h, w * 3)  # (p, w*3)
+    p = x.shape[0]
+    x = wc @ x.reshape(p, w, 3).transpose(1, 0, 2).reshape(w, p * 3)  # (q, p*3)
+    x = x.reshape(-1, p, 3).transpose(1, 0, 2)  # (p, q, 3)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -343,8 +353,10 @@ def _covered(masks: MatFile, candidates: np.ndarray, block: tuple[int, int], til
     for vr, vc in _tiles(candidates, block, tile_px):
         m = masks.region("HE_mask", slice(vr.start * bh, vr.stop * bh), slice(vc.start * bw, vc.stop * bw))
         nr, nc = m.shape[0] // bh, m.shape[1] // bw
-        full = np.asarray(m != 0)[: nr * bh, : nc * bw].reshape(nr, bh, nc, bw).all(axis=(1, 3))
-        covered[vr.start : vr.start + nr, vc.start : vc.start + nc] = full
+        for i in range(nr):  # one voxel row at a time keeps the temporaries small
+            band = m[i * bh : (i + 1) * bh, : nc * bw] != 0
+            covered[vr.start + i, vc.start : vc.start + nc] = band.reshape(bh, nc, bw).all(axis=(0, 2))
+        del m  # before the next tile is read, so only one tile is held
     return covered
 
 
@@ -358,7 +370,7 @@ def _patches(
     position[keep] = np.arange(keep.sum())
     images = np.empty((int(keep.sum()), size, size, 3), dtype=np.uint8)
     counts = np.zeros(len(images), dtype=np.int64)
-    wr, wc = area_weights(bh, size), area_weights(bw, size)
+    wr, wc = (scipy.sparse.csr_array(area_weights(n, size)) for n in block)
     tiles = list(_tiles(keep, block, tile_px))
     for vr, vc in tqdm(tiles, desc="HE tiles", unit="tile", leave=False):
         top, left = max(0, vr.start * bh - halo), max(0, vc.start * bw - halo)
@@ -376,6 +388,7 @@ def _patches(
                 crop = pixels[a : r0 + bh + halo, b : c0 + bw + halo]
                 core = (slice(r0 - a, r0 - a + bh), slice(c0 - b, c0 - b + bw))
                 counts[i] = count_nuclei(crop, um_per_px, core=core)
+        del pixels  # before the next tile is read, so only one tile is held
     return images, counts
 
 
