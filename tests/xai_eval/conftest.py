@@ -58,6 +58,15 @@ def constant_map(model: nn.Module, images: Tensor) -> Tensor:
     return torch.ones(images.shape[0], *images.shape[-2:], device=images.device)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is much faster than two contending ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_model() -> TinyRegressor:
     return TinyRegressor().eval()

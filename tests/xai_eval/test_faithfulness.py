@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from histoxai.xai_eval.faithfulness import (
+    baseline_images,
+    curve_area,
+    faithfulness_scores,
+    gaussian_blur,
+    noisy_linear_impute,
+    perturbation_curve,
+    random_maps,
+    relevance_order,
+    sobel_maps,
+)
+from tests.xai_eval.conftest import RegionRedModel
+
+SIZE = 16
+
+
+@pytest.fixture
+def region_model():
+    region = torch.zeros(SIZE, SIZE)
+    region[:8, :8] = 1.0  # the only pixels that drive the output
+    return RegionRedModel(region).eval(), region
+
+
+@pytest.fixture
+def batch():
+    return torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+
+
+def scores_of(model, images, maps, seed=0):
+    predict = lambda x: model(x)[:, 0]  # noqa: E731
+    base = baseline_images(images, "mean")
+    scores, curves = faithfulness_scores(
+        predict, images, maps, base, steps=8, generator=torch.Generator().manual_seed(seed)
+    )
+    return {k: float(v.mean()) for k, v in scores.items()}, curves
+
+
+def test_removing_the_true_features_moves_the_prediction_more_than_removing_others(region_model, batch):
+    model, region = region_model
+    jitter = 1e-3 * torch.rand(batch.shape[0], SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    true = region.expand(len(batch), -1, -1) + jitter
+    other = (1 - region).expand(len(batch), -1, -1) + jitter
+    rand = random_maps((len(batch), SIZE, SIZE), torch.Generator().manual_seed(2))
+    good, _ = scores_of(model, batch, true)
+    bad, _ = scores_of(model, batch, other)
+    chance, _ = scores_of(model, batch, rand)
+    assert good["deletion_auc"] > chance["deletion_auc"] > bad["deletion_auc"]
+    assert good["insertion_auc"] < chance["insertion_auc"] < bad["insertion_auc"]
+    assert good["road"] > chance["road"] - 1e-6 and good["road"] > bad["road"]
+
+
+def test_deletion_curve_starts_at_zero_and_ends_at_the_baseline_prediction(region_model, batch):
+    model, _ = region_model
+    predict = lambda x: model(x)[:, 0]  # noqa: E731
+    base = baseline_images(batch, "blur", 2.0)
+    curve = perturbation_curve(predict, batch, torch.rand(len(batch), SIZE, SIZE), steps=4, baseline=base)
+    assert curve.shape == (len(batch), 5)
+    assert curve[:, 0].abs().max() == 0
+    expected = (predict(base) - predict(batch)).abs().double()
+    torch.testing.assert_close(curve[:, -1], expected)
+
+
+def test_insertion_curve_ends_at_the_original_prediction(region_model, batch):
+    model, _ = region_model
+    predict = lambda x: model(x)[:, 0]  # noqa: E731
+    base = baseline_images(batch, "mean")
+    curve = perturbation_curve(predict, batch, torch.rand(len(batch), SIZE, SIZE), 4, "insertion", base)
+    assert curve[:, -1].abs().max() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_curve_area_is_the_trapezoid_mean_over_fractions():
+    curves = torch.tensor([[0.0, 1.0, 1.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    assert curve_area(curves).tolist() == pytest.approx([0.75, 2.0])
+
+
+def test_relevance_order_ranks_most_relevant_first_and_breaks_ties_into_a_permutation():
+    maps = torch.tensor([[[0.1, 0.9], [0.5, 0.3]]])
+    assert relevance_order(maps).flatten().tolist() == [3, 0, 1, 2]
+    flat = relevance_order(torch.zeros(2, 4, 4)).reshape(2, -1)
+    assert all(sorted(row.tolist()) == list(range(16)) for row in flat)
+
+
+def test_linear_imputation_recovers_a_smooth_ramp_and_keeps_known_pixels():
+    ramp = torch.linspace(0, 1, 24).expand(24, 24)
+    images = ramp.expand(1, 3, 24, 24).clone()
+    removed = torch.zeros(1, 1, 24, 24, dtype=torch.bool)
+    removed[..., 8:16, 8:16] = True
+    out = noisy_linear_impute(images, removed, noise_sd=0.0, iters=200)
+    assert torch.equal(out[~removed.expand_as(out)], images[~removed.expand_as(images)])
+    assert (out - images).abs().max() < 0.02
+
+
+def test_baselines_and_edge_maps():
+    flat = torch.full((2, 3, 8, 8), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat, 2.0), flat)
+    assert sobel_maps(flat).abs().max() < 1e-6
+    step = torch.zeros(1, 3, 8, 8)
+    step[..., 4:] = 1.0
+    edges = sobel_maps(step)[0]
+    assert edges[:, 3:5].min() > 0.5 and edges[:, :2].max() < 1e-6
+    with pytest.raises(ValueError, match="perturbation baseline 'zeros'"):
+        baseline_images(flat, "zeros")

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from histoxai.xai_eval.faithfulness import sobel_maps
+from histoxai.xai_eval.sanity import randomisation_cascade, randomisation_steps, reinitialise, sanity_summary
+from tests.xai_eval.conftest import TinyRegressor, constant_map, input_gradient
+
+
+def test_steps_go_from_the_head_down_to_the_stem(tiny_model):
+    steps = randomisation_steps(tiny_model)
+    assert [name for name, _ in steps] == ["head", "layer4", "layer3", "layer2", "layer1", "bn1", "conv1"]
+    assert steps[0][1] == ["head"]
+
+
+def test_steps_split_containers_of_blocks():
+    model = TinyRegressor()
+    model.backbone = torch.nn.Sequential()
+    model.backbone.add_module("stem", torch.nn.Conv2d(3, 4, 3))
+    model.backbone.add_module(
+        "stages",
+        torch.nn.Sequential(
+            torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3)), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3))
+        ),
+    )
+    assert [n for n, _ in randomisation_steps(model)] == ["head", "stages.1", "stages.0", "stem"]
+
+
+def test_model_without_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="`backbone` attribute"):
+        randomisation_steps(torch.nn.Linear(2, 2))
+
+
+def test_reinitialise_changes_every_parameter_reproducibly():
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    before = a.weight.detach().clone()
+    reinitialise(a, torch.Generator().manual_seed(0))
+    reinitialise(b, torch.Generator().manual_seed(0))
+    assert not torch.equal(a.weight, before)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_gradient_maps_change_under_randomisation_and_the_model_is_left_untouched(tiny_model, images):
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    cascade = randomisation_cascade(tiny_model, images, input_gradient(0), seed=0)
+    assert list(cascade) == ["original", "head", "layer4", "layer3", "layer2", "layer1", "bn1", "conv1"]
+    assert cascade["original"]["rank_corr"].numpy() == pytest.approx(1.0)  # deterministic method
+    summary = sanity_summary(cascade, threshold=0.5)
+    assert summary["sanity_final_rank_corr"] < 0.5 and summary["sanity_pass"] == 1.0
+    assert all(torch.equal(v, state[k]) for k, v in tiny_model.state_dict().items())
+
+
+@pytest.mark.parametrize("explain", [constant_map, lambda model, x: sobel_maps(x)], ids=["constant", "edges"])
+def test_maps_that_ignore_the_model_fail_the_check(tiny_model, images, explain):
+    cascade = randomisation_cascade(tiny_model, images[:2], explain, seed=0)
+    for step in cascade.values():
+        assert step["rank_corr"].numpy() == pytest.approx(1.0)
+        assert step["ssim"].numpy() == pytest.approx(1.0)
+    assert sanity_summary(cascade)["sanity_pass"] == 0.0
