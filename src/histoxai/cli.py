@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
     "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
+    "explain": ("histoxai.stages.explain", "saliency maps of a registered model for every head and method variant"),
     "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
 }
 

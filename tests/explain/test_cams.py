@@ -73,5 +73,7 @@ def test_hooks_are_released(model, images):
 
 def test_cams_are_per_image_in_a_batch(model, images):
     (batched,) = layer_cams(model, images, 0, SCORES["higher"], [-1], "gradcampp")
-    single = torch.cat([layer_cams(model, images[i : i + 1], 0, SCORES["higher"], [-1], "gradcampp")[0] for i in range(3)])
+    single = torch.cat(
+        [layer_cams(model, images[i : i + 1], 0, SCORES["higher"], [-1], "gradcampp")[0] for i in range(3)]
+    )
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-6)

@@ -83,7 +83,10 @@ def test_a_batch_gives_the_maps_of_its_images_one_by_one(model, small, method):
 def test_layercam_fuses_layers_by_elementwise_max(model, images):
     layers = [-3, -2, -1]
     fused = run_variant(variant("layercam", layers=layers), model, images, 0, SCORES["higher"])
-    per_layer = [run_variant(variant("layercam", layers=[layer]), model, images, 0, SCORES["higher"]) for layer in layers]
+    per_layer = [
+        run_variant(variant("layercam", layers=[layer]), model, images, 0, SCORES["higher"])
+        for layer in layers
+    ]
     torch.testing.assert_close(fused, torch.stack(per_layer).amax(dim=0))
     assert not all(torch.equal(fused, m) for m in per_layer)  # more than one layer contributes
 
@@ -93,7 +96,9 @@ def test_smoothgrad_noise_batches_average_like_one_batch(model, small):
     # chunking (including a last, smaller chunk) must average to the plain gradient.
     grad = run_variant(variant("gradient"), model, small, 0, SCORES["higher"])
     for batch in (1, 3, 4):
-        sg = run_variant(variant("smoothgrad", sigma=0.0, noise_batch=batch), model, small, 0, SCORES["higher"])
+        sg = run_variant(
+            variant("smoothgrad", sigma=0.0, noise_batch=batch), model, small, 0, SCORES["higher"]
+        )
         torch.testing.assert_close(sg, grad, rtol=1e-4, atol=1e-8)
 
 

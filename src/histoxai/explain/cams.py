@@ -61,7 +61,9 @@ def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
             return path, model.get_submodule(path)
         except AttributeError:
             continue
-    raise ValueError(f"CAM layer {layer!r} is not a module of the model; stage outputs are {stage_layers(model)}")
+    raise ValueError(
+        f"CAM layer {layer!r} is not a module of the model; stage outputs are {stage_layers(model)}"
+    )
 
 
 @contextlib.contextmanager

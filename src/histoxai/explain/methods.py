@@ -180,7 +180,9 @@ def method_params(method: str, params: Mapping[str, Any] | None = None, where: s
     out = dict(defaults)
     for key, value in (params or {}).items():
         if key not in defaults:
-            raise ValueError(f"{where}unknown parameter {key!r} of method {method!r}; expected one of {sorted(defaults)}")
+            raise ValueError(
+                f"{where}unknown parameter {key!r} of method {method!r}; expected one of {sorted(defaults)}"
+            )
         if key == "layer" and isinstance(value, str):
             out[key] = value  # a module path instead of a stage index
         else:
@@ -226,14 +228,22 @@ def resolve_variants(entries: Iterable[Any]) -> dict[str, dict[str, Any]]:
         if name in out:
             raise ValueError(f"{where}variant {name!r} is listed twice")
         full = method_params(method, params, where)
-        out[name] = {"method": method, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}}
+        out[name] = {
+            "method": method,
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()},
+        }
     if not out:
         raise ValueError("explain.methods: expected at least one saliency method")
     return out
 
 
 def run_variant(
-    variant: Mapping[str, Any], model: nn.Module, images: Tensor, target: int, score_fn: ScoreFn, y: Tensor | None = None
+    variant: Mapping[str, Any],
+    model: nn.Module,
+    images: Tensor,
+    target: int,
+    score_fn: ScoreFn,
+    y: Tensor | None = None,
 ) -> Tensor:
     """Maps (B, H, W) of one resolved variant (see :func:`resolve_variants`)."""
     method = variant["method"]

@@ -48,7 +48,9 @@ def target(y_hat: Tensor, y: Tensor | None = None) -> Tensor:
 SCORES: dict[str, ScoreFn] = {"higher": higher, "lower": lower, "target": target}
 
 
-def head_score(model: torch.nn.Module, head: int, score_fn: ScoreFn) -> Callable[[Tensor, Tensor | None], Tensor]:
+def head_score(
+    model: torch.nn.Module, head: int, score_fn: ScoreFn
+) -> Callable[[Tensor, Tensor | None], Tensor]:
     """``f(images, y) -> (B,)``: ``score_fn`` of output column ``head``, in float32.
 
     The form captum's ``forward_func`` expects, with ``y`` passed as an additional

@@ -67,12 +67,12 @@ class SaliencyStore:
     @classmethod
     def create(cls, root: str | Path, manifest: dict, meta: pd.DataFrame) -> SaliencyStore:
         """Start (or resume) a store. An existing store with the same model version,
-        patch ids and variants is resumed; otherwise it is replaced."""
+        patch ids, targets, variants and score function is resumed; otherwise it is replaced."""
         root = Path(root)
         missing = set(META_COLUMNS) - set(meta.columns)
         if missing:
             raise ValueError(f"saliency meta lacks columns {sorted(missing)}")
-        keys = ("model_uri", "model_version", "patch_ids", "targets", "variants")
+        keys = ("model_uri", "model_version", "patch_ids", "targets", "variants", "score")
         manifest = {**manifest, "patch_ids": [int(p) for p in manifest["patch_ids"]]}
         if (root / "manifest.json").is_file():
             old = cls(root)
@@ -95,7 +95,7 @@ class SaliencyStore:
             raise ValueError(f"{map_name(target, variant)}: {maps.shape[0]} maps for {len(self.patch_ids)} patches")
         with atomic_path(self.root / "maps" / f"{map_name(target, variant)}.npy") as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, maps.astype(np.float16))
+                np.save(fh, np.asarray(maps, dtype=np.float16))  # no copy when already float16
         complete = sorted({*self.manifest.get("complete", []), map_name(target, variant)})
         timings = {**self.manifest.get("timings", {}), **({map_name(target, variant): info} if info else {})}
         self.manifest = {**self.manifest, "complete": complete, "timings": timings}

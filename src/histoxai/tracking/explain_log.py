@@ -1,0 +1,67 @@
+"""Record a saliency run (``histoxai explain``) as its own MLflow run.
+
+A separate run, tagged with the explained model's name, version and training run, so
+re-running with other methods never collides with the training run's immutable params.
+Everything goes through :class:`mlflow.MlflowClient` with explicit ids.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+_BATCH = 100  # params per log_batch call (MLflow accepts up to 100)
+
+
+def log_explain_run(
+    tracking_uri: str,
+    experiment: str,
+    model: Mapping[str, Any],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    artifacts: Iterable[str | Path] = (),
+) -> str:
+    """Create a finished run in ``experiment`` holding the saliency run's record.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name (created when missing).
+        model: the explained model: ``name``, ``version``, ``run_id``, ``uri``.
+        params: flat params (values stringified, cut to MLflow's 6000 characters).
+        metrics: flat metrics (non-finite values are left out).
+        artifacts: files to attach (e.g. the store's ``manifest.json``).
+
+    Returns:
+        The new run's id.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    tags = {
+        "histoxai.stage": "explain",
+        "histoxai.model_name": str(model.get("name", "")),
+        "histoxai.model_version": str(model.get("version", "")),
+        "histoxai.model_uri": str(model.get("uri", "")),
+        "histoxai.source_run_id": str(model.get("run_id", "")),
+    }
+    run = client.create_run(
+        experiment_id, run_name=f"explain-{model.get('name', '')}-v{model.get('version', '')}", tags=tags
+    )
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), _BATCH):
+        client.log_batch(run_id, params=items[i : i + _BATCH])
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+    for i in range(0, len(values), 1000):
+        client.log_batch(run_id, metrics=values[i : i + 1000])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
+    return run_id
