@@ -248,6 +248,7 @@ BAD = {
         "HE_mask is",
         lambda d, s: write_v5(d / "HE_mask.mat", {"HE_mask": s.he_mask[:-BLOCK], "dHE_mask": s.dhe_mask}),
     ),
+    "HE not uint8": ("HE.mat", "must be uint8", lambda d, s: write_v73(d / "HE.mat", {"HE": s.he / 255.0})),
     "ROI not binary": ("MR.mat", "only 0 and 1", lambda d, s: _rewrite_mr(d, s, ROI=s.maps["ROI"] * 3)),
 }
 
@@ -267,6 +268,16 @@ def test_bad_input_names_sample_and_file_or_is_skipped(micromen_copy, case):
     assert (
         skipped["sample"] == "s2" and skipped["file"].endswith(file) and re.search(problem, skipped["reason"])
     )
+
+
+def test_bad_qupath_export_names_the_file(micromen_copy):
+    root, _ = micromen_copy
+    (root / "1" / "qupath_detections.tsv").write_text("Name\tArea\nn\t3\n")
+    with pytest.raises(IngestError, match=r"sample s1: .*qupath_detections.tsv: needs a 'Centroid X µm'"):
+        ingest(root, samples=(1,))
+    (root / "1" / "qupath_detections.tsv").unlink()
+    with pytest.raises(IngestError, match="QuPath export is missing"):
+        ingest(root, samples=(1,), cc_source="qupath")
 
 
 def test_missing_sample_folder_and_sample_discovery(micromen_copy):

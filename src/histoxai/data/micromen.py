@@ -62,7 +62,8 @@ class IngestError(ValueError):
 
     def __init__(self, sample: str, file: str | Path, problem: str):
         self.sample, self.file, self.problem = sample, str(file), problem
-        super().__init__(f"MICROMEN sample {sample}: {file}: {problem}")
+        where = f"MICROMEN sample {sample}" if sample else "MICROMEN"
+        super().__init__(f"{where}: {file}: {problem}")
 
 
 class MatFile:
@@ -110,6 +111,9 @@ class MatFile:
             raise IngestError(self.sample, self.path, f"{name} is not a numeric array")
         return node
 
+    def dtype(self, name: str) -> np.dtype:
+        return self._node(name).dtype
+
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape of variable ``name`` in MATLAB order."""
         node = self._node(name)
@@ -153,12 +157,12 @@ def micromen_blocks(cfg: MicromenConfig, patch_size_px: int, report: dict) -> It
     """
     root = Path(cfg.root)
     if not cfg.root or not root.is_dir():
-        raise IngestError("-", root, "data.micromen.root is not a directory")
+        raise IngestError("", root, "data.micromen.root is not a directory")
     numbers = list(cfg.samples) or sorted(
         int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()
     )
     if not numbers:
-        raise IngestError("-", root, "no numeric sample folders (<root>/<n>/coreg_fine/ver1)")
+        raise IngestError("", root, "no numeric sample folders (<root>/<n>/coreg_fine/ver1)")
     report.update(erosion_vox=cfg.erosion_vox, he_um_per_px=cfg.he_um_per_px, samples={}, skipped=[])
     for n in tqdm(numbers, desc="micromen samples", unit="sample"):
         name = f"s{n}"
@@ -172,7 +176,7 @@ def micromen_blocks(cfg: MicromenConfig, patch_size_px: int, report: dict) -> It
         report["samples"][name] = info
         yield block
     if not report["samples"]:
-        raise IngestError("-", root, f"no sample could be ingested; skipped: {report['skipped']}")
+        raise IngestError("", root, f"no sample could be ingested; skipped: {report['skipped']}")
 
 
 def ingest_sample(
@@ -197,6 +201,8 @@ def ingest_sample(
         he_shape = he.shape("HE")
         if len(he_shape) != 3 or he_shape[2] != 3:
             raise IngestError(name, he.path, f"HE must be an (H, W, 3) RGB image, got {he_shape}")
+        if he.dtype("HE") != np.uint8:
+            raise IngestError(name, he.path, f"HE must be uint8 RGB, got {he.dtype('HE')}")
         block = _block_size(he_shape[:2], grid, cfg.allow_he_remainder, name, he.path)
         if masks.shape("HE_mask") != he_shape[:2]:
             raise IngestError(name, masks.path, f"HE_mask is {masks.shape('HE_mask')}, HE is {he_shape[:2]}")
@@ -224,11 +230,13 @@ def ingest_sample(
         source, qupath = _cc_source(folder, name, cfg)
         detect = source == "detector"
         halo = int(np.ceil(HALO_UM / cfg.he_um_per_px)) if detect else 0
+        if source == "qupath":  # read before the slide, so a bad export fails fast
+            counts = _qupath_counts(qupath, name, block, grid, cfg.he_um_per_px)[rows, cols]
         images, cc = _patches(
             he, keep, block, patch_size_px, cfg.strip_rows_px, halo, cfg.he_um_per_px, detect
         )
         if source == "qupath":
-            cc = _qupath_counts(qupath, name, block, grid, cfg.he_um_per_px)[rows, cols]
+            cc = counts
         he_format, mask_format = he.format, masks.format
 
     table = pd.DataFrame({"row": rows.astype(np.int32), "col": cols.astype(np.int32), **targets})
@@ -377,8 +385,6 @@ def _patches(
         pixels = he.region(
             "HE", slice(top, min(h, vr.stop * bh + halo)), slice(left, min(w, vc.stop * bw + halo))
         )
-        if pixels.dtype != np.uint8:
-            raise IngestError(he.sample, he.path, f"HE must be uint8, got {pixels.dtype}")
         for r, c in zip(*np.nonzero(keep[vr, vc])):
             r0, c0 = (vr.start + r) * bh - top, (vc.start + c) * bw - left
             i = position[vr.start + r, vc.start + c]
