@@ -18,6 +18,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,7 +106,7 @@ def log_run(cfg: Config, store: SaliencyStore, info: Mapping[str, Any], tracking
         {
             "explain.resolved_uri": store.manifest.get("model_uri", ""),
             "explain.model_version": store.manifest.get("model_version", ""),
-            "explain.variants": store.variants,
+            "explain.variants": json.dumps(store.variants),
             "explain.output": str(store.root),
         }
     )

@@ -1,0 +1,111 @@
+"""``histoxai explain``: registry model in, saliency store out, run recorded in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from histoxai import cli, tracking
+from histoxai.config import load_config
+from histoxai.explain.store import SaliencyStore
+from histoxai.stages import explain as stage
+from tests.explain.conftest import random_blocks, tiny_regressor
+
+METHODS = "explain.methods=[gradcam, {name: sg, method: smoothgrad, params: {n: 2}}]"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    from functools import partial
+
+    from histoxai.config import SplitConfig
+    from histoxai.data.splits import assign_splits
+    from histoxai.data.store import write_store
+
+    write_store(
+        tmp_path / "data/patches",
+        random_blocks(),
+        {"source": "test"},
+        partial(assign_splits, cfg=SplitConfig(), seed=0),
+    )
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"explain": {"model_uri": "models:/histoxai-mdfa@champion"}})
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fake_registry(monkeypatch, version: int = 7):
+    model = tiny_regressor(("md", "fa"))
+    info = {
+        "name": "histoxai-mdfa",
+        "version": str(version),
+        "run_id": "r1",
+        "uri": f"models:/histoxai-mdfa/{version}",
+    }
+    asked = []
+
+    def load(uri, tracking_uri):
+        asked.append(uri)
+        return model, info
+
+    monkeypatch.setattr(tracking, "load_registered_model", load, raising=False)
+    return asked
+
+
+def test_select_ids_picks_the_split_of_the_scheme(workdir):
+    from histoxai.data.store import PatchStore
+
+    patches = PatchStore(workdir / "data/patches")
+    test = stage.select_ids(patches, "test", "random")
+    assert set(patches.index.set_index("patch_id").loc[test, "split_random"]) == {"test"}
+    assert len(stage.select_ids(patches, "all", "random")) == len(patches)
+    few = stage.select_ids(patches, "all", "random", max_patches=5, seed=1)
+    assert len(few) == 5 and np.all(np.diff(few) > 0)
+    np.testing.assert_array_equal(few, stage.select_ids(patches, "all", "random", max_patches=5, seed=1))
+
+
+@pytest.mark.slow
+def test_explain_writes_the_store_and_records_the_run(workdir, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    client.create_experiment("histoxai", artifact_location=(workdir / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda explicit, repo: explicit, raising=False)
+    asked = fake_registry(monkeypatch)
+
+    args = ["explain", "--params", "params.yaml", "--set", METHODS, "--set", "explain.split=all"]
+    assert cli.main(args) == 0
+    assert asked == ["models:/histoxai-mdfa@champion"]
+    store = SaliencyStore(workdir / "data/saliency/histoxai-mdfa")
+    assert store.manifest["model_uri"] == "models:/histoxai-mdfa/7" and store.manifest["model_version"] == "7"
+    assert sorted(store.manifest["complete"]) == ["fa__gradcam", "fa__sg", "md__gradcam", "md__sg"]
+    assert len(store.patch_ids) == 18 and set(store.meta["split"]) == {"train", "val", "test"}
+
+    (run,) = client.search_runs([client.get_experiment_by_name("histoxai").experiment_id])
+    assert run.data.tags["histoxai.model_version"] == "7"
+    assert run.data.params["explain.model_version"] == "7"
+    assert json.loads(run.data.params["explain.variants"])["sg"]["method"] == "smoothgrad"
+    assert run.data.metrics["explain/n_pairs"] == 4 and "explain/maps_per_s_md__sg" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"manifest.json"}
+
+    # Started again, the complete store is kept as is.
+    before = (workdir / "data/saliency/histoxai-mdfa/maps/md__sg.npy").stat().st_mtime_ns
+    assert cli.main(args) == 0
+    assert (workdir / "data/saliency/histoxai-mdfa/maps/md__sg.npy").stat().st_mtime_ns == before
+
+
+def test_bad_method_config_is_a_clear_error(workdir, monkeypatch, capsys):
+    fake_registry(monkeypatch)
+    cfg = load_config(
+        "params.yaml", ["explain.methods=[{name: sg, method: smoothgrad, params: {sigm: 0.3}}]"]
+    )
+    with pytest.raises(ValueError, match=r"explain.methods\[0\] \('sg'\): unknown parameter 'sigm'"):
+        stage.explain_model(cfg, *tracking.load_registered_model("models:/x/1", ""))
+    cfg = load_config("params.yaml", ["explain.split=out"])
+    with pytest.raises(ValueError, match="explain.split='out': no patches"):
+        stage.explain_model(cfg, *tracking.load_registered_model("models:/x/1", ""))
