@@ -20,6 +20,8 @@ from histoxai.config import ConfigError, load_config
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)"),
+    "train": ("histoxai.stages.train", "train a regressor, track it in MLflow and register it"),
+    "promote": ("histoxai.stages.promote", "set a registered model version's champion alias"),
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
     "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
@@ -63,6 +65,8 @@ _WITH_ARGUMENTS: set[str] = {
     "histoxai.stages.dashboard",
     "histoxai.stages.tune",
     "histoxai.stages.xai_eval",
+    "histoxai.stages.train",
+    "histoxai.stages.promote",
 }
 
 

@@ -1,0 +1,100 @@
+"""timm backbones as feature extractors, with pretrained weights from local files only.
+
+Any timm model name works. The backbone is built with ``num_classes=0`` and global average
+pooling, so it maps (B, 3, H, W) to (B, ``num_features``). Pretrained weights come from
+``pretrained_file`` or from the offline Hugging Face / torch hub caches; nothing is
+downloaded, so a missing file is an immediate error instead of a network wait.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Pretrained weights were asked for but are not available offline."""
+
+
+def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | Path = "") -> torch.nn.Module:
+    """Build timm model ``name`` as a pooled feature extractor.
+
+    Args:
+        name: any timm model name (``timm.list_models()``), e.g. ``resnet10t``.
+        pretrained: load pretrained weights (from ``pretrained_file`` or the offline cache).
+        pretrained_file: a ``.pth``/``.bin``/``.safetensors`` state dict for ``name``.
+
+    Returns:
+        The backbone; ``backbone.num_features`` is its output width and
+        ``backbone.pretrained_cfg`` holds its input mean/std.
+
+    Raises:
+        ValueError: ``name`` is not a timm model.
+        PretrainedWeightsError: weights were asked for but are not available offline.
+    """
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
+        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
+    kwargs = {"num_classes": 0, "global_pool": "avg"}
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
+    if weights is None:
+        raise PretrainedWeightsError(missing_weights_message(name))
+    if not weights.is_file():
+        raise PretrainedWeightsError(
+            f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
+        )
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+
+
+def cached_weights(name: str) -> Path | None:
+    """The file of ``name``'s default pretrained weights in the local caches, or None.
+
+    Looks in the Hugging Face hub cache (``HF_HUB_CACHE``/``HF_HOME``) and the torch hub
+    checkpoint directory; never touches the network.
+    """
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in (
+            cfg.hf_hub_filename,
+            "open_clip_pytorch_model.bin",
+            "model.safetensors",
+            "pytorch_model.bin",
+        ):
+            if filename:
+                hit = try_to_load_from_cache(repo, filename, revision=revision or None)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit)
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / cfg.url.rsplit("/", 1)[-1]
+        if path.is_file():
+            return path
+    return None
+
+
+_HOW_TO = (
+    "Provide the weights offline: either set model.pretrained_file to a local state dict "
+    "(.pth/.bin/.safetensors), or fill the Hugging Face cache on a machine with network access "
+    "(`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"`) and copy "
+    "~/.cache/huggingface/hub here (or point HF_HUB_CACHE at it); or set model.pretrained=false "
+    "to train from scratch."
+)
+
+
+def missing_weights_message(name: str) -> str:
+    """The error text for pretrained weights of ``name`` that are not available offline."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    where = f" (Hugging Face repo {cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id else ""
+    return (
+        f"model.pretrained=true but no pretrained weights for {name!r}{where} are available offline "
+        "and histoxai never downloads at run time. " + _HOW_TO.format(name=name)
+    )

@@ -1,0 +1,134 @@
+"""The multi-target regressor: timm backbone, dense neck, one small head per target.
+
+Architecture (as published for MICROMEN, with augmentations done in the data pipeline)::
+
+    RGB [0, 1] -> [Macenko stain normalisation] -> (x - mean) / std
+      -> backbone (timm, num_classes=0, global average pooling)   (B, F)
+      -> dropout -> dense(hidden_width) + ReLU                     (B, hidden)
+      -> per target: dense(feature_width) + ReLU -> dropout -> linear(1)
+      -> * target_std + target_mean                                (B, T) real units
+
+Targets are standardised with the training split's mean and std, which the model stores,
+so every target (MD in um^2/ms, FA in [0, 1], nuclei counts) weighs alike in the loss
+and ``forward`` returns real units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from histoxai.config import ModelConfig
+from histoxai.models.backbones import create_backbone
+
+
+class Regressor(nn.Module):
+    """Predicts ``targets`` (in real units) from (B, 3, H, W) RGB in [0, 1].
+
+    Attributes:
+        targets: output column order, e.g. ``("md", "fa")``.
+        backbone: the timm feature extractor (pick CAM layers from it).
+        stain: the input stain normaliser (``nn.Identity`` when off).
+        neck: dropout + dense(hidden_width) + ReLU.
+        heads: one ``nn.Sequential`` per target giving its standardised value.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        targets: Sequence[str],
+        target_mean: Sequence[float],
+        target_std: Sequence[float],
+        dropout: float = 0.3,
+        hidden_width: int = 256,
+        feature_width: int = 64,
+        input_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        input_std: Sequence[float] = (0.229, 0.224, 0.225),
+        stain: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.targets = tuple(targets)
+        if len(target_mean) != len(self.targets) or len(target_std) != len(self.targets):
+            raise ValueError(
+                f"target_mean/target_std need one value per target {self.targets}, "
+                f"got {len(target_mean)} and {len(target_std)}"
+            )
+        if any(not s > 0 for s in target_std):
+            raise ValueError(f"target_std must be > 0, got {list(target_std)}")
+        self.backbone = backbone
+        self.stain = stain if stain is not None else nn.Identity()
+        self.register_buffer("input_mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("target_mean", torch.tensor(target_mean, dtype=torch.float32))
+        self.register_buffer("target_std", torch.tensor(target_std, dtype=torch.float32))
+        self.neck = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(backbone.num_features, hidden_width), nn.ReLU()
+        )
+        self.heads = nn.ModuleDict(
+            {
+                t: nn.Sequential(
+                    nn.Linear(hidden_width, feature_width),
+                    nn.ReLU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(feature_width, 1),
+                )
+                for t in self.targets
+            }
+        )
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, T) standardised predictions (the training output)."""
+        x = (self.stain(x) - self.input_mean) / self.input_std
+        h = self.neck(self.backbone(x))
+        return torch.cat([self.heads[t](h) for t in self.targets], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, T) predictions in real units."""
+        return self.standardized(x).float() * self.target_std + self.target_mean
+
+    def standardize(self, y: torch.Tensor) -> torch.Tensor:
+        """Real-unit targets (B, T) -> standardised."""
+        return (y - self.target_mean) / self.target_std
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Stop (or restart) gradient updates of the backbone; heads stay trainable."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+
+
+def build_regressor(
+    cfg: ModelConfig,
+    target_mean: Sequence[float],
+    target_std: Sequence[float],
+    stain_reference: dict | None = None,
+) -> Regressor:
+    """Build the regressor of ``cfg`` (weights: random or pretrained backbone, random heads).
+
+    Args:
+        cfg: the ``model`` config section.
+        target_mean: per target of ``cfg.targets``, the training-split mean.
+        target_std: per target, the training-split standard deviation (> 0).
+        stain_reference: ``{"he_ref", "max_c_ref"}`` of a fitted Macenko normaliser
+            (see ``histoxai.training.stain``), or None for no stain normalisation.
+    """
+    backbone = create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file)
+    pcfg = getattr(backbone, "pretrained_cfg", None) or {}
+    stain = None
+    if stain_reference is not None:
+        from histoxai.training.stain import MacenkoNormalizer
+
+        stain = MacenkoNormalizer(stain_reference["he_ref"], stain_reference["max_c_ref"])
+    return Regressor(
+        backbone,
+        cfg.targets,
+        target_mean,
+        target_std,
+        dropout=cfg.dropout,
+        hidden_width=cfg.hidden_width,
+        feature_width=cfg.feature_width,
+        input_mean=tuple(pcfg.get("mean", (0.485, 0.456, 0.406))),
+        input_std=tuple(pcfg.get("std", (0.229, 0.224, 0.225))),
+        stain=stain,
+    )

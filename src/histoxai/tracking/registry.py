@@ -1,0 +1,177 @@
+"""The MLflow model registry: log and register a regressor, aliases, loading by URI.
+
+Every training run registers a new version of ``model.registered_name`` with alias
+``candidate`` (and ``champion`` when the model has none yet); ``histoxai promote`` moves
+``champion``. ``models:/NAME@champion`` then loads a :class:`~histoxai.models.Regressor`
+that takes (B, 3, H, W) RGB in [0, 1] and returns real units. Loading needs ``histoxai``
+importable (the model is stored with MLflow's PyTorch flavour, i.e. pickled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Mapping
+
+import mlflow
+import numpy as np
+import timm
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelInfo, infer_signature
+
+from histoxai.models.regressor import Regressor
+from histoxai.tracking.runs import TrackedRun
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def log_regressor(
+    run: TrackedRun,
+    model: Regressor,
+    registered_name: str,
+    input_example: np.ndarray,
+    tags: Mapping[str, str] | None = None,
+) -> dict:
+    """Log ``model`` to ``run`` (signature + input example) and register a new version.
+
+    The version gets ``tags`` and alias ``candidate``; ``champion`` too if the registered
+    model has no champion yet.
+
+    Args:
+        run: the active run (see :func:`histoxai.tracking.start_run`).
+        model: the trained regressor (moved to CPU, eval mode).
+        registered_name: registry name, e.g. ``histoxai-mdfa``.
+        input_example: (n, 3, H, W) float32 RGB in [0, 1]; a few patches.
+        tags: version tags (targets, data hash, ...); also set on the registered model.
+
+    Returns:
+        ``{"model_name", "model_version", "model_uri" (models:/NAME/VERSION),
+        "logged_model_uri", "aliases"}``.
+    """
+    model = model.cpu().eval()
+    example = np.ascontiguousarray(input_example, dtype=np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    with _quiet("mlflow.pytorch"):  # its warning on pickle: we need the class back (see below)
+        info = _log_model(model, example, output, registered_name, tags)
+    version = str(info.registered_model_version)
+    client = run.client
+    for k, v in (tags or {}).items():
+        client.set_model_version_tag(registered_name, version, k, str(v))
+        client.set_registered_model_tag(registered_name, k, str(v))
+    client.set_registered_model_alias(registered_name, CANDIDATE, version)
+    aliases = [CANDIDATE]
+    if alias_version(client, registered_name, CHAMPION) is None:
+        client.set_registered_model_alias(registered_name, CHAMPION, version)
+        aliases.append(CHAMPION)
+    return {
+        "model_name": registered_name,
+        "model_version": version,
+        "model_uri": f"models:/{registered_name}/{version}",
+        "logged_model_uri": info.model_uri,
+        "aliases": aliases,
+    }
+
+
+def _log_model(
+    model: Regressor, example: np.ndarray, output: np.ndarray, registered_name: str, tags
+) -> ModelInfo:
+    return mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, output),
+        input_example=example,
+        registered_model_name=registered_name,
+        # pickle keeps the Regressor class (targets, backbone for CAM layers); the default
+        # pt2 export would load back as a bare graph module
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}", "numpy"],
+        tags={k: str(v) for k, v in (tags or {}).items()},
+    )
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points to, or None."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> ``{"name", "version",
+    "run_id", "uri" (models:/NAME/VERSION), "tags", "aliases"}``."""
+    match = _URI.match(model_uri)
+    if match is None:
+        raise ValueError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    client = MlflowClient(tracking_uri)
+    name = match["name"]
+    try:
+        if match["alias"]:
+            mv = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            mv = client.get_model_version(name, match["version"])
+    except MlflowException as err:
+        raise ValueError(
+            f"model {model_uri!r} is not in the registry at {tracking_uri} ({err.message}); "
+            "run `histoxai train` first or check the name/alias/version"
+        ) from None
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "uri": f"models:/{name}/{mv.version}",
+        "tags": dict(mv.tags),
+        "aliases": list(mv.aliases),
+    }
+
+
+def load_registered_model(model_uri: str, tracking_uri: str) -> tuple[Regressor, dict]:
+    """Load a registered regressor (CPU, eval mode) and its registry info.
+
+    Args:
+        model_uri: ``models:/NAME@ALIAS`` (e.g. ``@champion``) or ``models:/NAME/VERSION``.
+        tracking_uri: where the registry lives (see :func:`resolve_tracking_uri`).
+
+    Returns:
+        The model and ``{"name", "version", "run_id", "uri", "tags", "aliases"}``.
+    """
+    info = resolve_model_uri(model_uri, tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = mlflow.pytorch.load_model(info["uri"], map_location="cpu", weights_only=False)
+    return model.eval(), info
+
+
+def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMPION) -> dict:
+    """Point ``alias`` (default ``champion``) of registered model ``name`` at ``version``.
+
+    Returns:
+        ``{"name", "version", "alias", "previous"}`` (previous: the version it pointed to).
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise ValueError(
+            f"registered model {name!r} has no version {version} in {tracking_uri}; versions: {versions}"
+        ) from None
+    previous = alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    return {"name": name, "version": str(version), "alias": alias, "previous": previous}

@@ -1,0 +1,205 @@
+"""The fit loop: frozen-backbone phase, fine-tuning phase, early stopping, best checkpoint.
+
+Loss: per-target mean squared error of standardised predictions (NaN targets left out),
+averaged with ``loss_weights``. Each epoch reports ``train/loss`` (running, with
+augmentation and dropout), ``val/loss`` and ``val/{r2,mse,mae}_<target>`` in real units,
+and ``lr``. A seed fixes initialisation-independent randomness (shuffling, dropout,
+augmentation), so a CPU run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from histoxai.config import TrainConfig
+from histoxai.data.datasets import PatchBatches, to_model_input
+from histoxai.models.regressor import Regressor
+from histoxai.training.augment import augment_batch
+from histoxai.training.metrics import TargetMetrics
+from histoxai.training.runtime import autocast, resolve_device, resolve_precision
+from histoxai.training.schedules import lr_schedule, set_lr
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did. ``history`` has one dict of metrics per epoch (with ``epoch``
+    and ``phase``); the model holds the weights of ``best_epoch``."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    device: str = "cpu"
+    precision: str = "fp32"
+    seconds: float = 0.0
+
+
+def weighted_loss(z: torch.Tensor, t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over targets of the MSE between standardised ``z`` and ``t`` (B, T)."""
+    se, n = squared_errors(z, t)
+    return (se / n.clamp_min(1) * weights).sum() / weights.sum()
+
+
+def squared_errors(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target sums of squared errors and counts (T,), leaving out NaN targets."""
+    keep = ~torch.isnan(t)
+    se = torch.where(keep, (z.float() - torch.nan_to_num(t)) ** 2, 0.0)
+    return se.sum(0), keep.sum(0)
+
+
+def fit(
+    model: Regressor,
+    train: PatchBatches,
+    val: PatchBatches,
+    cfg: TrainConfig,
+    seed: int = 0,
+    loss_weights: Mapping[str, float] | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` in place and leave it holding the best weights (lowest val loss).
+
+    Args:
+        model: the regressor (its ``targets`` order the columns of the batches).
+        train: shuffled training batches (``train.set_epoch`` is called each epoch).
+        val: validation batches (early stopping and model selection).
+        cfg: the ``train`` config section.
+        seed: seeds dropout, shuffling and augmentation.
+        loss_weights: per-target loss weight (missing targets: 1).
+        on_epoch: called as ``on_epoch(epoch, metrics)`` after each epoch.
+        progress: show a tqdm bar per epoch.
+    """
+    if len(train) == 0 or len(val.ids) == 0:
+        raise ValueError(f"need training and validation patches, got {len(train.ids)} and {len(val.ids)}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = resolve_device(cfg.device)
+    amp = resolve_precision(cfg.precision, device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run_model = torch.compile(model) if cfg.compile else model
+    weights = torch.tensor([(loss_weights or {}).get(t, 1.0) for t in model.targets], device=device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    result = FitResult(device=str(device), precision=str(amp).replace("torch.", "") if amp else "fp32")
+    best_state: dict | None = None
+    epoch, start = 0, time.perf_counter()
+
+    def phase(name: str, max_epochs: int, schedule: Callable[[float], float]) -> None:
+        nonlocal epoch, best_state
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        opt = opt_cls(params, lr=schedule(0.0), weight_decay=cfg.weight_decay)
+        stale = 0
+        for local in range(max_epochs):
+            train.set_epoch(epoch)
+            model.train()
+            if name == "frozen":
+                model.backbone.eval()  # frozen batch-norm statistics too
+            total, count, steps = 0.0, 0, len(train)
+            bar = tqdm(train, total=steps, desc=f"{name} epoch {epoch}", leave=False, disable=not progress)
+            for step, (images, y, _) in enumerate(bar):
+                lr = schedule(local + step / steps)
+                set_lr(opt, lr)
+                x = augment_batch(to_model_input(images, device, cfg.channels_last), cfg.augment, gen)
+                t = model.standardize(y.to(device))
+                with autocast(device, amp):
+                    z = model.standardize(run_model(x))
+                loss = weighted_loss(z, t, weights)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total, count = total + loss.item() * len(y), count + len(y)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            metrics = {"train/loss": total / max(count, 1), "lr": lr}
+            metrics.update(evaluate(model, val, "val", device, amp, weights, cfg.channels_last))
+            result.history.append({"epoch": epoch, "phase": name, **metrics})
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if progress:
+                tqdm.write(_summary(name, epoch, metrics, model.targets))
+            if metrics["val/loss"] < result.best_val_loss:
+                result.best_val_loss, result.best_epoch, stale = metrics["val/loss"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            epoch += 1
+            if stale >= cfg.patience or not math.isfinite(metrics["train/loss"]):
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+
+    if cfg.frozen_epochs > 0:
+        model.freeze_backbone(True)
+        phase("frozen", cfg.frozen_epochs, lambda e: cfg.lr)
+        model.freeze_backbone(False)
+    phase("finetune", cfg.epochs, lr_schedule(cfg))
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def evaluate(
+    model: Regressor,
+    batches: PatchBatches,
+    split: str,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+    weights: torch.Tensor | None = None,
+    channels_last: bool = True,
+) -> dict[str, float]:
+    """``split/loss`` and ``split/{r2,mse,mae}_<target>`` of ``model`` on ``batches``."""
+    model.eval()
+    weights = weights if weights is not None else torch.ones(len(model.targets), device=device)
+    metrics = TargetMetrics(model.targets)
+    se_sum = torch.zeros(len(model.targets), device=device)
+    n_sum = torch.zeros(len(model.targets), device=device)
+    for images, y, _ in batches:
+        y = y.to(device)
+        with autocast(device, amp):
+            yhat = model(to_model_input(images, device, channels_last)).float()
+        se, n = squared_errors(model.standardize(yhat), model.standardize(y))
+        se_sum, n_sum = se_sum + se, n_sum + n
+        metrics.update(yhat, y)
+    loss = (se_sum / n_sum.clamp_min(1) * weights).sum() / weights.sum()
+    return {f"{split}/loss": float(loss), **metrics.compute(split)}
+
+
+@torch.no_grad()
+def predict(
+    model: Regressor,
+    batches: PatchBatches,
+    device: torch.device | str = "cpu",
+    amp: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (N, T) in real units and the patch ids (N,) they belong to."""
+    device = torch.device(device)
+    model.eval().to(device)
+    out, ids = [], []
+    for images, _, batch_ids in tqdm(batches, desc="predict", leave=False, disable=not progress):
+        with autocast(device, amp):
+            out.append(model(to_model_input(images, device)).float().cpu().numpy())
+        ids.append(batch_ids.numpy())
+    if not out:
+        return np.zeros((0, len(model.targets)), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(out), np.concatenate(ids)
+
+
+def _summary(phase: str, epoch: int, metrics: dict[str, float], targets) -> str:
+    r2 = " ".join(f"r2_{t}={metrics.get(f'val/r2_{t}', float('nan')):.3f}" for t in targets)
+    return (
+        f"{phase} epoch {epoch}: train/loss={metrics['train/loss']:.4f} "
+        f"val/loss={metrics['val/loss']:.4f} {r2} lr={metrics['lr']:.2e}"
+    )

@@ -1,0 +1,66 @@
+"""Regression metrics per target, named ``split/metric_target`` (``val/r2_md``).
+
+Computed with torchmetrics in real units (not standardised); patches whose target is
+NaN are left out of that target's metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+METRICS: dict[str, type] = {"r2": R2Score, "mse": MeanSquaredError, "mae": MeanAbsoluteError}
+
+
+def metric_name(split: str, metric: str, target: str) -> str:
+    """``split/metric_target``, the name used in MLflow, reports and the dashboard."""
+    return f"{split}/{metric}_{target}"
+
+
+class TargetMetrics:
+    """Accumulates R², MSE and MAE per target over batches.
+
+    Example:
+        >>> m = TargetMetrics(["md", "fa"])
+        >>> m.update(yhat, y)          # (B, 2) each
+        >>> m.compute("val")           # {"val/r2_md": ..., "val/mse_md": ..., ...}
+    """
+
+    def __init__(self, targets: Sequence[str]):
+        self.targets = tuple(targets)
+        self.metrics = {t: MetricCollection({k: cls() for k, cls in METRICS.items()}) for t in self.targets}
+        self.counts = dict.fromkeys(self.targets, 0)
+
+    def update(self, yhat: torch.Tensor, y: torch.Tensor) -> None:
+        """Add a batch: ``yhat`` and ``y`` are (B, T) in the order of ``targets``."""
+        yhat, y = yhat.detach().float().cpu(), y.detach().float().cpu()
+        for j, t in enumerate(self.targets):
+            keep = ~torch.isnan(y[:, j])
+            if keep.any():
+                self.metrics[t].update(yhat[keep, j], y[keep, j])
+                self.counts[t] += int(keep.sum())
+
+    def compute(self, split: str) -> dict[str, float]:
+        """Metrics of everything added so far (NaN for a target with fewer than 2 values)."""
+        out = {}
+        for t in self.targets:
+            values = self.metrics[t].compute() if self.counts[t] >= 2 else {}
+            for k in METRICS:
+                out[metric_name(split, k, t)] = float(values[k]) if k in values else float("nan")
+        return out
+
+
+def regression_metrics(
+    yhat: np.ndarray, y: np.ndarray, targets: Sequence[str], split: str
+) -> dict[str, float]:
+    """One-shot :class:`TargetMetrics` on (N, T) arrays."""
+    m = TargetMetrics(targets)
+    if len(y):
+        m.update(
+            torch.as_tensor(np.asarray(yhat, dtype=np.float32)),
+            torch.as_tensor(np.asarray(y, dtype=np.float32)),
+        )
+    return m.compute(split)
