@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from histoxai import cli, tracking
 from histoxai.config import load_config
+from histoxai.data.store import PatchStore
+from histoxai.explain.runner import to_input
 from histoxai.explain.store import SaliencyStore
 from histoxai.stages import explain as stage
 from tests.explain.conftest import random_blocks, tiny_regressor
@@ -57,8 +60,6 @@ def fake_registry(monkeypatch, version: int = 7):
 
 
 def test_select_ids_picks_the_split_of_the_scheme(workdir):
-    from histoxai.data.store import PatchStore
-
     patches = PatchStore(workdir / "data/patches")
     test = stage.select_ids(patches, "test", "random")
     assert set(patches.index.set_index("patch_id").loc[test, "split_random"]) == {"test"}
@@ -68,27 +69,41 @@ def test_select_ids_picks_the_split_of_the_scheme(workdir):
     np.testing.assert_array_equal(few, stage.select_ids(patches, "all", "random", max_patches=5, seed=1))
 
 
+def register(uri: str, model, split_scheme: str = "random") -> None:
+    example = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    with tracking.start_run(uri, "histoxai", "train") as run:
+        tracking.log_regressor(
+            run, model, "histoxai-mdfa", example, {"split_scheme": split_scheme, "data_hash": "h1"}
+        )
+
+
 @pytest.mark.slow
 def test_explain_writes_the_store_and_records_the_run(workdir, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    client.create_experiment("histoxai", artifact_location=(workdir / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda explicit, repo: explicit, raising=False)
-    asked = fake_registry(monkeypatch)
+    register(uri, tiny_regressor(("md", "fa")))
+    register(uri, tiny_regressor(("md", "fa"), seed=1))  # version 2 is the candidate, 1 stays champion
+    client = mlflow.MlflowClient(uri)
 
     args = ["explain", "--params", "params.yaml", "--set", METHODS, "--set", "explain.split=all"]
     assert cli.main(args) == 0
-    assert asked == ["models:/histoxai-mdfa@champion"]
     store = SaliencyStore(workdir / "data/saliency/histoxai-mdfa")
-    assert store.manifest["model_uri"] == "models:/histoxai-mdfa/7" and store.manifest["model_version"] == "7"
+    assert store.manifest["model_uri"] == "models:/histoxai-mdfa/1" and store.manifest["model_version"] == "1"
+    assert store.manifest["requested_uri"] == "models:/histoxai-mdfa@champion"
+    assert store.manifest["data_hash"] == "h1"
+    patches = PatchStore(workdir / "data/patches")
+    with torch.no_grad():  # the maps are of version 1 (champion), not the newer candidate
+        y_hat = tiny_regressor(("md", "fa"))(to_input(patches.images(store.patch_ids), torch.device("cpu")))
+    np.testing.assert_allclose(store.meta.query("target == 'fa'")["y_hat"], y_hat[:, 1].numpy(), rtol=1e-5)
     assert sorted(store.manifest["complete"]) == ["fa__gradcam", "fa__sg", "md__gradcam", "md__sg"]
     assert len(store.patch_ids) == 18 and set(store.meta["split"]) == {"train", "val", "test"}
 
-    (run,) = client.search_runs([client.get_experiment_by_name("histoxai").experiment_id])
-    assert run.data.tags["histoxai.model_version"] == "7"
-    assert run.data.params["explain.model_version"] == "7"
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("histoxai").experiment_id], "tags.`histoxai.stage` = 'explain'"
+    )
+    assert run.data.tags["histoxai.model_version"] == "1"
+    assert run.data.params["explain.model_version"] == "1"
     assert json.loads(run.data.params["explain.variants"])["sg"]["method"] == "smoothgrad"
     assert run.data.metrics["explain/n_pairs"] == 4 and "explain/maps_per_s_md__sg" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"manifest.json"}

@@ -63,7 +63,9 @@ def explain_model(cfg: Config, model: Any, info: Mapping[str, Any]) -> SaliencyS
     ex = cfg.explain
     variants = resolve_variants(ex.methods)
     patches = PatchStore(cfg.base.patches_dir)
-    scheme = str(info.get("split_scheme") or cfg.data.split.scheme)
+    tags = dict(info.get("tags") or {})
+    # The split scheme the model was trained on (a registry version tag), else the config's.
+    scheme = str(info.get("split_scheme") or tags.get("split_scheme") or cfg.data.split.scheme)
     ids = select_ids(patches, ex.split, scheme, ex.max_patches, cfg.base.seed)
     out = Path(ex.output_dir) if ex.output_dir else Path(cfg.base.saliency_dir) / str(info["name"])
     print(
@@ -90,6 +92,7 @@ def explain_model(cfg: Config, model: Any, info: Mapping[str, Any]) -> SaliencyS
             "model_version": str(info.get("version", "")),
             "run_id": str(info.get("run_id", "")),
             "split": ex.split,
+            "data_hash": str(tags.get("data_hash", "")),
         },
     )
     for pair, t in store.manifest.get("timings", {}).items():

@@ -40,9 +40,16 @@ def log_explain_run(
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
+    from histoxai.tracking.runs import default_artifact_location
+
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    if found is None:
+        experiment_id = client.create_experiment(
+            experiment, default_artifact_location(tracking_uri, experiment)
+        )
+    else:
+        experiment_id = found.experiment_id
     tags = {
         "histoxai.stage": "explain",
         "histoxai.model_name": str(model.get("name", "")),
