@@ -176,12 +176,14 @@ def explainer(variant: dict, head: int, score: str, y: np.ndarray, device: torch
     """``explain_fn(model, images)`` re-running one stored variant (for sanity and
     stability); ``images`` are the first rows of the evaluated patches, so ``y`` is
     sliced to match (used by the ``target`` score)."""
+    import torch
+
     from histoxai.explain.methods import run_variant
     from histoxai.explain.scores import SCORES
 
     if score not in SCORES:
         raise ValueError(f"saliency manifest score {score!r}: expected one of {sorted(SCORES)}")
-    y_all = torch.as_tensor(y, dtype=torch.float32, device=device)
+    y_all = torch.tensor(np.asarray(y, dtype=np.float32), device=device)
 
     def explain(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         return run_variant(variant, model, images, head, SCORES[score], y_all[: len(images)]).detach().float()
@@ -213,27 +215,20 @@ def load_model(sal: SaliencyStore, checkpoint: str | None, cfg: Config) -> tuple
                 run_id=run.get("run_id"), tracking_uri=run.get("tracking_uri"), uri=run.get("model_uri")
             )
         return model, info
-    from histoxai import tracking
+    from histoxai.tracking import load_registered_model
 
-    if not hasattr(tracking, "load_registered_model"):
-        raise ValueError(
-            "histoxai.tracking has no load_registered_model; pass --checkpoint models/<name>/model.pt"
-        )
     uri = manifest.get("model_uri") or cfg.explain.model_uri
     if info["name"] and info["version"]:
         uri = f"models:/{info['name']}/{info['version']}"  # the exact version that was explained
-    model, reg = tracking.load_registered_model(uri, _tracking_uri(info.get("tracking_uri")))
+    model, reg = load_registered_model(uri, _tracking_uri(info.get("tracking_uri")))
     info.update({k: reg.get(k, info.get(k)) for k in ("name", "version", "run_id", "uri")})
     return model, info
 
 
 def _tracking_uri(recorded: str | None) -> str:
-    from histoxai import tracking
+    from histoxai.tracking import resolve_tracking_uri
 
-    explicit = os.environ.get("MLFLOW_TRACKING_URI") or recorded or None
-    if hasattr(tracking, "resolve_tracking_uri"):
-        return tracking.resolve_tracking_uri(explicit, Path.cwd())
-    return explicit or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or recorded or None, Path.cwd())
 
 
 def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | None:
@@ -242,13 +237,11 @@ def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | N
     run_id = info.get("run_id")
     if not run_id:
         return None
-    from histoxai import tracking
+    from histoxai.tracking import log_artifacts, log_metrics
 
-    if not (hasattr(tracking, "log_metrics") and hasattr(tracking, "log_artifacts")):
-        from histoxai.tracking import xai_log as tracking  # noqa: PLW0406 - generic fallback
     uri = _tracking_uri(info.get("tracking_uri"))
-    tracking.log_metrics(str(run_id), {f"xai/{k}": v for k, v in metrics.items()}, uri)
+    log_metrics(str(run_id), {f"xai/{k}": v for k, v in metrics.items()}, uri)
     top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    tracking.log_artifacts(str(run_id), top, "xai_eval", uri)
-    tracking.log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "xai_eval/plots", uri)
+    log_artifacts(str(run_id), top, "xai_eval", uri)
+    log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "xai_eval/plots", uri)
     return str(run_id)

@@ -53,6 +53,8 @@ def randomisation_steps(model: nn.Module) -> list[tuple[str, list[str]]]:
             blocks.extend((n, [f"backbone.{n}"]) for n, _ in parts)
         else:
             blocks.append((name, [f"backbone.{name}"]))
+    if not blocks and _has_params(backbone):  # a backbone that is a single layer
+        blocks = [("backbone", ["backbone"])]
     steps = [("head", head)] if head else []
     return steps + blocks[::-1]
 

@@ -61,11 +61,13 @@ def shortcut_report(
         mean = float(share.nanmean())
         row = {"method": name, "border_share": mean, "area_share": area, "ratio": mean / area}
         if cue is not None:
-            ok = torch.isfinite(share).numpy() & np.isfinite(np.asarray(cue, dtype=np.float64))
-            row["cue_corr"] = (
-                float(pd.Series(share.numpy()[ok]).corr(pd.Series(np.asarray(cue)[ok]), method="spearman"))
-                if ok.sum() > 2
-                else float("nan")
-            )
+            row["cue_corr"] = _spearman(share.numpy(), np.asarray(cue, dtype=np.float64))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")  # undefined for constant inputs
+    return float(pd.Series(a[ok]).corr(pd.Series(b[ok]), method="spearman"))

@@ -1,0 +1,156 @@
+"""``histoxai xai-eval`` on a tiny pipeline output: patch store with masks and a
+shortcut cue, a checkpoint of a tiny regressor, and its saliency store."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from histoxai import cli
+from histoxai.config import ModelConfig, VariantConfig, load_config
+from histoxai.data.store import SampleBlock, write_store
+from histoxai.explain.methods import resolve_variants
+from histoxai.explain.runner import explain_patches
+from histoxai.models import build_regressor, save_checkpoint
+from histoxai.stages import xai_eval as stage
+
+NAME = "histoxai-mdfa"
+PARAMS = """
+xai_eval:
+  max_patches: 6
+  steps: 3
+  batch_size: 4
+  sanity_patches: 2
+  stability_patches: 2
+  stability_copies: 1
+  n_bins: 2
+  localisation_backend: torch
+explain:
+  model_uri: models:/histoxai-mdfa@candidate
+"""
+
+
+def blocks(size=32, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(2):
+        rows, cols = np.divmod(np.arange(n), 3)
+        md = rng.uniform(0.3, 2.0, n)
+        table = pd.DataFrame(
+            {"row": rows, "col": cols, "md": md, "fa": rng.uniform(0.1, 0.9, n), "split_random": "test",
+             "shortcut_cue": 0.15 * (md - 0.1) / 2.3}
+        )  # fmt: skip
+        images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        masks = rng.integers(0, 4, size=(n, size, size), dtype=np.uint8)
+        out.append(SampleBlock(f"s{k + 1}", images, table, masks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread beats two contending ones
+    root = tmp_path_factory.mktemp("repo")
+    store = write_store(root / "data/patches", blocks(), {"source": "test"})
+    cfg = ModelConfig(backbone="resnet10t", targets=("md", "fa"), hidden_width=8, feature_width=4)
+    torch.manual_seed(0)
+    model = build_regressor(cfg, [1.0, 0.5], [0.5, 0.2]).eval()
+    save_checkpoint(root / "models" / NAME / "model.pt", model, cfg)
+    variants = resolve_variants(
+        ["gradcam", VariantConfig("sg_a", "smoothgrad", {"sigma": 0.2, "n": 2}),
+         VariantConfig("sg_b", "smoothgrad", {"sigma": 0.3, "n": 2})]
+    )  # fmt: skip
+    explain_patches(
+        model, store, store.ids(), root / "data/saliency" / NAME, variants, split_scheme="random",
+        batch_size=8, device="cpu", progress=False,
+        manifest={"model_uri": f"models:/{NAME}/1", "model_name": NAME, "model_version": "1", "run_id": ""},
+    )  # fmt: skip
+    (root / "params.yaml").write_text(PARAMS)
+    yield root
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_stage_writes_metrics_ranking_report_and_plots(repo, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    assert cli.main(["xai-eval", "--checkpoint", f"models/{NAME}/model.pt"]) == 0
+    out = repo / "reports/xai_eval" / NAME
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("md/gradcam/auroc", "fa/sg_a/deletion_auc", "md/random/auroc", "md/sobel/road",
+                "md/gradcam/sanity_rank_corr", "md/sg_a/noise_rank_corr", "md/sg_a_vs_sg_b/variant_ssim",
+                "md/gradcam/border_ratio", "md/sg_a/share_nuclei"):  # fmt: skip
+        assert key in metrics, key
+    rank = json.loads((out / "ranking.json").read_text())
+    assert set(rank["targets"]) == {"md", "fa"}
+    for entry in rank["targets"].values():
+        assert entry["trusted"] in {"gradcam", "sg_a", "sg_b"}
+        assert sorted(m["method"] for m in entry["methods"]) == ["gradcam", "sg_a", "sg_b"]
+        assert all(m["sanity_checked"] for m in entry["methods"])
+    text = (out / "report.md").read_text()
+    assert "## md" in text and "## fa" in text and "6 of 12 explained" in text
+    assert "Shortcut: attribution on the border band" in text
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {"curves_md.png", "randomisation_fa.png", "shares_by_bin_md.png", "shares_fa.png"} <= plots
+    printed = capsys.readouterr().out
+    assert f"xai-eval: reports/xai_eval/{NAME}" in printed and "md: trust " in printed
+
+
+@pytest.mark.slow
+def test_results_are_logged_to_a_real_mlflow_run(repo, monkeypatch, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(repo)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("xai"))
+    (repo / "models" / NAME / "run.json").write_text(
+        json.dumps({"run_id": run.info.run_id, "model_name": NAME})
+    )
+    overrides = [
+        "xai_eval.sanity_patches=0",
+        "xai_eval.stability_patches=0",
+        f"xai_eval.output_dir={tmp_path / 'out'}",
+    ]
+    stage.run(load_config("params.yaml", overrides), _args(checkpoint=f"models/{NAME}/model.pt"))
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert "xai/md/gradcam/auroc" in logged and "xai/fa/sg_a_vs_sg_b/variant_rank_corr" in logged
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "xai_eval")}
+    assert {"xai_eval/ranking.json", "xai_eval/report.md", "xai_eval/plots"} <= names
+
+
+def _args(**kw):
+    import argparse
+
+    return argparse.Namespace(**{"saliency_dir": None, "checkpoint": None, **kw})
+
+
+def test_missing_saliency_store_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["xai-eval", "--params", "/dev/null", "--saliency-dir", "data/saliency/nope"]) == 2
+    assert "no saliency store at data/saliency/nope" in capsys.readouterr().err
+
+
+def test_default_saliency_dir_follows_the_explained_model():
+    cfg = load_config(None, ["explain.model_uri=models:/histoxai-cc@candidate"])
+    assert str(stage.saliency_dir(cfg)) == "data/saliency/histoxai-cc"
+    assert str(stage.saliency_dir(cfg, "elsewhere")) == "elsewhere"
+    with pytest.raises(ValueError, match="expected models:/NAME@ALIAS"):
+        stage.model_name("runs:/abc/model")
+
+
+def test_shortcut_option_needs_the_cue_column(tiny_store):
+    ids = tiny_store.ids()
+    assert stage.shortcut_cue(tiny_store, ids, "auto") is None
+    assert stage.shortcut_cue(tiny_store, ids, "off") is None
+    with pytest.raises(ValueError, match="has no 'shortcut_cue' column"):
+        stage.shortcut_cue(tiny_store, ids, "on")
+
+
+def test_select_patches_is_a_seeded_sorted_subset():
+    ids = np.arange(100, 200)
+    a, b = stage.select_patches(ids, 10, seed=3), stage.select_patches(ids, 10, seed=3)
+    assert np.array_equal(a, b) and np.all(np.diff(a) > 0) and set(a) <= set(ids)
+    assert np.array_equal(stage.select_patches(ids[:5], 10, 0), ids[:5])
+
