@@ -49,8 +49,20 @@ class Settings:
     secret_key: bytes | None = None
 
 
+def use_fast_json() -> None:
+    """Serialise callback results with plotly's ``json`` engine (process-wide).
+
+    With orjson installed plotly first walks every element in Python to clean it; for a
+    page of tiles (plain dicts and strings) the ``json`` engine is 3-5x faster.
+    """
+    import plotly.io as pio
+
+    pio.json.config.default_engine = "json"
+
+
 def create_app(settings: Settings, catalog: Catalog | None = None) -> Dash:
     """The Dash app (its Flask server is ``app.server``) showing the configured stores."""
+    use_fast_json()
     if catalog is None:
         catalog = load_catalog(
             settings.patches_dir, settings.saliency_dirs, settings.saliency_root, settings.reports_dir

@@ -79,6 +79,7 @@ class Renderer:
     def __init__(self, catalog: Catalog, cache_size: int = 4096):
         self.catalog = catalog
         self._scales: dict[tuple[str, str, str], float] = {}
+        self._open: dict[tuple[str, str, str], np.ndarray] = {}
         self.overlay_png = lru_cache(maxsize=cache_size)(self._overlay_png)
         self.patch_png = lru_cache(maxsize=cache_size)(self._patch_png)
         self.colour_bar_png = lru_cache(maxsize=len(CMAPS))(self._colour_bar_png)
@@ -91,6 +92,13 @@ class Renderer:
             raise KeyError(f"{source}: no maps for target {target!r}, variant {variant!r}")
         return store
 
+    def _maps(self, source: str, target: str, variant: str) -> np.ndarray:
+        """Memory-mapped maps of a pair, opened once."""
+        key = (source, target, variant)
+        if key not in self._open:
+            self._open[key] = self._store(source, target, variant).maps(target, variant)
+        return self._open[key]
+
     def check_patch(self, pid: int) -> None:
         patches = self.catalog.patches
         if patches is None or not 0 <= pid < len(patches):
@@ -100,7 +108,7 @@ class Renderer:
         """99.5th percentile of |map| over up to ``SCALE_SAMPLE`` maps of the pair (cached)."""
         key = (source, target, variant)
         if key not in self._scales:
-            maps = self._store(*key).maps(target, variant)
+            maps = self._maps(*key)
             rows = np.unique(np.linspace(0, len(maps) - 1, min(len(maps), SCALE_SAMPLE)).astype(np.int64))
             sample = np.abs(np.asarray(maps[rows], dtype=np.float32))
             self._scales[key] = (
@@ -117,7 +125,7 @@ class Renderer:
             row = int(store.rows([pid])[0])
         except KeyError:
             raise KeyError(f"patch {pid} is not in saliency store {source!r}") from None
-        raw = np.asarray(store.maps(target, variant)[row], dtype=np.float32)
+        raw = np.asarray(self._maps(source, target, variant)[row], dtype=np.float32)
         scale = self.dataset_scale(source, target, variant) if norm == "dataset" else None
         return normalise(raw, norm, scale=scale)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from histoxai.data.store import PatchStore
 from histoxai.explain.store import META_COLUMNS, SaliencyStore, relative_error
@@ -82,15 +83,22 @@ def fake_saliency(
 
 
 def _maps(images: np.ndarray, method: str, ti: int, vi: int, rng: np.random.Generator) -> np.ndarray:
-    # (B, H, W) darkness of the patch (nuclei are dark) shifted per target/variant, plus a
-    # smooth 4x4 noise field upsampled to the patch.
+    # (B, H, W): blurred darkness of the patch (nuclei are dark), shifted per target and
+    # variant, times a smooth random field, so methods and targets look different.
     b, h, w, _ = images.shape
-    dark = 1.0 - images.mean(axis=-1, dtype=np.float32) / 255.0
-    dark = np.roll(dark, shift=(ti * 3 + vi, vi * 2), axis=(1, 2))
-    noise = rng.normal(size=(b, 4, 4)).astype(np.float32)
-    noise = np.repeat(np.repeat(noise, -(-h // 4), axis=1), -(-w // 4), axis=2)[:, :h, :w]
-    m = dark**2 + 0.3 * noise
+    dark = 1.0 - images.sum(axis=-1, dtype=np.uint16).astype(np.float32) / (3 * 255.0)
+    dark = np.roll(dark, shift=(ti * 5 + vi * 3, vi * 4), axis=(1, 2))
+    size = max(int(h / 12 * (1 + vi % 3)), 1)
+    dark = ndimage.uniform_filter(dark, size=(1, size, size), mode="reflect")
+    field = _bilinear(h) @ rng.random((b, 3, 3)).astype(np.float32) @ _bilinear(w).T
+    m = np.clip(dark - dark.mean(axis=(1, 2), keepdims=True) * 0.8, 0.0, None) * (0.2 + field)
     if method in SIGNED:
-        m = m - m.mean(axis=(1, 2), keepdims=True)
+        m = m * np.sign(rng.random((b, 1, 1)) - 0.3) - 0.1 * m.mean(axis=(1, 2), keepdims=True)
         return (m * 0.01).astype(np.float16)
-    return np.maximum(m, 0.0).astype(np.float16)
+    return m.astype(np.float16)
+
+
+def _bilinear(n: int, k: int = 3) -> np.ndarray:
+    """(n, k) weights interpolating k control points linearly onto n pixels."""
+    x = np.linspace(0, k - 1, n)
+    return np.clip(1.0 - np.abs(x[:, None] - np.arange(k)[None, :]), 0.0, None).astype(np.float32)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import pytest
-from dash import html
 
 from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync
 from dashboard.catalog import load_catalog
@@ -16,39 +15,45 @@ def _q(search: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(search.lstrip("?")).items()}
 
 
-def _text(component) -> str:
-    """All text of a Dash component tree."""
+def _nodes(component):
+    """Every element of a page: Dash components and their JSON form (``pages.el``)."""
     if isinstance(component, (list, tuple)):
-        return " ".join(_text(c) for c in component)
+        for c in component:
+            yield from _nodes(c)
+    elif isinstance(component, dict) and "props" in component:
+        yield component["type"], component["props"]
+        yield from _nodes(component["props"].get("children"))
+    elif hasattr(component, "to_plotly_json"):
+        props = {
+            k: getattr(component, k) for k in component._prop_names if getattr(component, k, None) is not None
+        }
+        yield type(component).__name__, props
+        yield from _nodes(getattr(component, "children", None))
+
+
+def _text(component) -> str:
+    """All text of a page."""
     if isinstance(component, (str, int, float)):
         return str(component)
-    children = getattr(component, "children", None)
-    return _text(children) if children is not None else ""
+    out = []
+    for _, props in _nodes(component):
+        children = props.get("children")
+        for c in children if isinstance(children, (list, tuple)) else [children]:
+            if isinstance(c, (str, int, float)):
+                out.append(str(c))
+    return " ".join(out)
 
 
 def _ids(component, kind: str = "tile") -> list:
-    out = []
-    if isinstance(component, (list, tuple)):
-        for c in component:
-            out += _ids(c, kind)
-    elif hasattr(component, "children"):
-        cid = getattr(component, "id", None)
-        if isinstance(cid, dict) and cid.get("type") == kind:
-            out.append(cid["key"])
-        out += _ids(component.children, kind)
-    return out
+    return [
+        p["id"]["key"]
+        for _, p in _nodes(component)
+        if isinstance(p.get("id"), dict) and p["id"]["type"] == kind
+    ]
 
 
 def _srcs(component) -> list[str]:
-    out = []
-    if isinstance(component, (list, tuple)):
-        for c in component:
-            out += _srcs(c)
-    elif isinstance(component, html.Img):
-        out.append(component.src)
-    elif hasattr(component, "children"):
-        out += _srcs(component.children)
-    return out
+    return [p["src"] for tag, p in _nodes(component) if tag == "Img"]
 
 
 def test_url_drives_the_controls_without_rewriting_the_url(catalog):
