@@ -110,7 +110,15 @@ def open_study(cfg: Config, tracking_uri: str, pruner: optuna.pruners.BasePruner
 def run_trials(cfg: Config, opened: Study, train_fn: TrainFn | None = None) -> int:
     """Run this process's share of the study; returns how many trials it ran."""
     objective = Objective(cfg, opened.space, opened.ctx, train_fn)
-    return run_worker(opened.study, objective, cfg.tune.n_trials, opened.lock, opened.retry)
+    seed, name = cfg.base.seed, cfg.tune.sampler
+    return run_worker(
+        opened.study,
+        objective,
+        cfg.tune.n_trials,
+        opened.lock,
+        opened.retry,
+        sampler_for=lambda n: make_sampler(name, seed + n),
+    )
 
 
 def launch(

@@ -27,7 +27,8 @@ from tuning.space import Space, objective_weights, sample
 # train_fn(cfg, out_dir=..., run_id=..., tracking_uri=..., on_epoch=...) -> validation metrics
 # of the kept model. It trains cfg, calls on_epoch(epoch, metrics) after every epoch (an
 # exception raised there, e.g. optuna.TrialPruned, must propagate), logs the kept model
-# to the MLflow run ``run_id`` under the artifact path ``model`` and does not register it.
+# to the MLflow run ``run_id`` with histoxai.tracking.studies.log_trial_model (no
+# registration: only the study's best is registered, by tuning.report.finalize).
 TrainFn = Callable[..., Mapping[str, float]]
 
 RUN_ATTR = "mlflow_run_id"

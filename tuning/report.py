@@ -29,7 +29,6 @@ PLOTS: dict[str, Callable[[optuna.Study], object]] = {
     "param_importances": optuna.visualization.plot_param_importances,
     "parallel_coordinate": optuna.visualization.plot_parallel_coordinate,
 }
-MODEL_ARTIFACT = "model"  # artifact path of a trial run's logged model
 
 
 def summarize(study: optuna.Study) -> dict:
@@ -92,12 +91,7 @@ def finalize(cfg: Config, study: optuna.Study, ctx: StudyContext, space: Space) 
     tags = {"optuna.best_trial": "none", "optuna.n_trials": str(summary["n_trials"])}
     if best is not None and best["run_id"] and cfg.tune.register:
         version, created = studies.register_trial_model(
-            ctx.tracking_uri,
-            model_name,
-            f"runs:/{best['run_id']}/{MODEL_ARTIFACT}",
-            best["run_id"],
-            ctx.study_name,
-            best["number"],
+            ctx.tracking_uri, model_name, best["run_id"], ctx.study_name, best["number"]
         )
         best.update(model_name=model_name, model_version=version, model_uri=f"models:/{model_name}/{version}")
         print(

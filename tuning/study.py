@@ -33,8 +33,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from histoxai.config import ConfigError, TuneConfig
 
+
+def _tpe(seed: int) -> optuna.samplers.TPESampler:
+    # constant_liar: running trials count as bad results, so parallel workers spread out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "tpe": _tpe,
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
 }
@@ -296,6 +304,7 @@ def run_worker(
     n_trials: int,
     lock: BudgetLock,
     retry: RetryStale,
+    sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None,
 ) -> int:
     """Run trials of ``study`` in this process until ``n_trials`` are used across all workers.
 
@@ -303,6 +312,10 @@ def run_worker(
     first. Each trial's creation happens under ``lock``, after counting, so the budget is
     exact with any number of workers; the lock is released as soon as the trial exists.
     A trial that raises is recorded as FAIL and the loop goes on.
+
+    ``sampler_for(n)`` gives the sampler for trial number ``n`` (e.g. seeded with
+    ``seed + n``): draws are then reproducible per trial and differ between workers,
+    which would otherwise repeat each other's random draws.
 
     Returns:
         The number of trials this worker ran.
@@ -326,6 +339,8 @@ def run_worker(
             waiting = any(t.state == TrialState.WAITING for t in counted)
             if not waiting and len(counted) >= n_trials:
                 break
+            if sampler_for is not None:  # trial numbers are sequential; nobody else creates one now
+                study.sampler = sampler_for(len(study.get_trials(deepcopy=False)))
             study.optimize(locked_objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             ran += 1
         finally:

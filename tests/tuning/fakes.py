@@ -2,7 +2,7 @@
 
 They follow the ``tuning.objective.TrainFn`` contract without torch: the validation R2
 is a known function of the sampled learning rate, ``convnext_atto`` "does not fit" the
-patch size, and a dummy ``model/model.pt`` artifact is logged so a champion can be set.
+patch size, and an empty logged model is attached to the run so a champion can be set.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def quick_train(cfg, out_dir, run_id, tracking_uri, on_epoch):
             "val/r2_fa": 0.0,
         }
         on_epoch(epoch, metrics)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.pt").write_bytes(b"fake")
-    studies.client(tracking_uri).log_artifact(run_id, str(out_dir / "model.pt"), "model")
+    c = studies.client(tracking_uri)  # an (empty) logged model, as log_trial_model leaves it
+    model = c.create_logged_model(c.get_run(run_id).info.experiment_id, source_run_id=run_id, name="model")
+    c.set_tag(run_id, studies.MODEL_ID_TAG, model.model_id)
+    c.set_tag(run_id, "histoxai.targets", ",".join(cfg.model.targets))
     return metrics
 
 

@@ -194,34 +194,77 @@ def trial_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
     )
 
 
+MODEL_ID_TAG = "optuna.model_id"
+LABEL_PREFIX = "histoxai."  # run tags copied to the registered version without the prefix
+
+
+def log_trial_model(
+    tracking_uri: str,
+    run_id: str,
+    model: Any,
+    input_example: Any,
+    tags: Mapping[str, str],
+    best_epoch: int | None = None,
+) -> str:
+    """Log a trial's regressor to its run like the training stage does, but unregistered.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        run_id: the trial's nested run.
+        model: the trained :class:`~histoxai.models.Regressor`.
+        input_example: (n, 3, H, W) float32 RGB in [0, 1].
+        tags: facts the registry version will carry (``targets``, ``data_hash``,
+            ``split_scheme``); stored as run tags ``histoxai.<key>``.
+        best_epoch: the epoch whose weights were kept (metric ``best_epoch``).
+
+    Returns:
+        The logged model's URI (``models:/m-...``).
+    """
+    import mlflow
+    import torch
+
+    from histoxai.tracking.registry import _log_model
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(input_example)).numpy()
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = _log_model(model, input_example, output, None, tags)
+    c = client(tracking_uri)
+    run_tags = [RunTag(f"{LABEL_PREFIX}{k}", str(v)) for k, v in tags.items()]
+    c.log_batch(run_id, tags=[*run_tags, RunTag(MODEL_ID_TAG, info.model_id)])
+    if best_epoch is not None:
+        log_epoch(tracking_uri, run_id, {"best_epoch": best_epoch}, step=best_epoch)
+    return info.model_uri
+
+
 def register_trial_model(
     tracking_uri: str,
     model_name: str,
-    source: str,
     run_id: str,
     study_name: str,
     trial_number: int,
     alias: str = "champion",
 ) -> tuple[str, bool]:
-    """Register a trial's model as a version of ``model_name`` and point ``alias`` at it.
+    """Register the model logged by a trial run and point ``alias`` at it.
 
+    The version carries the run's ``histoxai.*`` tags (targets, data hash, split scheme,
+    as a version from the training stage does) plus ``optuna.study`` / ``optuna.trial``.
     Idempotent: a version tagged with the same study and trial is reused, so running the
     finalisation again registers nothing new.
 
-    Args:
-        tracking_uri: MLflow tracking URI.
-        model_name: registered model name.
-        source: the model's artifact URI (e.g. ``runs:/<run_id>/model`` or a logged
-            model's ``models:/m-...`` URI).
-        run_id: the trial run the model came from.
-        study_name: study name (version tag ``optuna.study``).
-        trial_number: trial number (version tag ``optuna.trial``).
-        alias: alias to set on the version.
-
     Returns:
         The version and whether it was newly created.
+
+    Raises:
+        ValueError: the run has no logged model.
     """
     c = client(tracking_uri)
+    run = c.get_run(run_id)
+    model_id = run.data.tags.get(MODEL_ID_TAG)
+    if not model_id:
+        raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
     try:
         c.create_registered_model(model_name)
     except Exception:  # already exists
@@ -233,8 +276,12 @@ def register_trial_model(
     if existing:
         version = str(existing[0].version)
     else:
-        tags = {STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)}
-        version = str(c.create_model_version(model_name, source, run_id=run_id, tags=tags).version)
+        tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
+        tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
+        mv = c.create_model_version(
+            model_name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+        )
+        version = str(mv.version)
     c.set_registered_model_alias(model_name, alias, version)
     return version, created
 
