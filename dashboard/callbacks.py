@@ -21,11 +21,10 @@ from dashboard.catalog import FIELDS, Catalog, nice_step
 from dashboard.filters import histogram, page_of, rows_per_page, select
 from dashboard.layout import NAV_IDS
 from dashboard.main_page import main_page
-from dashboard.pages import fmt, grid_page, message, viewer_body
+from dashboard.pages import bar_labels, el, fmt, grid_page, message, viewer_body
 from dashboard.routes import colour_bar_src
 from dashboard.state import (
     CMAPS,
-    DIVERGING,
     NORMS,
     PAGES,
     SORTS,
@@ -148,7 +147,7 @@ def control_props(catalog: Catalog, view: View, n_pages: int, search: str) -> di
         ("page", "max"): n_pages,
         ("page-count", "children"): f"of {n_pages}",
         ("colour-bar", "src"): colour_bar_src(view.cmap),
-        ("colour-bar-labels", "children"): _bar_labels(view),
+        ("colour-bar-labels", "children"): [el("Span", t) for t in bar_labels(view)],
     }
     table = catalog.tables.get(view.target)
     for name in FIELDS:
@@ -172,13 +171,6 @@ def _range_text(lo: float | None, hi: float | None, decimals: int) -> str:
     return f"{'…' if lo is None else fmt(lo, decimals)} to {'…' if hi is None else fmt(hi, decimals)}"
 
 
-def _bar_labels(view: View) -> list[str]:
-    if view.cmap in DIVERGING:
-        return ["−1", "0 (signed saliency)", "+1"]
-    scale = {"image": "max per image", "dataset": "p99.5 of the variant", "none": "raw"}[view.norm]
-    return ["0", f"|saliency| / {scale}", "1"]
-
-
 def render(catalog: Catalog, pathname: str, search: str, default_per: int = 48) -> tuple[list, str, str]:
     """(page content, status line, pager class) of a URL."""
     if pathname not in PAGES:
@@ -186,8 +178,8 @@ def render(catalog: Catalog, pathname: str, search: str, default_per: int = 48) 
     view = parse_view(search, catalog, default_per)
     if pathname == "/":
         return main_page(catalog, search), "", "pager hidden"
-    children, status, _ = grid_page(catalog, view, pathname)
-    return children, status, "pager"
+    children, status, n_pages = grid_page(catalog, view, pathname)
+    return children, status, "pager" if n_pages else "pager hidden"
 
 
 def histograms(catalog: Catalog, search: str, default_per: int = 48) -> list[dict]:

@@ -149,15 +149,16 @@ def _facts(facts: dict) -> html.Table:
 
 def _table(df: pd.DataFrame, index_name: str | None, digits: bool = False) -> html.Table:
     def cell(v):
-        if isinstance(v, float) and digits:
-            return fmt(v) if math.isfinite(v) else "–"
-        return str(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            text = (fmt(v) if math.isfinite(v) else "–") if digits and isinstance(v, float) else str(v)
+            return html.Td(text, className="num")
+        return html.Td(str(v))
 
     head = ([html.Th(index_name or "")] if index_name is not None else []) + [
         html.Th(str(c)) for c in df.columns
     ]
     body = [
-        html.Tr(([html.Th(str(i))] if index_name is not None else []) + [html.Td(cell(v)) for v in row])
+        html.Tr(([html.Th(str(i))] if index_name is not None else []) + [cell(v) for v in row])
         for i, row in zip(df.index, df.itertuples(index=False))
     ]
     return html.Table([html.Thead(html.Tr(head)), html.Tbody(body)], className="data")

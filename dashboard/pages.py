@@ -12,8 +12,8 @@ from dash import html
 
 from dashboard.catalog import Catalog, TargetTable
 from dashboard.filters import page_of, rows_per_page, select
-from dashboard.routes import overlay_src, patch_src
-from dashboard.state import SORTS, View
+from dashboard.routes import colour_bar_src, overlay_src, patch_src
+from dashboard.state import DIVERGING, SORTS, View
 
 
 def fmt(x: float | None, decimals: int | None = None, signed: bool = False) -> str:
@@ -109,7 +109,7 @@ def problems_panel(catalog: Catalog) -> html.Div | None:
     if not catalog.problems:
         return None
     items = [
-        html.Li([html.Code(p.path), html.Span(p.message, className="problem-text")]) for p in catalog.problems
+        html.Li([html.Code(p.path), html.Div(p.message, className="problem-text")]) for p in catalog.problems
     ]
     return html.Div(
         [html.H3("Some stores could not be loaded"), html.Ul(items)],
@@ -134,8 +134,33 @@ def no_data(catalog: Catalog) -> html.Div:
     )
 
 
-def _heading(text: str, sub: str) -> html.Div:
-    return html.Div([html.H2(text), html.Span(sub, className="sub")], className="page-heading")
+def bar_labels(view: View) -> list[str]:
+    """(low end, what the colours show, high end) of the colour bar."""
+    if view.cmap in DIVERGING:
+        return ["−1", "signed saliency", "+1"]
+    scale = {"image": "max per image", "dataset": "p99.5 of the variant", "none": "raw"}[view.norm]
+    return ["0", f"|saliency| / {scale}", "1"]
+
+
+def legend(view: View) -> dict:
+    """Colour bar with its end labels, for the page heading and the viewer."""
+    lo, what, hi = bar_labels(view)
+    return el(
+        "Div",
+        [
+            el("Span", what, className="legend-what"),
+            el("Span", lo),
+            el("Img", src=colour_bar_src(view.cmap), className="legend-bar", alt=f"colour map {view.cmap}"),
+            el("Span", hi),
+        ],
+        className="legend",
+    )
+
+
+def _heading(text: str, sub: str, view: View) -> dict:
+    return el(
+        "Div", [el("H2", text), el("Span", sub, className="sub"), legend(view)], className="page-heading"
+    )
 
 
 def _order_text(view: View) -> str:
@@ -143,9 +168,9 @@ def _order_text(view: View) -> str:
 
 
 def grid_page(catalog: Catalog, view: View, pathname: str) -> tuple[list, str, int]:
-    """(children, status text, number of pages) of one of the three grid pages."""
+    """(children, status text, number of pages; 0 when nothing is shown) of a grid page."""
     if not catalog.ok:
-        return [no_data(catalog)], "", 1
+        return [no_data(catalog)], "", 0
     table = catalog.tables[view.target]
     rows = select(catalog, view)
     per = rows_per_page(view, pathname)
@@ -165,7 +190,7 @@ def grid_page(catalog: Catalog, view: View, pathname: str) -> tuple[list, str, i
                 )
             ],
             status,
-            1,
+            0,
         )
     build = {"/single": _single, "/targets": _targets, "/methods": _methods}[pathname]
     return build(catalog, view, table, shown), status, n_pages
@@ -184,7 +209,7 @@ def _single(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray)
         for r, pid in zip(shown, table.patch_id[shown].tolist())
     ]
     return [
-        _heading(f"{catalog.target_label(view.target)} · {label}", "Single target"),
+        _heading(f"{catalog.target_label(view.target)} · {label}", "Single target", view),
         el(
             "Div", tiles, className="grid", style={"gridTemplateColumns": f"repeat(auto-fill, {view.tile}px)"}
         ),
@@ -227,7 +252,7 @@ def _targets(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray
                     )
                 )
     return [
-        _heading(f"{catalog.variant_label(view.target, view.variant)}", "Multiple targets"),
+        _heading(f"{catalog.variant_label(view.target, view.variant)}", "Multiple targets", view),
         el("Div", header + cells, className="grid table-grid", style=_columns(view, len(keys) + 1)),
     ]
 
@@ -246,7 +271,7 @@ def _methods(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray
             src = overlay_src(table.source, table.target, v, pid, view.cmap, view.alpha, view.norm)
             cells.append(tile(src, tile_key(pid, view.target, v), view.tile, [], f"{v} {pid}"))
     return [
-        _heading(catalog.target_label(view.target), "Multiple methods"),
+        _heading(catalog.target_label(view.target), "Multiple methods", view),
         el("Div", header + cells, className="grid table-grid", style=_columns(view, len(variants) + 1)),
     ]
 
@@ -299,5 +324,5 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
             ],
             className="pair",
         ),
-        html.Table(rows, className="numbers"),
+        html.Div([html.Table(rows, className="numbers"), legend(view)], className="viewer-foot"),
     ]

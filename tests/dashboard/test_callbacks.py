@@ -52,8 +52,8 @@ def _ids(component, kind: str = "tile") -> list:
     ]
 
 
-def _srcs(component) -> list[str]:
-    return [p["src"] for tag, p in _nodes(component) if tag == "Img"]
+def _srcs(component, cls: str | None = "tile-img") -> list[str]:
+    return [p["src"] for tag, p in _nodes(component) if tag == "Img" and cls in (None, p.get("className"))]
 
 
 def test_url_drives_the_controls_without_rewriting_the_url(catalog):
@@ -152,7 +152,7 @@ def test_unknown_page_is_not_a_traceback(catalog):
 def test_viewer_shows_raw_and_overlay_and_every_target(catalog):
     cls, body = open_viewer(catalog, "4|fa|layercam", "?cmap=magma")
     assert cls == "viewer"
-    srcs = _srcs(body)
+    srcs = _srcs(body, "big")
     assert srcs[0] == "/img/patch/4.png" and "/fa/layercam/4.png?cmap=magma" in srcs[1]
     text = _text(body)
     assert "Patch #4" in text and "md · mdfa" in text and "cc · cc" in text
