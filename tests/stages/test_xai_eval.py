@@ -153,4 +153,3 @@ def test_select_patches_is_a_seeded_sorted_subset():
     a, b = stage.select_patches(ids, 10, seed=3), stage.select_patches(ids, 10, seed=3)
     assert np.array_equal(a, b) and np.all(np.diff(a) > 0) and set(a) <= set(ids)
     assert np.array_equal(stage.select_patches(ids[:5], 10, 0), ids[:5])
-

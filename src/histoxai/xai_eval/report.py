@@ -240,7 +240,7 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
         for method, steps in res.cascade.items():
             ax.plot(list(steps), [v[key] for v in steps.values()], marker="o", label=method, **_style(method))
         ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} vs trained model",
-               xlabel="randomised down to", ylim=(-1.05 if key == "rank_corr" else -0.05, 1.05))  # fmt: skip
+               xlabel="randomised down to", ylim=(-1.05, 1.05))  # fmt: skip
         ax.tick_params(axis="x", rotation=45)
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
