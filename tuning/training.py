@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from histoxai.config import Config
+from tuning.objective import TrialFailed
 
 
-class BackboneDoesNotFit(ValueError):
+class BackboneDoesNotFit(TrialFailed):
     """The backbone cannot process patches of the configured size."""
 
 

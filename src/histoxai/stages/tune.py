@@ -52,8 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
-    from tuning.launcher import launch
-    from tuning.space import apply_params
+    from tuning.space import apply_params, load_space
 
     args = args or argparse.Namespace()
     flags = {
@@ -62,6 +61,10 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         if getattr(args, attr, None) is not None
     }
     cfg = apply_params(cfg, flags)
+    load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
+
+    from tuning.launcher import launch
+
     summary = launch(
         cfg,
         _tracking_uri(getattr(args, "tracking_uri", None)),
