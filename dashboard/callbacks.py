@@ -168,7 +168,11 @@ def control_props(catalog: Catalog, view: View, n_pages: int, search: str) -> di
 def _range_text(lo: float | None, hi: float | None, decimals: int) -> str:
     if lo is None and hi is None:
         return "all"
-    return f"{'…' if lo is None else fmt(lo, decimals)} to {'…' if hi is None else fmt(hi, decimals)}"
+    if hi is None:
+        return f"≥ {fmt(lo, decimals)}"
+    if lo is None:
+        return f"≤ {fmt(hi, decimals)}"
+    return f"{fmt(lo, decimals)} to {fmt(hi, decimals)}"
 
 
 def render(catalog: Catalog, pathname: str, search: str, default_per: int = 48) -> tuple[list, str, str]:

@@ -184,7 +184,7 @@ def click_option(driver, dropdown_id: str, label: str) -> None:
     "name,path,ready",
     [
         ("main", "/", ".card"),
-        ("single-target", "/single?target=md&variant=gradcampp&sort=absdelta&desc=1", ".grid .tile"),
+        ("single-target", "/single?target=md&variant=gradcampp&y=1.3,&sort=absdelta&desc=1", ".grid .tile"),
         ("multiple-targets", "/targets?target=md&variant=layercam", ".table-grid .tile"),
         ("multiple-methods", "/methods?target=md&variant=gradcampp", ".table-grid .tile"),
     ],
@@ -265,6 +265,29 @@ def test_a_url_reopens_the_same_view(browser, site):
     assert texts(browser, "#status") == status
     assert browser.execute_script("return document.querySelector('#split input:checked').value") == "train"
     assert texts(browser, "#variant .dash-dropdown-value")[0].startswith("smoothgrad_s0.1")
+
+
+def test_page_links_keep_the_view_and_back_restores_it(browser, site):
+    url, _ = site
+    open_page(browser, url + "/single?target=fa&variant=layercam&split=val", ".grid .tile")
+    browser.find_element(*_by("#nav-methods")).click()
+    wait_for(browser, lambda d: d.find_elements(*_by(".table-grid .tile")), "the methods page")
+    assert urlsplit(browser.current_url).path == "/methods"
+    assert query(browser) == {"target": "fa", "variant": "layercam", "split": "val"}
+    assert texts(browser, "#page-content h2")[0] == "fa · mdfa"
+    browser.find_element(*_by("#split input[value='all']")).click()
+    wait_for(browser, lambda d: "split" not in query(d), "split=all")
+    browser.back()
+    wait_for(browser, lambda d: query(d).get("split") == "val", "the previous URL")
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return document.querySelector('#split input:checked').value") == "val",
+        "the split control to follow the URL",
+    )
+    browser.find_element(*_by("#sidebar-toggle")).click()
+    wait_for(browser, lambda d: not d.find_element(*_by("#sidebar")).is_displayed(), "the sidebar to hide")
+    browser.find_element(*_by("#sidebar-toggle")).click()
+    wait_for(browser, lambda d: d.find_element(*_by("#sidebar")).is_displayed(), "the sidebar to show")
 
 
 def test_a_tile_opens_large_raw_and_overlay(browser, site):
