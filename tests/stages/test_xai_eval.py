@@ -128,7 +128,8 @@ def _args(**kw):
 
 def test_missing_saliency_store_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["xai-eval", "--params", "/dev/null", "--saliency-dir", "data/saliency/nope"]) == 2
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert cli.main(["xai-eval", "--saliency-dir", "data/saliency/nope"]) == 2
     assert "no saliency store at data/saliency/nope" in capsys.readouterr().err
 
 
@@ -153,3 +154,20 @@ def test_select_patches_is_a_seeded_sorted_subset():
     a, b = stage.select_patches(ids, 10, seed=3), stage.select_patches(ids, 10, seed=3)
     assert np.array_equal(a, b) and np.all(np.diff(a) > 0) and set(a) <= set(ids)
     assert np.array_equal(stage.select_patches(ids[:5], 10, 0), ids[:5])
+
+
+def test_checkpoint_of_another_run_than_the_maps_is_refused(repo, monkeypatch, tmp_path):
+    monkeypatch.chdir(repo)
+    sal = repo / "data/saliency" / NAME / "manifest.json"
+    original = sal.read_text()
+    try:
+        sal.write_text(json.dumps({**json.loads(original), "run_id": "other-run"}))
+        model = torch.load(repo / "models" / NAME / "model.pt", weights_only=True)
+        model["extra"] = {"run_id": "this-run"}
+        torch.save(model, tmp_path / "model.pt")
+        with pytest.raises(
+            ValueError, match="maps of the model of run other-run, but .* is from run this-run"
+        ):
+            stage.run(load_config("params.yaml"), _args(checkpoint=str(tmp_path / "model.pt")))
+    finally:
+        sal.write_text(original)

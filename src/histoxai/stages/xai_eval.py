@@ -207,6 +207,12 @@ def load_model(sal: SaliencyStore, checkpoint: str | None, cfg: Config) -> tuple
     }  # fmt: skip
     if checkpoint:
         model = load_checkpoint(checkpoint)
+        made_by, ours = info["run_id"], getattr(model, "checkpoint_extra", {}).get("run_id")
+        if made_by and ours and made_by != ours:
+            raise ValueError(
+                f"{sal.root} holds maps of the model of run {made_by}, but {checkpoint} is from run {ours}; "
+                "run `histoxai explain` again (or pass the matching checkpoint)"
+            )
         run_json = Path(checkpoint).with_name("run.json")
         if run_json.is_file() and not info["run_id"]:
             run = json.loads(run_json.read_text())
