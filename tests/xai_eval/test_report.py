@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -58,7 +59,12 @@ def test_report_files_load_and_name_the_method_to_trust(result, tmp_path):
     assert [m["method"] for m in rank["targets"]["cc"]["methods"]] == ["true", "anti"]
     assert set(rank["targets"]["cc"]["baselines"]) == {"random", "sobel"}
     text = (out / "report.md").read_text()
-    assert "Method to trust: `true`" in text and rank["rule"] in text
+    assert (
+        "Method to trust: `true`" in text
+        and rank["rule"] in text
+        and "Nuclei share by measured cc bin" in text
+    )
+    assert set(pd.read_csv(out / "shares_by_bin_cc.csv")["by"]) == {"target", "error"}
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
         "curves_cc.png", "randomisation_cc.png", "shares_by_bin_cc.png", "shares_cc.png",
     ]  # fmt: skip

@@ -85,6 +85,7 @@ def write_report(
         for target, res in results.items():
             res.summary.rename_axis("method").to_csv(tmp / f"summary_{target}.csv")
             res.per_patch.to_csv(tmp / f"per_patch_{target}.csv", index=False)
+            binned_table(res).to_csv(tmp / f"shares_by_bin_{target}.csv", index=False)
             plot_curves(res, tmp / "plots" / f"curves_{target}.png")
             plot_shares(res, tmp / "plots" / f"shares_{target}.png")
             plot_binned(res, tmp / "plots" / f"shares_by_bin_{target}.png")
@@ -92,6 +93,19 @@ def write_report(
                 plot_cascade(res, tmp / "plots" / f"randomisation_{target}.png")
         write_text(tmp / "report.md", report_markdown(results, rank, info))
     return out_dir
+
+
+def binned_table(res: TargetResult) -> pd.DataFrame:
+    """Long table of attribution shares per bin: method, by (``target``/``error``), bin,
+    n, lo, hi and one column per tissue class."""
+    parts = []
+    for method, tables in res.binned.items():
+        for by, t in tables.items():
+            if len(t):
+                t = t.rename(columns={t.columns[0]: "bin"})
+                parts.append(t.assign(method=method, by=by))
+    cols = ["method", "by", "bin", "n", "lo", "hi", *TISSUE_CLASSES]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -147,6 +161,14 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
         area = next(iter(res.shares.values()))["area"] if res.shares else {}
         shares.loc["(area)"] = pd.Series(area)
         lines += [markdown_table(shares[list(TISSUE_CLASSES)], "method"), ""]
+        table = binned_table(res)
+        for by, title in (("target", f"measured {target}"), ("error", "|ŷ − y|")):
+            part = table[table["by"] == by]
+            if len(part):
+                pivot = part.pivot(index="method", columns="bin", values="nuclei").reindex(list(res.binned))
+                pivot = pivot[list(dict.fromkeys(part["bin"]))]
+                lines += [f"Nuclei share by {title} bin (all classes: `shares_by_bin_{target}.csv`):", ""]
+                lines += [markdown_table(pivot, "method"), ""]
         if res.cascade:
             lines += ["### Randomisation cascade (mean Spearman ρ, head → stem)", ""]
             casc = pd.DataFrame(
