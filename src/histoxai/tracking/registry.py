@@ -20,7 +20,8 @@ import timm
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelInfo, infer_signature
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 from histoxai.models.regressor import Regressor
 from histoxai.tracking.runs import TrackedRun
