@@ -272,32 +272,3 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         out[prefix.rstrip("/")] = float(obj)
     return out
-
-
-def r2_table(metrics: dict[str, float]) -> pd.DataFrame:
-    """R² entries (``<scope>/r2_<target>``) as a scope × target table (NaN where absent)."""
-    rows: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        scope, _, name = key.rpartition("/")
-        if name.startswith("r2_") and scope:
-            rows.setdefault(scope, {})[name[3:]] = value
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def r2_from_meta(meta: pd.DataFrame) -> pd.DataFrame:
-    """R² per split and per split/sample from the explained patches' y and ŷ."""
-    rows: dict[str, dict[str, float]] = {}
-    for target, by_target in meta.groupby("target", sort=False):
-        groups = [(str(s), g) for s, g in by_target.groupby("split", sort=True)]
-        groups += [(f"{s}/{m}", g) for (s, m), g in by_target.groupby(["split", "sample"], sort=True)]
-        for scope, g in groups:
-            rows.setdefault(scope, {})[str(target)] = r2(g["y"].to_numpy(), g["y_hat"].to_numpy())
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def r2(y: np.ndarray, y_hat: np.ndarray) -> float:
-    """Coefficient of determination, NaN for fewer than two finite pairs or constant y."""
-    ok = np.isfinite(y) & np.isfinite(y_hat)
-    y, y_hat = y[ok], y_hat[ok]
-    ss_tot = float(((y - y.mean()) ** 2).sum()) if y.size > 1 else 0.0
-    return 1.0 - float(((y - y_hat) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")

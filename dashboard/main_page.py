@@ -3,18 +3,20 @@ models' R² per split and sample, the explanation ranking when present, links to
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pandas as pd
 from dash import dcc, html
 
-from dashboard.catalog import Catalog, r2_from_meta, r2_table
+from dashboard.catalog import Catalog
 from dashboard.pages import fmt, problems_panel
+from dashboard.performance import SPLIT_ORDER, r2_from_meta, r2_tables
 from dashboard.state import PAGES
 
 _SKIP_MANIFEST = {"patch_ids", "complete", "variants", "targets", "timings", "model_name", "model_version"}
-_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "out": 3}
+
 _DESCRIPTIONS = {
     "/single": "a grid of patches for one target and one method variant",
     "/targets": "the same patches, one column per target, same method",
@@ -60,7 +62,7 @@ def _dataset_card(catalog: Catalog) -> html.Div:
     }
     splits = [c for c in store.index.columns if c.startswith("split_")]
     counts = pd.DataFrame({c[6:]: store.index[c].value_counts() for c in splits}).T.fillna(0).astype(int)
-    counts = counts[sorted(counts.columns, key=lambda s: _SPLIT_ORDER.get(s, 9))]
+    counts = counts[sorted(counts.columns, key=lambda s: SPLIT_ORDER.get(s, 9))]
     return _card("Dataset", [_facts(facts), _table(counts, "split scheme") if splits else None])
 
 
@@ -76,7 +78,7 @@ def _source_card(catalog: Catalog, name: str) -> html.Div:
     }
     meta = store.meta.drop_duplicates("patch_id")
     counts = meta["split"].astype(str).value_counts().rename("patches").to_frame().T
-    counts = counts[sorted(counts.columns, key=lambda s: _SPLIT_ORDER.get(s, 9))]
+    counts = counts[sorted(counts.columns, key=lambda s: SPLIT_ORDER.get(s, 9))]
     variants = pd.DataFrame(
         [
             {
@@ -97,46 +99,63 @@ def _source_card(catalog: Catalog, name: str) -> html.Div:
 def _performance(catalog: Catalog) -> list:
     blocks = []
     for name, metrics in catalog.metrics.items():
-        table = r2_table(metrics)
-        if not table.empty:
-            blocks.append(
-                _card(f"R² · {name}", [_table(_order_scopes(table), "split / sample", digits=True)])
-            )
-    reported = set(catalog.metrics)
+        splits, samples = r2_tables(metrics)
+        if not splits.empty or not samples.empty:
+            blocks.append(_r2_card(name, splits, samples, None))
     for name, store in catalog.sources.items():
-        if name not in reported:
-            table = _order_scopes(r2_from_meta(store.meta))
-            note = html.P(
-                "from the explained patches (no reports/evaluate/…/metrics.json found)", className="note"
-            )
-            blocks.append(_card(f"R² · {name}", [note, _table(table, "split / sample", digits=True)]))
+        if name not in catalog.metrics:
+            note = "from the explained patches (no reports/evaluate/…/metrics.json found)"
+            blocks.append(_r2_card(name, *r2_from_meta(store.meta), note))
     if not blocks:
         return []
     return [html.H3("Model performance (R²)", className="section-title"), html.Div(blocks, className="cards")]
 
 
-def _order_scopes(table: pd.DataFrame) -> pd.DataFrame:
-    key = lambda s: (_SPLIT_ORDER.get(s.split("/")[0], 9), s.count("/"), s)  # noqa: E731
-    return table.loc[sorted(table.index, key=key)]
+def _r2_card(name: str, splits: pd.DataFrame, samples: pd.DataFrame, note: str | None) -> html.Div:
+    return _card(
+        f"R² · {name}",
+        [
+            html.P(note, className="note") if note else None,
+            _table(splits, "split", digits=True) if not splits.empty else None,
+            _table(samples, "sample", digits=True) if not samples.empty else None,
+        ],
+    )
 
 
 def _rankings(catalog: Catalog) -> list:
     if not catalog.rankings:
         return []
-    cards = [_card(f"Explanation ranking · {name}", [_any(obj)]) for name, obj in catalog.rankings.items()]
+    cards = [_card(f"Explanation ranking · {name}", _ranking(obj)) for name, obj in catalog.rankings.items()]
     return [html.H3("Explanation quality", className="section-title"), html.Div(cards, className="cards")]
 
 
-def _any(obj: Any):
-    """A ranking of unknown shape: list of records or mapping of lists -> table, else key/values."""
-    if isinstance(obj, dict):
-        lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-        if lists:
-            return html.Div([html.Div([html.H4(k), _any(v)]) for k, v in lists.items()])
-        return _facts({k: v for k, v in obj.items() if not isinstance(v, (dict, list))})
-    if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
-        return _table(pd.DataFrame(obj), None, digits=True)
-    return html.Pre(str(obj))
+def _ranking(obj: Any) -> list:
+    """``ranking.json`` of ``histoxai xai_eval``: per target the methods best first."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("targets"), dict):
+        return [html.Pre(json.dumps(obj, indent=1)[:4000], className="raw")]
+    out: list = []
+    for target, entry in obj["targets"].items():
+        methods = entry.get("methods") or []
+        rows = [
+            {
+                "method": m.get("method"),
+                "score": m.get("score"),
+                "sanity": "passed" if m.get("passes_sanity", True) else "failed",
+                "beats random": f"{m.get('beats_random', '?')}/{m.get('n_metrics', '?')}",
+                **{k: v for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float))},
+            }
+            for m in methods
+        ]
+        out.append(html.H4(f"{target}: trust {entry.get('trusted') or '–'}"))
+        if rows:
+            out.append(
+                html.Div(
+                    _table(pd.DataFrame(rows).set_index("method"), "method", digits=True), className="wide"
+                )
+            )
+    if obj.get("rule"):
+        out.append(html.P(str(obj["rule"]), className="note"))
+    return out
 
 
 def _card(title: str, children: list) -> html.Div:

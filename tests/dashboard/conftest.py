@@ -37,10 +37,42 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
         "test/r2_md": 0.81,
         "test/r2_fa": 0.55,
         "val/r2_md": 0.84,
-        "test/s1/r2_md": 0.79,
         "test/mae_md": 0.1,
+        "baseline/test/r2_md": 0.42,
+        "sample/s1/in/r2_md": 0.79,
+        "sample/s2/out/r2_md": 0.61,
+        "baseline/sample/s1/in/r2_md": 0.3,
+        "ceiling/r2_md": 0.97,
     }
     (report / "metrics.json").write_text(json.dumps(metrics))
+    ranking = {
+        "rule": "mean rank over the metrics; methods that fail the sanity check come last",
+        "targets": {
+            "md": {
+                "trusted": "layercam",
+                "methods": [
+                    {
+                        "method": "layercam",
+                        "score": 1.5,
+                        "passes_sanity": True,
+                        "beats_random": 2,
+                        "n_metrics": 2,
+                        "metrics": {"deletion_auc": 0.21, "pointing_game": 0.8},
+                    },
+                    {
+                        "method": "gradcampp",
+                        "score": 2.0,
+                        "passes_sanity": False,
+                        "beats_random": 1,
+                        "n_metrics": 2,
+                        "metrics": {"deletion_auc": 0.25, "pointing_game": 0.6},
+                    },
+                ],
+            }
+        },
+    }
+    (root / "reports" / "xai_eval" / "mdfa").mkdir(parents=True)
+    (root / "reports" / "xai_eval" / "mdfa" / "ranking.json").write_text(json.dumps(ranking))
     return {"root": root, "patches": root / "data" / "patches", "saliency": sal, "reports": root / "reports"}
 
 

@@ -122,7 +122,17 @@ def test_multiple_targets_and_methods_pages_have_one_column_each(catalog):
 def test_main_page_names_what_is_loaded(catalog):
     children, status, pager = render(catalog, "/", "")
     text = _text(children)
-    for word in ("Dataset", "phantom", "mdfa", "smoothgrad_s0.2", "sigma=0.2", "0.81", "R²"):
+    for word in (
+        "Dataset",
+        "phantom",
+        "mdfa",
+        "smoothgrad_s0.2",
+        "sigma=0.2",
+        "0.81",
+        "md (baseline)",
+        "R²",
+        "trust layercam",
+    ):
         assert word in text, word
     assert pager == "pager hidden"
 

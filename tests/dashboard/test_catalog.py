@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from dashboard.catalog import load_catalog, r2, r2_table
+from dashboard.catalog import load_catalog
 
 
 def test_catalog_lists_targets_variants_and_samples(catalog):
@@ -64,20 +64,17 @@ def test_saliency_from_another_patch_store_is_refused(tmp_path, pipeline):
     assert "mdfa" not in cat.sources
 
 
-def test_reports_are_read_and_r2_is_tabulated(catalog, tmp_path, pipeline):
-    table = r2_table(catalog.metrics["mdfa"])
-    assert table.loc["test", "md"] == 0.81 and table.loc["test/s1", "md"] == 0.79
-    assert np.isnan(table.loc["val", "fa"])
-    bad = tmp_path / "reports" / "xai_eval" / "mdfa"
-    bad.mkdir(parents=True)
-    (bad / "ranking.json").write_text(json.dumps([{"method": "gradcampp", "rank": 1}]))
+def test_reports_are_read(catalog, tmp_path, pipeline):
+    assert catalog.metrics["mdfa"]["test/r2_md"] == 0.81
+    out = tmp_path / "reports" / "xai_eval" / "mdfa"
+    out.mkdir(parents=True)
+    (out / "ranking.json").write_text(
+        json.dumps({"rule": "mean rank", "targets": {"md": {"trusted": "layercam"}}})
+    )
+    (tmp_path / "reports" / "evaluate" / "cc").mkdir(parents=True)
+    (tmp_path / "reports" / "evaluate" / "cc" / "metrics.json").write_text("{broken")
     cat = load_catalog(
         pipeline["patches"], saliency_root=pipeline["saliency"], reports_dir=tmp_path / "reports"
     )
-    assert cat.rankings["mdfa"][0]["method"] == "gradcampp"
-
-
-def test_r2_is_one_for_perfect_predictions_and_nan_when_undefined():
-    y = np.array([1.0, 2.0, 3.0])
-    assert r2(y, y) == 1.0
-    assert np.isnan(r2(np.ones(3), y))
+    assert cat.rankings["mdfa"]["targets"]["md"]["trusted"] == "layercam"
+    assert [p.path for p in cat.problems] == [str(tmp_path / "reports" / "evaluate" / "cc" / "metrics.json")]
