@@ -33,6 +33,7 @@ FINAL_SPLITS = ("train", "test", "out")  # val was logged per epoch, at the best
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overrides",
+        dest="overrides_text",
         default="",
         metavar="'KEY=VALUE ...'",
         help="more overrides in one space-separated string (for MLproject: -P set='model.targets=[cc]')",
@@ -43,7 +44,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Train, track and register as configured; returns the ``run.json`` contents."""
     from histoxai.tracking import resolve_tracking_uri
 
-    extra = shlex.split(getattr(args, "overrides", "") or "") if args is not None else []
+    extra = shlex.split(getattr(args, "overrides_text", "") or "") if args is not None else []
     if extra:
         cfg = load_config(args.params, [*args.overrides, *extra])
     tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
