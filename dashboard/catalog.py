@@ -111,13 +111,14 @@ class Catalog:
             out.setdefault(self.method_of(key, v), []).append(v)
         return out
 
-    def variant_label(self, key: str, variant: str) -> str:
-        """``smoothgrad (sigma=0.2)``-style label from the variant's params."""
+    def variant_label(self, key: str, variant: str, limit: int | None = 60) -> str:
+        """``smoothgrad_s0.2 (sigma=0.2, n=16)``-style label, cut to ``limit`` characters."""
         table = self.tables[key]
         spec = self.sources[table.source].variants.get(variant, {})
         params = spec.get("params") or {}
         text = ", ".join(f"{k}={v}" for k, v in params.items())
-        return f"{variant} ({text})" if text else variant
+        label = f"{variant} ({text})" if text else variant
+        return label if limit is None or len(label) <= limit else label[: limit - 1] + "…"
 
     def target_label(self, key: str) -> str:
         table = self.tables[key]

@@ -261,7 +261,8 @@ def _methods(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray
     variants = catalog.variants(view.target)
     header = [html.Div("patch", className="col-head")]
     header += [
-        html.Div(v, className="col-head", title=catalog.variant_label(view.target, v)) for v in variants
+        el("Div", v, className="col-head", title=catalog.variant_label(view.target, v, limit=None))
+        for v in variants
     ]
     cells: list = []
     for r in shown.tolist():
@@ -318,7 +319,9 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
                 html.Figure(
                     [
                         html.Img(src=src, className="big", id="viewer-overlay"),
-                        html.Figcaption(f"{table.target} · {catalog.variant_label(tkey, variant)}"),
+                        html.Figcaption(
+                            f"{table.target} · {catalog.variant_label(tkey, variant, limit=None)}"
+                        ),
                     ]
                 ),
             ],
