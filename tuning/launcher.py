@@ -90,7 +90,7 @@ def open_study(cfg: Config, tracking_uri: str, pruner: optuna.pruners.BasePruner
         }
         if parent is None and not study.trials:
             for params in space.enqueue[: tune.n_trials]:
-                study.enqueue_trial(params, skip_if_exists=True)
+                study.enqueue_trial(params)
             study.set_user_attr("space", str(tune.space))
         elif study.user_attrs.get("space") != str(tune.space):
             print(
