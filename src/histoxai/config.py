@@ -187,8 +187,10 @@ class TrainConfig:
     ``initial_lr`` to ``warmup_target_lr`` over ``warmup_epochs``, then cosine decay to 0
     over ``decay_epochs``). Both phases stop early after ``patience`` epochs without a
     lower validation loss; the best checkpoint is kept. ``num_workers``: background
-    threads gathering batches (0: in the training thread). ``precision: auto`` is bf16
-    (or fp16 without bf16 support) on CUDA, fp32 on CPU.
+    threads gathering batches (0: in the training thread). ``threads``: CPU threads for
+    torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
+    busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
+    fp32 on CPU.
     """
 
     epochs: int = bounded(20, ge=1)
@@ -210,6 +212,7 @@ class TrainConfig:
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = bounded(0, ge=0)
+    threads: int = bounded(0, ge=0)
     experiment: str = "histoxai"
 
 

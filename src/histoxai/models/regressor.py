@@ -64,7 +64,7 @@ class Regressor(nn.Module):
         self.register_buffer("target_mean", torch.tensor(target_mean, dtype=torch.float32))
         self.register_buffer("target_std", torch.tensor(target_std, dtype=torch.float32))
         self.neck = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(backbone.num_features, hidden_width), nn.ReLU()
+            nn.Dropout(dropout), nn.Linear(feature_dim(backbone), hidden_width), nn.ReLU()
         )
         self.heads = nn.ModuleDict(
             {
@@ -96,6 +96,12 @@ class Regressor(nn.Module):
         """Stop (or restart) gradient updates of the backbone; heads stay trainable."""
         for p in self.backbone.parameters():
             p.requires_grad_(not frozen)
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """Width of a pooled timm backbone's output (``head_hidden_size`` where the model has a
+    pre-logits head after pooling, e.g. MobileNetV3, else ``num_features``)."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 def build_regressor(

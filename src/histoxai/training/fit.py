@@ -9,10 +9,11 @@ augmentation), so a CPU run repeats exactly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +81,23 @@ def fit(
     """
     if len(train) == 0 or len(val.ids) == 0:
         raise ValueError(f"need training and validation patches, got {len(train.ids)} and {len(val.ids)}")
+    with cpu_threads(cfg.threads):
+        return _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: unchanged), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitResult:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)

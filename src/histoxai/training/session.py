@@ -16,7 +16,7 @@ from histoxai.config import Config
 from histoxai.data.datasets import PatchBatches, target_matrix
 from histoxai.data.store import PatchStore, split_column
 from histoxai.models.regressor import Regressor, build_regressor
-from histoxai.training.fit import EpochCallback, FitResult, fit, predict
+from histoxai.training.fit import EpochCallback, FitResult, cpu_threads, fit, predict
 from histoxai.training.runtime import resolve_device, resolve_precision
 from histoxai.training.stain import fit_macenko, pick_reference
 
@@ -124,7 +124,8 @@ def predict_store(model: Regressor, store: PatchStore, cfg: Config, progress: bo
     amp = resolve_precision(cfg.train.precision, device)
     ids = store.index["patch_id"].to_numpy()
     batches = PatchBatches(store, ids, model.targets, eval_batch_size(cfg), workers=cfg.train.num_workers)
-    yhat, order = predict(model, batches, device, amp, progress)
+    with cpu_threads(cfg.train.threads):
+        yhat, order = predict(model, batches, device, amp, progress)
     if not np.array_equal(order, ids):
         raise RuntimeError("predictions came back out of patch order")
     index = store.index

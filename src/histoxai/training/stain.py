@@ -115,11 +115,13 @@ class MacenkoNormalizer(torch.nn.Module):
         he = torch.stack(
             [torch.where(first, v_lo, v_hi), torch.where(first, v_hi, v_lo)], dim=-1
         )  # (B, 3, 2)
+        enough = (n >= self.min_pixels)[:, None, None] & torch.isfinite(he).all(dim=(1, 2), keepdim=True)
+        he = torch.where(enough, he, self.he_ref.expand_as(he))  # placeholder; such images pass unchanged
         conc = torch.linalg.pinv(he) @ od  # (B, 2, N)
         max_c = torch.quantile(conc, 0.99, dim=-1).clamp_min(_EPS)  # (B, 2)
         conc = conc * (self.max_c_ref / max_c).unsqueeze(-1)
         out = (self.io * torch.exp(-self.he_ref @ conc)).clamp(max=255) / 255  # (B, 3, N)
-        ok = (n >= self.min_pixels) & torch.isfinite(out).all(dim=(1, 2))
+        ok = enough[:, 0, 0] & torch.isfinite(out).all(dim=(1, 2))
         out = torch.where(ok[:, None, None], out, x.reshape(b, 3, h * w))
         return out.reshape(b, 3, h, w).to(dtype)
 

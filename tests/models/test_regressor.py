@@ -1,0 +1,110 @@
+import pytest
+import timm
+import torch
+
+from histoxai.config import ConfigError, ModelConfig, load_config
+from histoxai.models import (
+    PretrainedWeightsError,
+    Regressor,
+    build_regressor,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+TINY = ModelConfig(backbone="test_resnet", targets=("md", "fa", "cc"), hidden_width=16, feature_width=8)
+
+
+@pytest.fixture
+def model() -> Regressor:
+    torch.manual_seed(0)
+    return build_regressor(TINY, [1.0, 0.3, 12.0], [0.4, 0.1, 5.0]).eval()
+
+
+def test_forward_returns_real_units_per_target(model):
+    x = torch.rand(4, 3, 32, 32)
+    y = model(x)
+    assert y.shape == (4, 3) and model.targets == ("md", "fa", "cc")
+    assert torch.allclose(
+        y, model.standardized(x) * torch.tensor([0.4, 0.1, 5.0]) + torch.tensor([1.0, 0.3, 12.0])
+    )
+    assert torch.allclose(model.standardize(y), model.standardized(x), atol=1e-5)
+    assert model.backbone(x).shape == (4, model.neck[1].in_features)  # pooled timm features feed the neck
+    assert set(model.heads) == {"md", "fa", "cc"}
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "mobilenetv3_small_050", "test_vit"])
+def test_any_timm_backbone_fits(backbone):
+    model = build_regressor(
+        ModelConfig(backbone=backbone, hidden_width=8, feature_width=4), [0, 0], [1, 1]
+    ).eval()
+    size = model.backbone.pretrained_cfg.get("input_size", (3, 32, 32))[-1] if "vit" in backbone else 32
+    assert model(torch.rand(2, 3, size, size)).shape == (2, 2)
+
+
+def test_checkpoint_round_trip_is_exact(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m" / "model.pt", model, TINY, {"run_id": "abc"})
+    loaded = load_checkpoint(path)
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.targets == model.targets and loaded.checkpoint_extra == {"run_id": "abc"}
+    assert not loaded.training
+
+
+def test_stain_normaliser_travels_with_the_checkpoint(tmp_path):
+    ref = {"he_ref": [[0.56, 0.22], [0.72, 0.80], [0.41, 0.56]], "max_c_ref": [1.9, 1.0]}
+    model = build_regressor(TINY, [0, 0, 0], [1, 1, 1], stain_reference=ref).eval()
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "model.pt", model, TINY))
+    assert torch.allclose(loaded.stain.he_ref, torch.tensor(ref["he_ref"]))
+    x = torch.rand(2, 3, 32, 32) * 0.6
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_bad_checkpoint_and_backbone_names_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a histoxai checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="'resnet_nope' is not a timm model"):
+        build_regressor(ModelConfig(backbone="resnet_nope"), [0, 0], [1, 1])
+
+
+def test_missing_pretrained_weights_say_how_to_provide_them(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    with pytest.raises(PretrainedWeightsError) as err:
+        build_regressor(ModelConfig(backbone="resnet10t", pretrained=True), [0, 0], [1, 1])
+    text = str(err.value)
+    assert "resnet10t" in text and "model.pretrained_file" in text and "never downloads" in text
+    with pytest.raises(PretrainedWeightsError, match="does not exist"):
+        build_regressor(
+            ModelConfig(backbone="resnet10t", pretrained=True, pretrained_file=str(tmp_path / "nope.pth")),
+            [0],
+            [1],
+        )
+
+
+def test_pretrained_file_weights_are_loaded(tmp_path):
+    source = timm.create_model("test_resnet", pretrained=False)  # with its classifier, like a hub file
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    cfg = ModelConfig(backbone="test_resnet", pretrained=True, pretrained_file=str(tmp_path / "weights.pth"))
+    model = build_regressor(cfg, [0, 0], [1, 1])
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, source.state_dict()[name])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.targets=[md, xx]", "unknown target 'xx'"),
+        ("model.targets=[md, md]", "appears twice"),
+        ("model.loss_weights={cc: 2}", "model.loss_weights.cc: 'cc' is not trained"),
+        ("model.loss_weights={md: 0}", "expected a value > 0"),
+        ("model.pretrained_file=w.pth", "model.pretrained is false"),
+    ],
+)
+def test_bad_model_configs_are_rejected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
