@@ -259,7 +259,7 @@ def _targets(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray
 
 def _methods(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     variants = catalog.variants(view.target)
-    header = [html.Div("patch", className="col-head")]
+    header = [el("Div", "patch", className="col-head")]
     header += [
         el("Div", v, className="col-head", title=catalog.variant_label(view.target, v, limit=None))
         for v in variants
