@@ -182,7 +182,9 @@ def test_study_killed_mid_trial_resumes_with_the_right_count(tmp_path, mlflow_ur
     assert trials[killed.number].state == TrialState.FAIL
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == killed.params
-    assert summary["n_trials"] == 3 and summary["complete"] + summary["failed"] == 3 and summary["requeued"] == 1
+    assert (
+        summary["n_trials"] == 3 and summary["complete"] + summary["failed"] == 3 and summary["requeued"] == 1
+    )
     assert len(trials) == 4  # the killed record plus three that count
     c = studies.client(mlflow_uri)
     assert c.get_run(killed.user_attrs["mlflow_run_id"]).data.tags["optuna.state"] == "killed"

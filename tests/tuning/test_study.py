@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -136,3 +137,24 @@ def test_worker_loop_stops_at_the_budget_and_runs_queued_trials_first(tmp_path):
     assert seen[0] == 0.25 and len(study.trials) == 3
     assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
     assert run_worker(study, objective, 3, BudgetLock(tune), RetryStale(1)) == 0  # resume: nothing left
+
+
+def test_rdb_heartbeat_fails_and_requeues_a_trial_whose_worker_went_silent(tmp_path):
+    values = {"tune.storage": f"sqlite:///{tmp_path / 'o.db'}", "tune.study_name": "s", "tune.heartbeat_s": 1}
+    tune = apply_params(Config(), {**values, "tune.grace_s": 1}).tune
+    stale_seen = []
+    storage = open_storage(tune, on_stale=lambda t: stale_seen.append(t.number))
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    silent = study.ask()
+    silent.suggest_float("x", 0, 1)
+    silent.set_user_attr(WORKER_ATTR, "a-machine-elsewhere:1:1")  # not judged by pid
+    study._storage.record_heartbeat(silent._trial_id)
+    time.sleep(2.5)
+
+    run_worker(study, lambda t: t.suggest_float("x", 0, 1), 2, BudgetLock(tune), RetryStale(1))
+
+    trials = study.get_trials()
+    assert trials[silent.number].state == TrialState.FAIL and stale_seen == [silent.number]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == silent.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == silent.params
+    assert len(counted_trials(study)) == 2
