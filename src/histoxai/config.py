@@ -320,7 +320,9 @@ class XaiEvalConfig:
     ``sanity_patches``/``stability_patches`` patches (0: skip). ``shortcut`` auto: report
     the border band when the store has a non-zero ``shortcut_cue`` column.
     ``nuclei_threshold`` 0: Otsu on the haematoxylin channel (tissue classes of stores
-    without masks).
+    without masks). ``relevance``: localisation and faithfulness rank pixels by |map|
+    (``magnitude``; input gradients mark dark nuclei negative) or by the raw map
+    (``signed``).
     """
 
     max_patches: int = bounded(256, ge=1)
@@ -330,6 +332,7 @@ class XaiEvalConfig:
     road_noise_sd: float = bounded(0.01, ge=0)
     batch_size: int = bounded(32, ge=1)
     localisation_backend: Literal["quantus", "torch"] = "quantus"
+    relevance: Literal["magnitude", "signed"] = "magnitude"
     sanity_patches: int = bounded(16, ge=0)
     sanity_threshold: float = bounded(0.5, gt=0, le=1)
     stability_patches: int = bounded(16, ge=0)

@@ -9,6 +9,7 @@ from histoxai.xai_eval.localisation import (
     auroc,
     localisation_scores,
     mass_accuracy,
+    quantus_localisation,
     rank_accuracy,
     truth_mask,
 )
@@ -61,7 +62,32 @@ def test_mass_accuracy_counts_only_positive_attribution():
     truth = torch.tensor([[[True, False, False]]])
     maps = torch.tensor([[[1.0, 1.0, -5.0]]])
     assert mass_accuracy(maps, truth).item() == pytest.approx(0.5)
-    assert torch.isnan(mass_accuracy(-maps.abs(), truth)).all()  # no positive mass: undefined
+    # no positive mass: treated as a uniform map, i.e. the area share
+    assert mass_accuracy(-maps.abs(), truth).item() == pytest.approx(1 / 3)
+
+
+def test_a_flat_map_scores_exactly_chance():
+    masks = random_masks(n=8, size=16, seed=2)
+    area = truth_mask(masks, "md").double().mean(dim=(1, 2)).numpy()
+    for flat_map in (torch.ones(masks.shape), torch.zeros(masks.shape)):
+        for backend in ("torch", "quantus"):
+            scores = localisation_scores(flat_map, masks, "md", backend)
+            for name in ("mass_accuracy", "rank_accuracy", "pointing_game"):
+                np.testing.assert_allclose(
+                    scores[name].numpy(), area, atol=1e-12, err_msg=f"{backend} {name}"
+                )
+            np.testing.assert_allclose(scores["auroc"].numpy(), 0.5, err_msg=backend)
+
+
+def test_magnitude_relevance_credits_negative_attribution_on_the_truth():
+    masks = random_masks(n=4, size=16, seed=4)
+    dark_nuclei = -truth_mask(masks, "cc").float()  # e.g. input gradients of a count
+    magnitude = localisation_scores(dark_nuclei, masks, "cc")
+    signed = localisation_scores(dark_nuclei, masks, "cc", relevance_mode="signed")
+    assert magnitude["auroc"].numpy() == pytest.approx(1.0)
+    assert signed["auroc"].numpy() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="relevance 'raw'"):
+        localisation_scores(dark_nuclei, masks, "cc", relevance_mode="raw")
 
 
 def test_rank_accuracy_is_the_share_of_the_top_k_pixels_in_the_mask():
@@ -81,9 +107,21 @@ def test_quantus_backend_gives_the_same_numbers_as_torch():
     masks = random_masks(n=6, size=16, seed=5)
     masks[0] = 0  # an empty truth mask
     maps = torch.randn(masks.shape, generator=torch.Generator().manual_seed(6))
-    ours = localisation_scores(maps, masks, "md", backend="torch")
-    theirs = localisation_scores(maps, masks, "md", backend="quantus")
-    for name in ours:
+    maps[1] = 0.0  # a flat map: ties everywhere
+    maps[2] = maps[2].round(decimals=0)  # many ties
+    for mode in ("magnitude", "signed"):
+        ours = localisation_scores(maps, masks, "md", backend="torch", relevance_mode=mode)
+        theirs = localisation_scores(maps, masks, "md", backend="quantus", relevance_mode=mode)
+        for name in ours:
+            np.testing.assert_allclose(ours[name].numpy(), theirs[name].numpy(), atol=1e-12, err_msg=name)
+
+
+def test_quantus_agrees_without_any_correction_on_maps_without_ties():
+    masks = random_masks(n=6, size=16, seed=5)
+    maps = torch.randn(masks.shape, generator=torch.Generator().manual_seed(7))
+    ours = localisation_scores(maps, masks, "md", backend="torch", relevance_mode="signed")
+    theirs = {k: torch.from_numpy(v) for k, v in quantus_localisation(maps, truth_mask(masks, "md")).items()}
+    for name in theirs:
         np.testing.assert_allclose(ours[name].numpy(), theirs[name].numpy(), atol=1e-12, err_msg=name)
 
 

@@ -23,10 +23,11 @@ def test_rank_correlation_matches_scipy_spearman():
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
-def test_rank_correlation_of_constant_maps_is_one_when_unchanged_else_zero():
+def test_rank_correlation_of_flat_maps_is_one_between_flat_maps_else_zero():
     ones = torch.ones(2, 4, 4)
     other = torch.rand(2, 4, 4)
     assert rank_correlation(ones, ones).tolist() == [1.0, 1.0]
+    assert rank_correlation(ones, 3 * ones).tolist() == [1.0, 1.0]  # still flat: nothing changed
     assert rank_correlation(ones, other).tolist() == [0.0, 0.0]
 
 

@@ -65,7 +65,8 @@ def settings(x: XaiEvalConfig, seed: int) -> SuiteSettings:
 
     return SuiteSettings(
         steps=x.steps, baseline=x.baseline, blur_sigma_px=x.blur_sigma_px, road_noise_sd=x.road_noise_sd,
-        batch_size=x.batch_size, localisation_backend=x.localisation_backend, sanity_patches=x.sanity_patches,
+        batch_size=x.batch_size, localisation_backend=x.localisation_backend, relevance=x.relevance,
+        sanity_patches=x.sanity_patches,
         sanity_threshold=x.sanity_threshold, stability_patches=x.stability_patches,
         stability_noise_sd=x.stability_noise_sd, stability_copies=x.stability_copies, n_bins=x.n_bins,
         shortcut_band_px=x.shortcut_band_px, seed=seed,

@@ -43,6 +43,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "sanity_ssim": ("sanity", False),
     "sanity_final_rank_corr": ("sanity", False),
     "sanity_pass": ("sanity", True),
+    "empty_maps": ("maps", False),
 }
 """Metric -> (family, higher is better)."""
 
@@ -80,7 +81,10 @@ def beats(value: float, baseline: float, higher_is_better: bool) -> bool:
 
 
 def rank_methods(
-    table: pd.DataFrame, random: Mapping[str, float], passes_sanity: Mapping[str, bool] | None = None
+    table: pd.DataFrame,
+    random: Mapping[str, float],
+    passes_sanity: Mapping[str, bool] | None = None,
+    edges: Mapping[str, float] | None = None,
 ) -> list[dict]:
     """Order the methods of one target by :data:`RANKING_RULE`.
 
@@ -89,10 +93,12 @@ def rank_methods(
         random: metric -> value of the random-map baseline.
         passes_sanity: method -> passed the randomisation check (missing: not run,
             treated as passed).
+        edges: metric -> value of the edge-detector baseline (reported as
+            ``beats_edges``, not used in the score).
 
     Returns:
-        Ordered list of ``{"method", "rank", "score", "passes_sanity", "beats_random",
-        "n_metrics", "ranks", "metrics"}`` (best first).
+        Ordered list of ``{"method", "rank", "score", "passes_sanity", "sanity_checked",
+        "beats_random", "beats_edges", "n_metrics", "ranks", "metrics"}`` (best first).
     """
     passes_sanity = dict(passes_sanity or {})
     methods = list(table.index)
@@ -117,6 +123,12 @@ def rank_methods(
                 "passes_sanity": bool(passes_sanity.get(method, True)),
                 "sanity_checked": method in passes_sanity,
                 "beats_random": int(won.loc[method].sum()),
+                "beats_edges": int(
+                    sum(
+                        beats(float(table.loc[method, m]), float((edges or {}).get(m, np.nan)), METRICS[m][1])
+                        for m in used
+                    )
+                ),
                 "n_metrics": len(used),
                 "ranks": {m: float(ranks.loc[method, m]) for m in used},
                 "metrics": {c: _float(table.loc[method, c]) for c in table.columns},

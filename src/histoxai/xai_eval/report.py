@@ -50,7 +50,8 @@ def ranking(results: Mapping[str, TargetResult]) -> dict:
     for target, res in results.items():
         table = res.summary.loc[res.methods]
         random = res.summary.loc["random"].to_dict() if "random" in res.summary.index else {}
-        ordered = rank_methods(table, random, res.passes_sanity)
+        edges = res.summary.loc["sobel"].to_dict() if "sobel" in res.summary.index else {}
+        ordered = rank_methods(table, random, res.passes_sanity, edges)
         out["targets"][target] = {
             "trusted": ordered[0]["method"] if ordered else None,
             "methods": ordered,
@@ -149,6 +150,7 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
             [
                 {"rank": r["rank"], "method": r["method"], "score": r["score"],
                  "beats random": f"{r['beats_random']}/{r['n_metrics']}",
+                 "beats edges": f"{r['beats_edges']}/{r['n_metrics']}",
                  "sanity": ("pass" if r["passes_sanity"] else "FAIL") if r["sanity_checked"] else "not run"}
                 for r in entry["methods"]
             ]

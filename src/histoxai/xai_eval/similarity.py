@@ -40,15 +40,16 @@ def average_ranks(x: Tensor) -> Tensor:
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Pearson correlation of (B, N) tensors.
 
-    Where a row of either input is constant the correlation is undefined; it is set to
-    1 when the two rows are identical (nothing changed) and 0 otherwise.
+    Where a row is constant the correlation is undefined; it is set to 1 when both rows
+    are constant (two flat maps carry the same, empty, picture: nothing changed) and 0
+    when only one is.
     """
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
-    denom = a.norm(dim=1) * b.norm(dim=1)
-    r = (a * b).sum(dim=1) / denom.clamp_min(torch.finfo(a.dtype).tiny)
-    same = (a == b).all(dim=1).to(r.dtype)
-    return torch.where(denom > 0, r.clamp(-1.0, 1.0), same)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    r = (a * b).sum(dim=1) / (na * nb).clamp_min(torch.finfo(a.dtype).tiny)
+    both_flat = ((na == 0) & (nb == 0)).to(r.dtype)
+    return torch.where((na > 0) & (nb > 0), r.clamp(-1.0, 1.0), both_flat)
 
 
 def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:

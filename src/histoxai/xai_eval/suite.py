@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from histoxai.xai_eval.faithfulness import baseline_images, faithfulness_scores, random_maps, sobel_maps
-from histoxai.xai_eval.localisation import localisation_scores
+from histoxai.xai_eval.localisation import localisation_scores, relevance
 from histoxai.xai_eval.sanity import ExplainFn, randomisation_cascade, sanity_summary
 from histoxai.xai_eval.shortcut import shortcut_report
 from histoxai.xai_eval.stability import noise_stability, variant_agreement
@@ -29,7 +29,12 @@ BASELINES: tuple[str, ...] = ("random", "sobel")
 
 @dataclass(frozen=True)
 class SuiteSettings:
-    """Knobs of :func:`evaluate_target` (mirrors ``XaiEvalConfig``)."""
+    """Knobs of :func:`evaluate_target` (mirrors ``XaiEvalConfig``).
+
+    ``relevance``: how localisation and faithfulness read a map, ``magnitude`` (|map|)
+    or ``signed`` (see :mod:`histoxai.xai_eval.localisation`); tissue shares always use
+    the positive part of the raw map, the shortcut check always |map|.
+    """
 
     steps: int = 10
     baseline: str = "blur"
@@ -37,6 +42,7 @@ class SuiteSettings:
     road_noise_sd: float = 0.01
     batch_size: int = 32
     localisation_backend: str = "torch"
+    relevance: str = "magnitude"
     sanity_patches: int = 8
     sanity_threshold: float = 0.5
     stability_patches: int = 8
@@ -166,7 +172,7 @@ def evaluate_target(
             scores, curves = faithfulness_scores(
                 predict,
                 x,
-                m[i : i + s.batch_size],
+                relevance(m[i : i + s.batch_size], s.relevance),
                 base,
                 s.steps,
                 s.road_noise_sd,
@@ -179,7 +185,7 @@ def evaluate_target(
                 curve_parts.setdefault(k, []).append(v)
         per = {k: torch.cat(v) for k, v in parts.items()}
         if masks is not None:
-            per.update(localisation_scores(m, masks, target, s.localisation_backend))
+            per.update(localisation_scores(m, masks, target, s.localisation_backend, s.relevance))
         result.curves[name] = {k: torch.cat(v).nanmean(dim=0).numpy() for k, v in curve_parts.items()}
         share, area = class_shares(m, labels)
         result.shares[name] = {
@@ -199,6 +205,7 @@ def evaluate_target(
         frame.insert(3, "abs_delta", abs_delta)
         frames.append(frame)
         rows[name] = {k: float(v.nanmean()) for k, v in per.items()}
+        rows[name]["empty_maps"] = float((m.flatten(1).clamp_min(0).sum(dim=1) == 0).double().mean())
         rows[name].update({f"share_{cls}": result.shares[name]["attribution"][cls] for cls in TISSUE_CLASSES})
 
         fn = fns.get(name)

@@ -68,8 +68,9 @@ def class_shares(maps: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         labels: (B, H, W) :data:`TISSUE_CLASSES` labels.
 
     Returns:
-        (attribution, area): (B, C) float64 CPU tensors; attribution rows sum to 1
-        (NaN for a map without positive mass), area rows are the class pixel fractions.
+        (attribution, area): (B, C) float64 CPU tensors; attribution rows sum to 1 (a
+        map without positive mass counts as uniform: its row is the area row), area rows
+        are the class pixel fractions.
     """
     pos = flat(maps).clamp_min(0.0)
     onehot = torch.nn.functional.one_hot(
@@ -78,8 +79,9 @@ def class_shares(maps: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     onehot = onehot.double()  # (B, N, C)
     mass = torch.einsum("bn,bnc->bc", pos, onehot)
     total = mass.sum(dim=1, keepdim=True)
-    share = torch.where(total > 0, mass / total.clamp_min(1e-300), torch.full_like(mass, float("nan")))
-    return share.cpu(), onehot.mean(dim=1).cpu()
+    area = onehot.mean(dim=1)
+    share = torch.where(total > 0, mass / total.clamp_min(1e-300), area)
+    return share.cpu(), area.cpu()
 
 
 def binned_shares(shares: np.ndarray, by: np.ndarray, n_bins: int = 4, label: str = "bin") -> pd.DataFrame:
