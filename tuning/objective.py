@@ -97,6 +97,11 @@ class Objective:
             def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
                 value = score(metrics, weights)
                 studies.log_epoch(ctx.tracking_uri, run_id, {**metrics, "objective": value}, epoch)
+                print(
+                    f"trial {trial.number} epoch {epoch}: validation R2 {value:.4f} "
+                    f"(train/loss {metrics.get('train/loss', math.nan):.4f})",
+                    flush=True,
+                )
                 loss = metrics.get("train/loss", 0.0)
                 if not math.isfinite(loss):
                     raise TrialFailed(f"NaN loss: train/loss={loss} at epoch {epoch}")
