@@ -35,9 +35,13 @@ def make_blocks(n_samples: int = 2, grid: int = 4, size: int = 16, seed: int = 0
     blocks = []
     for k in range(n_samples):
         rows, cols = np.divmod(np.arange(grid * grid), grid)
-        images = np.broadcast_to((10 * k + rows + cols).astype(np.uint8)[:, None, None, None], (grid * grid, size, size, 3))
+        images = np.broadcast_to(
+            (10 * k + rows + cols).astype(np.uint8)[:, None, None, None], (grid * grid, size, size, 3)
+        )
         masks = rng.integers(0, 4, size=(grid * grid, size, size), dtype=np.uint8)
-        table = pd.DataFrame({"row": rows, "col": cols, "md": (rows + cols).astype(float), "cc": rows.astype(float)})
+        table = pd.DataFrame(
+            {"row": rows, "col": cols, "md": (rows + cols).astype(float), "cc": rows.astype(float)}
+        )
         nuclei = pd.DataFrame({"offset": [0, grid * grid - 1], "cx": [1.0, 2.0], "cy": [3.0, 4.0]})
         blocks.append(SampleBlock(f"s{k + 1}", images.copy(), table, masks, {"nuclei": nuclei}))
     return blocks

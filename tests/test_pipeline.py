@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,16 @@ from histoxai.data.store import PatchStore
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "data": {"patch_size_px": 32, "phantom": {"n_samples": 2, "grid_vox": [4, 4]}, "split": {"train_samples": ["s1"]}},
+    "data": {
+        "patch_size_px": 32,
+        "phantom": {"n_samples": 2, "grid_vox": [6, 6]},
+        "split": {"train_samples": ["s1"]},
+    },
+    "train": {"epochs": 1, "batch_size": 16},
+    "explain": {
+        "methods": ["gradcampp", {"name": "sg", "method": "smoothgrad", "params": {"sigma": 0.2, "n": 2}}]
+    },
+    "xai_eval": {"max_patches": 8, "steps": 3, "sanity_patches": 2, "stability_patches": 2},
 }
 
 
@@ -29,9 +39,16 @@ def run(cmd: list[str], cwd: Path, env: dict) -> str:
 @pytest.fixture
 def clone(tmp_path, repo_root) -> tuple[Path, dict]:
     """A fresh git repo holding this working tree's files (tracked and new, not ignored)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo_root, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=repo_root,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     dest = tmp_path / "clone"
     for name in filter(None, files):
         if (repo_root / name).is_file():
@@ -68,13 +85,27 @@ def test_prepare_stage_reproduces_and_round_trips_through_the_remote(clone):
     out = run(["dvc", "repro", "prepare"], dest, env)
     assert "patch store" in out
     store = PatchStore(dest / "data/patches")
-    assert len(store) == 2 * 4 * 4 and store.patch_size == 32
+    assert len(store) == 2 * 6 * 6 and store.patch_size == 32
     lock = yaml.safe_load((dest / "dvc.lock").read_text())
     assert lock["stages"]["prepare"]["outs"][0]["path"] == "data/patches"
     assert "up to date" in run(["dvc", "repro", "prepare"], dest, env)
 
     before = store.images(np.arange(len(store)))
-    run(["dvc", "push"], dest, env)
+    run(["dvc", "push", "prepare"], dest, env)
     shutil.rmtree(dest / "data/patches")
-    run(["dvc", "pull"], dest, env)
+    run(["dvc", "pull", "prepare"], dest, env)
     np.testing.assert_array_equal(PatchStore(dest / "data/patches").images(np.arange(len(store))), before)
+
+
+def test_whole_pipeline_reproduces_on_a_tiny_phantom(clone):
+    dest, env = clone
+    run(["dvc", "repro"], dest, env)
+    for name in ("histoxai-mdfa", "histoxai-cc"):
+        assert (dest / "models" / name / "predictions.parquet").is_file()
+        assert json.loads((dest / "reports/evaluate" / name / "metrics.json").read_text())
+        assert (dest / "data/saliency" / name / "manifest.json").is_file()
+        assert json.loads((dest / "reports/xai_eval" / name / "ranking.json").read_text())
+    status = run(["dvc", "status"], dest, env)
+    assert "up to date" in status, status
+    metrics = run(["dvc", "metrics", "show"], dest, env)
+    assert "test/r2_md" in metrics and "test/r2_cc" in metrics
