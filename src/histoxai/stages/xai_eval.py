@@ -144,7 +144,10 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     rank = ranking(results)
     print(f"xai-eval: {out_dir}{' (logged to run ' + logged + ')' if logged else ''}")
     for target, entry in rank["targets"].items():
-        order = ", ".join(f"{r['method']} ({r['score']:.2f})" for r in entry["methods"])
+        order = ", ".join(
+            f"{r['method']} ({r['score'] if r['score'] is None else round(r['score'], 2)})"
+            for r in entry["methods"]
+        )
         print(f"  {target}: trust {entry['trusted']}; order {order}")
     return out_dir
 

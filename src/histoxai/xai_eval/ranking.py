@@ -119,7 +119,7 @@ def rank_methods(
         rows.append(
             {
                 "method": method,
-                "score": float(score[method]),
+                "score": _float(score[method]),
                 "passes_sanity": bool(passes_sanity.get(method, True)),
                 "sanity_checked": method in passes_sanity,
                 "beats_random": int(won.loc[method].sum()),
@@ -135,7 +135,7 @@ def rank_methods(
             }
         )
     rows.sort(
-        key=lambda r: (not r["passes_sanity"], np.inf if np.isnan(r["score"]) else r["score"], r["method"])
+        key=lambda r: (not r["passes_sanity"], np.inf if r["score"] is None else r["score"], r["method"])
     )
     for i, row in enumerate(rows, start=1):
         row["rank"] = i

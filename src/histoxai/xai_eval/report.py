@@ -118,6 +118,8 @@ def _json_float(value) -> float | None:
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, (float, np.floating)):
         return "–" if not np.isfinite(value) else f"{value:.3g}"
     return str(value)
