@@ -46,3 +46,13 @@ def test_binned_shares_average_within_quantile_bins():
     assert list(table["n"]) == [2, 2]
     assert list(table["nuclei"]) == [1.0, 0.0] and list(table["stroma"]) == [0.0, 1.0]
     assert binned_shares(shares, np.full(4, np.nan)).empty
+
+
+def test_colour_labels_agree_with_the_phantom_masks():
+    from histoxai.config import PhantomConfig
+    from histoxai.data.phantom import generate_phantom
+
+    (block,), _ = generate_phantom(PhantomConfig(n_samples=1, grid_vox=(3, 3), distractors=False), 32, 0)
+    colour = labels_from_colour(block.images).numpy()
+    truth = labels_from_masks(block.masks).numpy()
+    assert (colour == truth).mean() > 0.95
