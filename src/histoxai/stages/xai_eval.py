@@ -136,7 +136,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     report_info = {
         "model": info.get("name"), "model_version": info.get("version"), "model_uri": info.get("uri"),
         "run_id": info.get("run_id"), "saliency": str(sal.root), "patch store": str(store.root),
-        "patches": f"{len(ids)} of {len(sal.patch_ids)} explained", "score explained": score, "device": str(device),
+        "patches": f"{len(ids)} of {len(sal.patch_ids)} explained", "score explained": score, "relevance": x.relevance, "device": str(device),
         "ground truth": "phantom masks" if masks is not None else "none (tissue classes by colour deconvolution)",
     }  # fmt: skip
     write_report(out_dir, results, report_info)

@@ -65,7 +65,7 @@ RANKING_RULE = (
     "Per metric ({metrics}), methods are ranked 1 (best) to n in the metric's direction; "
     "a method that does not beat the random-map baseline on a metric gets rank n + 1 there. "
     "The score is the mean rank over the metrics (lower is better). Methods that fail the "
-    "randomisation sanity check (mean |Spearman rho| between maps of the trained and the fully "
+    "randomisation sanity check (mean Spearman rho between maps of the trained and the fully "
     "randomised model >= the threshold) come after all that pass. The first method is the one to trust."
 ).format(metrics=", ".join(RANKED_METRICS))
 

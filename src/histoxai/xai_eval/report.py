@@ -143,6 +143,10 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
         "Directions: " + ", ".join(f"`{m}` {'↑' if up else '↓'}" for m, (_, up) in METRICS.items()) + ".",
         "Baselines: `random` (fresh uniform noise per call: chance) and `sobel` (edge magnitude, "
         "independent of the model). Faithfulness curves are |Δŷ| in the target's units.",
+        "Localisation and faithfulness rank pixels by the configured relevance (see `relevance` above; "
+        "default |map|); tied values and flat maps score chance. Tissue shares count the positive "
+        "attribution of the raw map (a map without any counts as uniform: its area shares); the shortcut "
+        "check counts |map|.",
         "",
     ]
     for target, res in results.items():

@@ -121,15 +121,17 @@ def _similarity(a: Tensor, b: Tensor) -> dict[str, Tensor]:
 def sanity_summary(cascade: dict[str, dict[str, Tensor]], threshold: float = 0.5) -> dict[str, float]:
     """Scalar summary of :func:`randomisation_cascade`.
 
-    ``sanity_rank_corr`` / ``sanity_ssim``: mean |ρ| / SSIM over the randomised steps
+    ``sanity_rank_corr`` / ``sanity_ssim``: mean ρ / SSIM over the randomised steps
     (lower = the maps depend more on the learned parameters); ``sanity_final_rank_corr``:
-    mean |ρ| with every block randomised; ``sanity_pass``: 1 when that final |ρ| is
-    below ``threshold``.
+    mean ρ with every block randomised; ``sanity_pass``: 1 when that final ρ is below
+    ``threshold``. The mean is of the signed ρ: for maps independent of each other it
+    is ~0 whatever their resolution, whereas |ρ| between two unrelated Grad-CAMs of a
+    2x2 feature map (upsampled) is ~0.5 by chance; a map that flips sign has changed too.
     """
     steps = [s for s in cascade if s != "original"]
     if not steps:
         raise ValueError("randomisation cascade has no randomised steps")
-    rho = torch.stack([cascade[s]["rank_corr"].abs() for s in steps])  # (S, B)
+    rho = torch.stack([cascade[s]["rank_corr"] for s in steps])  # (S, B)
     sim = torch.stack([cascade[s]["ssim"] for s in steps])
     final = float(rho[-1].nanmean())
     return {
