@@ -1,0 +1,103 @@
+"""Training against a real `mlflow server` (HTTP tracking, proxied artifacts), started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from histoxai.models import load_checkpoint
+from histoxai.stages.train import train
+from histoxai.tracking import load_registered_model
+from tests.training.conftest import tiny_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on a free port with a SQLite backend; its URI and artifact folder."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    artifacts = root / "artifacts"
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
+        "--artifacts-destination", str(artifacts),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240  # a busy 2-core machine needs up to a minute or two
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server not healthy after 240 s: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(1)
+        yield uri, artifacts
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.mark.slow
+def test_training_against_a_tracking_server(mlflow_server, phantom, tmp_path):
+    uri, artifacts = mlflow_server
+    cfg = tiny_config(
+        phantom, tmp_path, "train.epochs=3", "model.targets=[md, cc]", "model.registered_name=server-test"
+    )
+    info = train(cfg, tmp_path, uri, progress=False)
+    assert info["tracking_uri"] == uri and info["model_uri"] == "models:/server-test/1"
+    assert json.loads((tmp_path / "models" / "server-test" / "run.json").read_text()) == info
+
+    client = MlflowClient(uri)
+    run = client.get_run(info["run_id"])
+    assert run.data.params["model.targets"] == "[md, cc]" and "dataset.hash" in run.data.params
+    assert {"val/r2_md", "val/r2_cc", "test/r2_md", "test/r2_cc"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(info["run_id"], "val/loss")) == len(
+        client.get_metric_history(info["run_id"], "train/loss")
+    )
+    assert {"config.yaml", "predictions", "run.json"} <= {
+        f.path for f in client.list_artifacts(info["run_id"])
+    }
+    assert any(artifacts.rglob("config.yaml")) and any(
+        artifacts.rglob("MLmodel")
+    )  # proxied to the server's store
+    mv = client.get_model_version("server-test", "1")
+    assert set(mv.aliases) == {"candidate", "champion"} and mv.tags["targets"] == "md,cc"
+
+    model, got = load_registered_model("models:/server-test@champion", uri)
+    assert got["version"] == "1" and got["run_id"] == info["run_id"]
+    x = torch.from_numpy(phantom.images(np.arange(12))).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert torch.equal(model(x), load_checkpoint(tmp_path / "models" / "server-test" / "model.pt")(x))
