@@ -52,12 +52,20 @@ class Study:
     retry: RetryStale
 
 
-def open_study(cfg: Config, tracking_uri: str, pruner: optuna.pruners.BasePruner | None = None) -> Study:
+def open_study(
+    cfg: Config,
+    tracking_uri: str,
+    pruner: optuna.pruners.BasePruner | None = None,
+    run_id: str | None = None,
+    worker: bool = False,
+) -> Study:
     """Create or load the study of ``cfg.tune`` and its MLflow parent run.
 
     Creation happens under the budget lock, so workers started together (or on several
     machines) agree on one study, one parent run and one copy of the space's
-    ``enqueue`` list.
+    ``enqueue`` list. ``run_id``: an MLflow run to adopt as the parent of a new study
+    (``$MLFLOW_RUN_ID`` under ``mlflow run``). ``worker``: only join; leave the parent
+    run as the launcher set it.
     """
     tune = cfg.tune
     space = load_space(tune.space, cfg)
@@ -98,11 +106,14 @@ def open_study(cfg: Config, tracking_uri: str, pruner: optuna.pruners.BasePruner
                 f"now {tune.space}",
                 file=sys.stderr,
             )
-        files = [space.path] if parent is None else []
-        run_id = studies.start_study_run(tracking_uri, experiment, tune.study_name, settings, files, parent)
-        if run_id != parent:
-            study.set_user_attr(PARENT_ATTR, run_id)
-        parent = run_id
+        if not (worker and parent):
+            files = [space.path] if parent is None else []
+            found = studies.start_study_run(
+                tracking_uri, experiment, tune.study_name, settings, files, parent or run_id
+            )
+            if found != parent:
+                study.set_user_attr(PARENT_ATTR, found)
+            parent = found
     ctx = StudyContext(tune.study_name, tracking_uri, parent, Path(tune.dir) / tune.study_name)
     return Study(study, space, ctx, lock, retry)
 
@@ -128,6 +139,7 @@ def launch(
     worker: bool = False,
     train_fn: TrainFn | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    run_id: str | None = None,
 ) -> dict:
     """Run (or join, or resume) the study of ``cfg.tune`` and return its summary.
 
@@ -138,11 +150,12 @@ def launch(
         worker: run trials in this process only (no sub-workers, no finalisation).
         train_fn: replaces ``tune.trainer`` (tests; in-process only).
         pruner: replaces the configured pruner (tests; in-process only).
+        run_id: MLflow run to adopt as the parent run of a new study (``mlflow run``).
 
     Returns:
         The study summary (see :func:`tuning.report.finalize`); empty for a worker.
     """
-    opened = open_study(cfg, tracking_uri, pruner)
+    opened = open_study(cfg, tracking_uri, pruner, run_id=run_id, worker=worker)
     if worker:
         run_trials(cfg, opened, train_fn)
         return {}
@@ -167,7 +180,8 @@ def run_worker_processes(cfg: Config, tracking_uri: str, folder: Path) -> list[i
     cmd = [sys.executable, "-m", "histoxai.cli", "tune", "--worker", "--params", str(params)]
     procs = []
     for i in range(cfg.tune.workers):
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         procs.append(subprocess.Popen(cmd + ["--tracking-uri", tracking_uri], env=env))

@@ -208,3 +208,14 @@ def test_two_workers_on_postgresql_complete_n_trials_without_duplicates(
     assert _nested_trial_numbers(mlflow_uri, cfg) == list(range(6))
     params = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(params)) == 6  # no configuration was run twice
+
+
+def test_a_run_started_by_mlflow_run_becomes_the_parent_run(tmp_path, mlflow_uri, tiny_space):
+    c = studies.client(mlflow_uri)
+    started = c.create_run(studies.experiment_id(mlflow_uri, "histoxai")).info.run_id  # as `mlflow run` does
+    cfg = tune_config(tmp_path, tiny_space, n_trials=1)
+    summary = launch(cfg, mlflow_uri, run_id=started)
+    assert summary["parent_run_id"] == started
+    run = c.get_run(started)
+    assert run.data.tags["optuna.role"] == "study" and run.data.params["study_name"] == "tiny"
+    assert len(studies.trial_runs(mlflow_uri, started)) == 1

@@ -70,6 +70,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         _tracking_uri(getattr(args, "tracking_uri", None)),
         finalize_only=getattr(args, "finalize", False),
         worker=getattr(args, "worker", False),
+        run_id=os.environ.get("MLFLOW_RUN_ID") or None,  # under `mlflow run`: the study's parent
     )
     if summary:
         print(_describe(summary))

@@ -18,6 +18,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from histoxai.tracking.runs import default_artifact_location
+
 STUDY_TAG = "optuna.study"
 ROLE_TAG = "optuna.role"
 TRIAL_TAG = "optuna.trial"
@@ -38,8 +40,8 @@ def experiment_id(tracking_uri: str, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    try:
-        return c.create_experiment(name)
+    try:  # artifacts where the training stage puts them (beside a sqlite store)
+        return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri, name))
     except Exception:  # another process created it first
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -75,21 +77,25 @@ def start_study_run(
         study_name: Optuna study name (also the run name).
         params: study settings (space file, sampler, pruner, storage kind, ...).
         files: files logged as artifacts under ``study/`` (e.g. the space YAML).
-        run_id: the parent run recorded in the study, reopened if it still exists;
-            else the study's parent run is looked up by tag, or created.
+        run_id: the parent run recorded in the study, reopened if it still exists, or a
+            fresh run to adopt (e.g. the one ``mlflow run`` started); else the study's
+            parent run is looked up by tag, or created.
     """
     c = client(tracking_uri)
+    tags = {STUDY_TAG: study_name, ROLE_TAG: "study"}
+    adopt = False
     if run_id is not None:
         try:
-            c.get_run(run_id)
+            adopt = c.get_run(run_id).data.tags.get(ROLE_TAG) != "study"
         except Exception:  # the tracking store was reset: start over
             run_id = None
     run_id = run_id or find_study_run(tracking_uri, experiment, study_name)
-    if run_id is None:
-        tags = {STUDY_TAG: study_name, ROLE_TAG: "study"}
-        run_id = c.create_run(
-            experiment_id(tracking_uri, experiment), tags=tags, run_name=study_name
-        ).info.run_id
+    if run_id is None or adopt:
+        if run_id is None:
+            exp_id = experiment_id(tracking_uri, experiment)
+            run_id = c.create_run(exp_id, tags=tags, run_name=study_name).info.run_id
+        else:
+            c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         _log_params(c, run_id, params)
     else:
         c.update_run(run_id, status="RUNNING")
