@@ -155,6 +155,8 @@ def launch(
     Returns:
         The study summary (see :func:`tuning.report.finalize`); empty for a worker.
     """
+    if finalize_only and cfg.tune.study_name not in optuna.get_all_study_names(open_storage(cfg.tune)):
+        raise ValueError(f"no study {cfg.tune.study_name!r} in {redact(storage_url(cfg.tune))} to finalize")
     opened = open_study(cfg, tracking_uri, pruner, run_id=run_id, worker=worker)
     if worker:
         run_trials(cfg, opened, train_fn)

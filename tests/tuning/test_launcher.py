@@ -219,3 +219,8 @@ def test_a_run_started_by_mlflow_run_becomes_the_parent_run(tmp_path, mlflow_uri
     run = c.get_run(started)
     assert run.data.tags["optuna.role"] == "study" and run.data.params["study_name"] == "tiny"
     assert len(studies.trial_runs(mlflow_uri, started)) == 1
+
+
+def test_finalizing_a_study_that_does_not_exist_is_an_error(tmp_path, mlflow_uri, tiny_space):
+    with pytest.raises(ValueError, match="no study 'tiny'"):
+        launch(tune_config(tmp_path, tiny_space), mlflow_uri, finalize_only=True)
