@@ -120,7 +120,7 @@ def test_two_worker_processes_share_the_budget_without_duplicates(
     tmp_path, mlflow_uri, tiny_space, monkeypatch
 ):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
+    monkeypatch.setenv("FAKE_EPOCH_S", "1")  # long enough for both workers to join
     cfg = tune_config(tmp_path, tiny_space, n_trials=5, workers=2)
     summary = launch(cfg, mlflow_uri)
     trials = _load(cfg).trials
@@ -195,7 +195,7 @@ def test_two_workers_on_postgresql_complete_n_trials_without_duplicates(
     tmp_path, mlflow_uri, tiny_space, postgres_url, monkeypatch
 ):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("FAKE_EPOCH_S", "0.2")
+    monkeypatch.setenv("FAKE_EPOCH_S", "1")  # long enough for both workers to join
     cfg = tune_config(
         tmp_path, tiny_space, n_trials=6, workers=2, storage=postgres_url, study_name="pg-study"
     )
