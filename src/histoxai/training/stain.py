@@ -91,8 +91,10 @@ class MacenkoNormalizer(torch.nn.Module):
         return {"he_ref": self.he_ref.tolist(), "max_c_ref": self.max_c_ref.tolist()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
+        with torch.autocast(x.device.type, enabled=False):  # eigh/quantiles need fp32
+            return self._normalize(x.float()).to(x.dtype)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         od = -torch.log((x * 255 + 1) / self.io).reshape(b, 3, h * w)  # (B, 3, N)
         stained = (od >= self.beta).all(dim=1)  # (B, N)
@@ -123,7 +125,7 @@ class MacenkoNormalizer(torch.nn.Module):
         out = (self.io * torch.exp(-self.he_ref @ conc)).clamp(max=255) / 255  # (B, 3, N)
         ok = enough[:, 0, 0] & torch.isfinite(out).all(dim=(1, 2))
         out = torch.where(ok[:, None, None], out, x.reshape(b, 3, h * w))
-        return out.reshape(b, 3, h, w).to(dtype)
+        return out.reshape(b, 3, h, w)
 
 
 def fit_macenko(
