@@ -190,7 +190,7 @@ class TrainConfig:
     threads gathering batches (0: in the training thread). ``threads``: CPU threads for
     torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
     busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
-    fp32 on CPU.
+    bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else fp32 (``training.runtime``).
     """
 
     epochs: int = bounded(20, ge=1)
