@@ -229,13 +229,13 @@ def log_trial_model(
     import mlflow
     import torch
 
-    from histoxai.tracking.registry import _log_model
+    from histoxai.tracking.registry import _log_model, _quiet
 
     model = model.cpu().eval()
     with torch.no_grad():
         output = model(torch.from_numpy(input_example)).numpy()
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), _quiet("mlflow.pytorch"):  # its pickle warning, as in training
         info = _log_model(model, input_example, output, None, tags)
     c = client(tracking_uri)
     run_tags = [RunTag(f"{LABEL_PREFIX}{k}", str(v)) for k, v in tags.items()]
