@@ -7,7 +7,8 @@ import torch
 from histoxai.data.datasets import PatchBatches
 from histoxai.stages.train import final_metrics
 from histoxai.training import evaluate
-from histoxai.training.session import predict_store, train_regressor
+from histoxai.training.runtime import resolve_precision
+from histoxai.training.session import eval_batch_size, predict_store, train_regressor
 from tests.training.conftest import tiny_config
 
 
@@ -19,8 +20,9 @@ def test_tiny_run_learns_to_count_nuclei_on_held_out_patches(phantom, tmp_path):
     metrics = final_metrics(pred, ("cc",))
     assert metrics["test/r2_cc"] >= 0.5, metrics
     # the kept weights are the best epoch's: re-evaluating gives its validation loss
-    val = PatchBatches(phantom, phantom.ids("val"), ("cc",), 64)
-    again = evaluate(model, val, "val", torch.device("cpu"))
+    val = PatchBatches(phantom, phantom.ids("val"), ("cc",), eval_batch_size(cfg))
+    cpu = torch.device("cpu")
+    again = evaluate(model, val, "val", cpu, resolve_precision(cfg.train.precision, cpu))
     best = min(h["val/loss"] for h in result.history)
     assert again["val/loss"] == pytest.approx(best, rel=1e-5) == pytest.approx(result.best_val_loss, rel=1e-5)
     assert set(pred.columns) == {"patch_id", "sample", "row", "col", "split", "y_cc", "yhat_cc"}
