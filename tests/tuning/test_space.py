@@ -25,8 +25,8 @@ def test_shipped_spaces_parse_and_sample_valid_configs(path):
         assert set(params) <= {d.key for d in space.dimensions}
         if "train.lr" in params:
             assert cfg.train.lr == params["train.lr"]
-        if path.name in ("mdfa.yaml", "cc.yaml"):  # the cosine schedule has its own LRs
-            assert ("train.lr" in params) == (params["train.schedule"] == "none")
+        # the cosine schedule has its own LRs
+        assert ("train.lr" in params) == (params["train.schedule"] == "none")
         assert ("train.warmup_epochs" in params) == (params["train.schedule"] == "cosine")
         assert ("train.weight_decay" in params) == (params["train.optimizer"] == "adamw")
 
