@@ -36,8 +36,8 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format src tuning dashboard tests benchmarks
 	$(BIN)/ruff check --fix src tuning dashboard tests benchmarks
 
-tune: ## run an Optuna study on the phantom (see tuning/spaces/)
-	$(BIN)/histoxai tune --space tuning/spaces/mdfa.yaml
+tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; mdfa.yaml is the published space)
+	$(BIN)/histoxai tune --space tuning/spaces/phantom.yaml --study-name phantom-mdfa --n-trials 10
 
 dashboard: ## serve the dashboard on http://127.0.0.1:8050 for the last pipeline run
 	$(BIN)/histoxai dashboard
