@@ -42,7 +42,7 @@ def log_explain_run(
 
     from histoxai.tracking.runs import default_artifact_location
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         experiment_id = client.create_experiment(

@@ -120,7 +120,7 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
     match = _URI.match(model_uri)
     if match is None:
         raise ValueError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = match["name"]
     try:
         if match["alias"]:
@@ -165,7 +165,7 @@ def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMP
     Returns:
         ``{"name", "version", "alias", "previous"}`` (previous: the version it pointed to).
     """
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         client.get_model_version(name, str(version))
     except MlflowException:

@@ -56,7 +56,7 @@ class TrackedRun:
 
     def __init__(self, run_id: str, experiment_id: str, tracking_uri: str):
         self.run_id, self.experiment_id, self.tracking_uri = run_id, experiment_id, tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (values as strings, lists as ``[a, b]``), 100 per request."""
@@ -102,7 +102,7 @@ def start_run(
     """Start a run in ``experiment`` (or resume ``run_id``, e.g. ``$MLFLOW_RUN_ID`` under
     ``mlflow run``) and make it the active run; it ends FINISHED, or FAILED on error."""
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     if run_id:
         active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
     else:
@@ -125,7 +125,7 @@ def log_metrics(
     client: MlflowClient | None = None,
 ) -> None:
     """Log ``metrics`` to run ``run_id`` (e.g. the training run named in ``run.json``)."""
-    client = client or MlflowClient(tracking_uri)
+    client = client or MlflowClient(tracking_uri, registry_uri=tracking_uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v == v]  # v == v: not NaN
     for i in range(0, len(items), 1000):
@@ -140,7 +140,7 @@ def log_artifacts(
     client: MlflowClient | None = None,
 ) -> None:
     """Upload files and directories (their contents) to run ``run_id`` under ``artifact_path``."""
-    client = client or MlflowClient(tracking_uri)
+    client = client or MlflowClient(tracking_uri, registry_uri=tracking_uri)
     for path in map(Path, paths):
         if path.is_dir():
             client.log_artifacts(run_id, str(path), artifact_path)
@@ -152,7 +152,7 @@ def log_artifacts(
 
 def log_dict_artifact(run_id: str, obj: Mapping, artifact_file: str, tracking_uri: str) -> None:
     """Log a JSON/YAML-able mapping as an artifact (format from the file extension)."""
-    MlflowClient(tracking_uri).log_dict(run_id, dict(obj), artifact_file)
+    MlflowClient(tracking_uri, registry_uri=tracking_uri).log_dict(run_id, dict(obj), artifact_file)
 
 
 def _param_value(value: Any) -> str:

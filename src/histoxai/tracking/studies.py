@@ -31,7 +31,7 @@ _MLFLOW_STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILE
 
 def client(tracking_uri: str) -> MlflowClient:
     """A client bound to ``tracking_uri``."""
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:

@@ -20,7 +20,7 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], tracking_uri: str) ->
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
     for i in range(0, len(items), _BATCH):
@@ -31,6 +31,6 @@ def log_artifacts(run_id: str, paths: Iterable[str | Path], artifact_path: str, 
     """Upload files ``paths`` to run ``run_id`` under ``artifact_path``."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path)
