@@ -24,6 +24,25 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _isolate_mlflow():
+    """Reset MLflow's process-wide tracking/registry URIs and active run after each test,
+    so one test's server or store never leaks into the next."""
+    yield
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
