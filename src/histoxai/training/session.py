@@ -17,7 +17,7 @@ from histoxai.data.datasets import PatchBatches, target_matrix
 from histoxai.data.store import PatchStore, split_column
 from histoxai.models.regressor import Regressor, build_regressor
 from histoxai.training.fit import EpochCallback, FitResult, cpu_threads, fit, predict
-from histoxai.training.runtime import resolve_device, resolve_precision
+from histoxai.training.runtime import resolve_device
 from histoxai.training.stain import fit_macenko, pick_reference
 
 
@@ -116,16 +116,18 @@ def eval_batch_size(cfg: Config) -> int:
 def predict_store(model: Regressor, store: PatchStore, cfg: Config, progress: bool = False) -> pd.DataFrame:
     """Predictions for every patch of the store (all splits, ``out`` included).
 
+    Computed in fp32 whatever ``train.precision`` is, so they equal what every consumer of
+    the checkpoint or the registered model gets from ``model(x)``.
+
     Returns:
         One row per patch in ``patch_id`` order: ``patch_id, sample, row, col, split``
         (of ``cfg.data.split.scheme``) and per target ``y_<t>``, ``yhat_<t>`` (real units).
     """
     device = resolve_device(cfg.train.device)
-    amp = resolve_precision(cfg.train.precision, device)
     ids = store.index["patch_id"].to_numpy()
     batches = PatchBatches(store, ids, model.targets, eval_batch_size(cfg), workers=cfg.train.num_workers)
     with cpu_threads(cfg.train.threads):
-        yhat, order = predict(model, batches, device, amp, progress)
+        yhat, order = predict(model, batches, device, None, progress)
     if not np.array_equal(order, ids):
         raise RuntimeError("predictions came back out of patch order")
     index = store.index
