@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import yaml
 
-from histoxai.config import Config
+from histoxai.config import Config, dump_yaml
 from histoxai.io import write_text
 from histoxai.tracking import studies
 from tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
 from tuning.report import finalize
-from tuning.space import Space, load_space, plain
+from tuning.space import Space, load_space
 from tuning.study import (
     BudgetLock,
     RetryStale,
@@ -177,7 +176,7 @@ def run_worker_processes(cfg: Config, tracking_uri: str, folder: Path) -> list[i
     The workers read the launcher's resolved config from ``folder/params.yaml``; with
     GPUs, worker i sees only GPU ``i mod n_gpus``.
     """
-    params = write_text(folder / "params.yaml", yaml.safe_dump(plain(cfg), sort_keys=False))
+    params = write_text(folder / "params.yaml", dump_yaml(cfg))
     gpus = _gpu_count()
     cmd = [sys.executable, "-m", "histoxai.cli", "tune", "--worker", "--params", str(params)]
     procs = []

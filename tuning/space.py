@@ -32,7 +32,7 @@ from typing import Any
 import optuna
 import yaml
 
-from histoxai.config import Config, ConfigError, parse
+from histoxai.config import Config, ConfigError, parse, to_dict
 
 
 class SpaceError(ConfigError):
@@ -323,7 +323,7 @@ def _check_value(base: Config, key: str, value: Any, path: Path, where: str) -> 
 
 def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
     """A copy of ``cfg`` with dotted ``params`` set, validated by :func:`histoxai.config.parse`."""
-    raw = plain(cfg)
+    raw = to_dict(cfg)
     for key, value in params.items():
         node = raw
         *parents, leaf = key.split(".")
@@ -352,17 +352,6 @@ def sample(space: Space, trial: optuna.Trial, base: Config) -> tuple[Config, dic
         return apply_params(start, params), params
     except ConfigError as err:
         raise SpaceError(f"{space.path}: sampled params {params} are invalid: {err}") from None
-
-
-def plain(value: Any) -> Any:
-    """Plain YAML-able data of a config that parses back (dataclasses in tuples included)."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
