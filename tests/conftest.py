@@ -26,21 +26,25 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolate_mlflow():
-    """Reset MLflow's process-wide tracking/registry URIs and active run after each test,
-    so one test's server or store never leaks into the next."""
+    """Restore MLflow's process-wide state after each test: its tracking/registry URIs (which
+    ``mlflow.set_tracking_uri`` also copies into ``os.environ``) and the active run, so one
+    test's server or store never leaks into the next."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     yield
     import sys
 
-    if "mlflow" not in sys.modules:
-        return
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    tracking_utils._tracking_uri = None
-    registry_utils._registry_uri = None
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from histoxai.config import dump_yaml
 from histoxai.tracking import studies
 from tests.tuning.conftest import REPO, tune_config
 from tuning.launcher import launch, open_study
@@ -149,11 +150,7 @@ def _wait_for_running_trial(cfg, timeout=120):
 def test_study_killed_mid_trial_resumes_with_the_right_count(tmp_path, mlflow_uri, tiny_space, monkeypatch):
     cfg = tune_config(tmp_path, tiny_space, n_trials=3)
     params = tmp_path / "params.yaml"
-    import yaml
-
-    from tuning.space import plain
-
-    params.write_text(yaml.safe_dump(plain(cfg)))
+    params.write_text(dump_yaml(cfg))
     env = {**_worker_env(tmp_path), "FAKE_EPOCH_S": "30"}
     worker = subprocess.Popen(
         [

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
@@ -266,6 +267,8 @@ def register_trial_model(
     Raises:
         ValueError: the run has no logged model.
     """
+    # MLflow's SQL registry resolves the logged model through the *global* tracking URI.
+    mlflow.set_tracking_uri(tracking_uri)
     c = client(tracking_uri)
     run = c.get_run(run_id)
     model_id = run.data.tags.get(MODEL_ID_TAG)
