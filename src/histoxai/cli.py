@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
     "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
-    "explain": ("histoxai.stages.explain", "saliency maps of a registered model for every head and method variant"),
+    "explain": (
+        "histoxai.stages.explain",
+        "saliency maps of a registered model for every head and method variant",
+    ),
     "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
 }
 
@@ -37,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         p.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
             help="override a param, e.g. --set train.lr=3e-5 (repeatable)",
         )
         mod = importlib.import_module(module) if _has_arguments(module) else None

@@ -28,7 +28,9 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, mistyped or out of range."""
 
 
-def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+def bounded(
+    default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None
+) -> Any:
     """A dataclass field whose numeric value (or each element) must lie in a range."""
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
@@ -163,7 +165,9 @@ class ModelConfig:
                 f"model.registered_name={self.registered_name!r}: expected letters, digits, '-', '_' or '.'"
             )
         if self.pretrained_file and not self.pretrained:
-            raise ConfigError("model.pretrained_file is set but model.pretrained is false; set model.pretrained=true")
+            raise ConfigError(
+                "model.pretrained_file is set but model.pretrained is false; set model.pretrained=true"
+            )
 
 
 @dataclass(frozen=True)
@@ -483,7 +487,13 @@ def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
     for v in value if isinstance(value, tuple) else (value,):
         if ge is not None and v < ge or gt is not None and v <= gt or le is not None and v > le:
             bounds = " and ".join(
-                s for s in (ge is not None and f">= {ge}", gt is not None and f"> {gt}", le is not None and f"<= {le}") if s
+                s
+                for s in (
+                    ge is not None and f">= {ge}",
+                    gt is not None and f"> {gt}",
+                    le is not None and f"<= {le}",
+                )
+                if s
             )
             raise ConfigError(f"{key}={value!r}: expected a value {bounds}")
 

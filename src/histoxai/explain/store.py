@@ -53,7 +53,9 @@ class SaliencyStore:
         self.root = Path(root)
         path = self.root / "manifest.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no saliency store at {self.root}: {path} is missing (run `histoxai explain`)")
+            raise FileNotFoundError(
+                f"no saliency store at {self.root}: {path} is missing (run `histoxai explain`)"
+            )
         try:
             self.manifest: dict = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -92,7 +94,9 @@ class SaliencyStore:
     def write_maps(self, target: str, variant: str, maps: np.ndarray, info: dict | None = None) -> None:
         """Store (N, H, W) maps for all patch ids and mark the pair complete."""
         if maps.shape[0] != len(self.patch_ids):
-            raise ValueError(f"{map_name(target, variant)}: {maps.shape[0]} maps for {len(self.patch_ids)} patches")
+            raise ValueError(
+                f"{map_name(target, variant)}: {maps.shape[0]} maps for {len(self.patch_ids)} patches"
+            )
         with atomic_path(self.root / "maps" / f"{map_name(target, variant)}.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(maps, dtype=np.float16))  # no copy when already float16
@@ -129,7 +133,9 @@ class SaliencyStore:
         return np.array([self._row[int(p)] for p in np.atleast_1d(patch_ids)], dtype=np.int64)
 
 
-def normalise(maps: np.ndarray, mode: str = "image", percentile: float = 99.5, scale: float | None = None) -> np.ndarray:
+def normalise(
+    maps: np.ndarray, mode: str = "image", percentile: float = 99.5, scale: float | None = None
+) -> np.ndarray:
     """Scale raw maps for display into [-1, 1] (signed) or [0, 1] (non-negative input).
 
     Args:
