@@ -11,10 +11,7 @@ def test_repo_params_file_is_valid(repo_root):
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "params-gpu.yaml"])
 def test_shipped_params_files_parse(repo_root, params_file):
-    path = repo_root / params_file
-    if not path.exists():
-        pytest.skip(f"{params_file} not shipped yet")
-    assert isinstance(load_config(path), Config)
+    assert isinstance(load_config(repo_root / params_file), Config)
 
 
 def test_overrides_are_typed(tmp_path):
