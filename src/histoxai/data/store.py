@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +175,7 @@ class PatchStore:
             raise ValueError(f"{index_path}: patch_id must be 0..n-1 in order")
         self._sample = self.index["sample"].to_numpy()
         self._offset = self.index["offset"].to_numpy()
+        self._samples = list(dict.fromkeys(self._sample))
         self._images: dict[str, np.ndarray] = {}
         self._masks: dict[str, np.ndarray] = {}
 
@@ -193,13 +193,15 @@ class PatchStore:
 
     @property
     def samples(self) -> list[str]:
-        return list(dict.fromkeys(self._sample))
+        return list(self._samples)
 
     @property
     def has_masks(self) -> bool:
         return (self.root / "masks").is_dir()
 
-    def ids(self, split: str | None = None, scheme: str = "random", samples: Iterable[str] | None = None) -> np.ndarray:
+    def ids(
+        self, split: str | None = None, scheme: str = "random", samples: Iterable[str] | None = None
+    ) -> np.ndarray:
         """Patch ids, optionally restricted to a split of ``scheme`` and to samples."""
         keep = np.ones(len(self.index), dtype=bool)
         if split is not None:
@@ -227,16 +229,12 @@ class PatchStore:
             raise FileNotFoundError(f"store {self.root} has no table {name!r} ({path} is missing)")
         return pd.read_parquet(path)
 
-    @cached_property
-    def _sample_order(self) -> list[str]:
-        return self.samples
-
     def _gather(self, ids, cache: dict[str, np.ndarray], folder: str) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.index)):
             raise IndexError(f"patch ids out of range 0..{len(self.index) - 1} in store {self.root}")
         samples, offsets = self._sample[ids], self._offset[ids]
-        first = self._array(self._sample_order[0], cache, folder)
+        first = self._array(self._samples[0], cache, folder)
         out = np.empty((len(ids), *first.shape[1:]), dtype=first.dtype)
         for sample in dict.fromkeys(samples):
             sel = samples == sample
