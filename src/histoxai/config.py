@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
+from histoxai.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown, mistyped or out of range."""
 
 

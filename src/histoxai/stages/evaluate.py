@@ -24,6 +24,7 @@ import pandas as pd
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.evaluation.baseline import baseline_predictions
 from histoxai.evaluation.predictions import (
     check_against_store,
@@ -92,7 +93,7 @@ def _baseline(
     base = base.set_index("patch_id").loc[pred["patch_id"].to_numpy()].reset_index()
     differ = base["split"].to_numpy() != pred["split"].to_numpy()
     if differ.any():
-        raise ValueError(
+        raise InputError(
             f"predictions file {pred_path}: split of patch {int(pred['patch_id'].to_numpy()[differ][0])} differs "
             f"from store column split_{scheme}; was the store re-prepared after training?"
         )
@@ -116,7 +117,7 @@ def _ceilings(store: PatchStore) -> dict[str, float]:
     if not isinstance(ceilings, Mapping) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in ceilings.values()
     ):
-        raise ValueError(
+        raise InputError(
             f"{store.root / 'card.json'}: 'ceilings' must map targets to numbers, got {ceilings!r}"
         )
     return {str(k): float(v) for k, v in ceilings.items()}

@@ -28,6 +28,7 @@ import numpy as np
 
 from histoxai.config import Config, flatten
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.explain.methods import resolve_variants
 from histoxai.explain.runner import explain_patches
 from histoxai.explain.store import SaliencyStore
@@ -51,7 +52,7 @@ def select_ids(
     (0: no limit) drawn at random with ``seed``, in ascending order."""
     ids = patches.ids(split=None if split == "all" else split, scheme=scheme)
     if not len(ids):
-        raise ValueError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
+        raise InputError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
     if max_patches and len(ids) > max_patches:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_patches, replace=False))
     return ids
