@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Load the model from the registry, write its saliency store, log the run."""
     from histoxai.tracking import load_registered_model, resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    tracking_uri = resolve_tracking_uri(must_exist=True)
     model, info = load_registered_model(cfg.explain.model_uri, tracking_uri)
     store = explain_model(cfg, model, info)
     log_run(cfg, store, info, tracking_uri)

@@ -33,7 +33,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Train, track and register as configured; returns the ``run.json`` contents."""
     from histoxai.tracking import resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    tracking_uri = resolve_tracking_uri()
     return train(cfg, Path.cwd(), tracking_uri, run_id=os.environ.get("MLFLOW_RUN_ID") or None)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from histoxai.config import Config
 
@@ -63,11 +62,12 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     cfg = apply_params(cfg, flags)
     load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
 
+    from histoxai.tracking import resolve_tracking_uri
     from tuning.launcher import launch
 
     summary = launch(
         cfg,
-        _tracking_uri(getattr(args, "tracking_uri", None)),
+        resolve_tracking_uri(getattr(args, "tracking_uri", None)),
         finalize_only=getattr(args, "finalize", False),
         worker=getattr(args, "worker", False),
         run_id=os.environ.get("MLFLOW_RUN_ID") or None,  # under `mlflow run`: the study's parent
@@ -75,15 +75,6 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     if summary:
         print(_describe(summary))
     return summary
-
-
-def _tracking_uri(explicit: str | None) -> str:
-    explicit = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        from histoxai.tracking import resolve_tracking_uri
-    except ImportError:  # older tracking package: same default as the training stage
-        return explicit or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return resolve_tracking_uri(explicit, Path.cwd())
 
 
 def _describe(summary: dict) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -239,7 +238,7 @@ def load_model(sal: SaliencyStore, checkpoint: str | None, cfg: Config) -> tuple
 def _tracking_uri(recorded: str | None) -> str:
     from histoxai.tracking import resolve_tracking_uri
 
-    return resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or recorded or None, Path.cwd())
+    return resolve_tracking_uri(recorded=recorded, must_exist=True)
 
 
 def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | None:
@@ -248,11 +247,8 @@ def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | N
     run_id = info.get("run_id")
     if not run_id:
         return None
-    from histoxai.tracking import log_artifacts, log_metrics
+    from histoxai.tracking import log_report
 
     uri = _tracking_uri(info.get("tracking_uri"))
-    log_metrics(str(run_id), {f"xai/{k}": v for k, v in metrics.items()}, uri)
-    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    log_artifacts(str(run_id), top, "xai_eval", uri)
-    log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "xai_eval/plots", uri)
+    log_report(str(run_id), uri, {f"xai/{k}": v for k, v in metrics.items()}, out_dir, "xai_eval")
     return str(run_id)
