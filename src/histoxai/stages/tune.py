@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
-    from tuning.space import apply_params, load_space
+    from histoxai.config import apply_overrides
+    from tuning.space import load_space
 
     args = args or argparse.Namespace()
     flags = {
@@ -59,7 +60,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         for attr, key in _FLAGS.items()
         if getattr(args, attr, None) is not None
     }
-    cfg = apply_params(cfg, flags)
+    cfg = apply_overrides(cfg, flags)
     load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
 
     from histoxai.tracking import resolve_tracking_uri
