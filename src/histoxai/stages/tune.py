@@ -9,7 +9,7 @@ Run::
 
 Flags override the ``tune`` section of the params file (``--set tune.x=...`` works too).
 Running the same command again resumes the study. Watch it with ``mlflow ui`` and
-``optuna-dashboard <storage>`` (see docs/tuning.md).
+``optuna-dashboard <storage>``. The guide: docs/tuning.md.
 """
 
 from __future__ import annotations
