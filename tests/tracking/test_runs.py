@@ -102,3 +102,16 @@ def test_log_report_puts_finite_metrics_and_files_on_the_run(tmp_path):
     files = {f.path for f in c.list_artifacts(run.run_id, "ev")}
     assert files == {"ev/metrics.json", "ev/report.md", "ev/plots"}
     assert [f.path for f in c.list_artifacts(run.run_id, "ev/plots")] == ["ev/plots/scatter.png"]
+
+
+def test_checking_a_uri_loads_no_mlflow_or_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom histoxai.tracking import resolve_tracking_uri\n"
+        "try:\n    resolve_tracking_uri('http://127.0.0.1:1')\nexcept Exception:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'torch', 'timm'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

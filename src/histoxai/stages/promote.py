@@ -23,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
     """Set the alias and print what changed."""
-    from histoxai.tracking import promote, resolve_tracking_uri
+    from histoxai.tracking import resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(must_exist=True)
+    tracking_uri = resolve_tracking_uri(must_exist=True)  # before the registry's heavy imports
+    from histoxai.tracking import promote
+
     done = promote(args.model, args.version, tracking_uri, args.alias)
     was = f" (was version {done['previous']})" if done["previous"] else ""
     print(f"{done['name']}@{done['alias']} -> version {done['version']}{was} in {tracking_uri}")

@@ -64,11 +64,13 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
 
     from histoxai.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))  # before torch and mlflow load
     from tuning.launcher import launch
 
     summary = launch(
         cfg,
-        resolve_tracking_uri(getattr(args, "tracking_uri", None)),
+        tracking_uri,
         finalize_only=getattr(args, "finalize", False),
         worker=getattr(args, "worker", False),
         run_id=os.environ.get("MLFLOW_RUN_ID") or None,  # under `mlflow run`: the study's parent
