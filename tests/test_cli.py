@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 import types
@@ -59,7 +60,7 @@ def _fake_command(monkeypatch, run):
     module = types.ModuleType("histoxai_fake_stage")
     module.run = run
     monkeypatch.setitem(sys.modules, "histoxai_fake_stage", module)
-    monkeypatch.setitem(cli.COMMANDS, "fake", ("histoxai_fake_stage", "a test command"))
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("histoxai_fake_stage", "a test command", False))
 
 
 def test_set_and_overrides_reach_every_command(monkeypatch, tmp_path):
@@ -105,3 +106,16 @@ def test_config_typo_is_one_line_naming_the_key(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("{}\n")
     assert cli.main(["prepare", "--params", str(tmp_path / "p.yaml"), "--set", "data.pach_size_px=3"]) == 2
     assert "unknown key 'data.pach_size_px'" in capsys.readouterr().err
+
+
+def test_a_dead_tracking_server_is_reported_before_the_command_loads(tmp_path):
+    # explain imports torch and captum at module level: the check comes first
+    code = (
+        "import sys\nfrom histoxai import cli\nrc = cli.main(['explain'])\n"
+        "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'captum'}))"
+    )
+    (tmp_path / "params.yaml").write_text("{}\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.stdout.strip() == "2 []", out.stderr
+    assert out.stderr.count("\n") == 1 and "http://127.0.0.1:1 is unreachable" in out.stderr

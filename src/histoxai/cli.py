@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -25,15 +26,35 @@ from collections.abc import Sequence
 from histoxai.config import load_config
 from histoxai.errors import UserError
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)"),
-    "train": ("histoxai.stages.train", "train a regressor, track it in MLflow and register it"),
-    "promote": ("histoxai.stages.promote", "set a registered model version's champion alias"),
-    "evaluate": ("histoxai.stages.evaluate", "regression report of a trained model beside the baseline"),
-    "explain": ("histoxai.stages.explain", "saliency maps of a registered model for every head and method"),
-    "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
-    "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
-    "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
+COMMANDS: dict[str, tuple[str, str, bool]] = {  # name: (module, help, logs to MLflow)
+    "prepare": ("histoxai.stages.prepare", "build the patch store (phantom or MICROMEN)", False),
+    "train": ("histoxai.stages.train", "train a regressor, track it in MLflow and register it", True),
+    "promote": ("histoxai.stages.promote", "set a registered model version's champion alias", True),
+    "evaluate": (
+        "histoxai.stages.evaluate",
+        "regression report of a trained model beside the baseline",
+        True,
+    ),
+    "explain": (
+        "histoxai.stages.explain",
+        "saliency maps of a registered model for every head and method",
+        True,
+    ),
+    "xai-eval": (
+        "histoxai.stages.xai_eval",
+        "measure and rank the saliency methods of an explained model",
+        True,
+    ),
+    "tune": (
+        "histoxai.stages.tune",
+        "Optuna hyperparameter study (MLflow parent run, nested trial runs)",
+        True,
+    ),
+    "dashboard": (
+        "histoxai.stages.dashboard",
+        "serve the Dash dashboard for the patch and saliency stores",
+        False,
+    ),
 }
 
 
@@ -42,7 +63,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     (to register its flags)."""
     parser = argparse.ArgumentParser(prog="histoxai", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (module, help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_common_arguments(p)
         if name == command:
@@ -75,6 +96,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        # A dead $MLFLOW_TRACKING_URI is reported before the command's heavy imports
+        # (torch, captum: seconds to a minute on a busy machine); stages check it again.
+        if command in COMMANDS and COMMANDS[command][2] and not {"-h", "--help"} & set(argv):
+            _check_tracking_env()
+    except UserError as err:
+        print(f"histoxai {command}: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         args.overrides = [*args.overrides, *shlex.split(args.overrides_text or "")]
@@ -84,6 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"histoxai {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_tracking_env() -> None:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        from histoxai.tracking.uri import check_tracking_uri
+
+        check_tracking_uri(uri)
 
 
 if __name__ == "__main__":
