@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo repro test test-fast lint format tune dashboard bench mlflow-ui clean
+.PHONY: help install demo repro test test-fast lint format tune dashboard bench mlflow-ui docker stack clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ mlflow-ui: ## browse runs and the model registry at http://127.0.0.1:5000
 
 bench: ## run the benchmarks (each prints a table and a ratio against its floor or peer)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+docker: ## build the histoxai image (CPU torch of the pinned version)
+	docker build -t histoxai:latest .
+
+stack: ## docker compose: MLflow server (PostgreSQL + MinIO), pipeline, dashboard (needs HISTOXAI_DASH_USERS)
+	docker compose up -d
 
 clean: ## remove pipeline outputs (data/, models/, reports/); the DVC cache stays
 	rm -rf data models reports
