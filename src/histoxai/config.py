@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +112,13 @@ class SplitConfig:
     block_vox: int = bounded(4, ge=1)
     holdout_samples: tuple[str, ...] = ()
     train_samples: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        fractions = list(self.fractions)
+        if any(not 0 <= f <= 1 for f in fractions):
+            raise ConfigError(f"data.split.fractions={fractions}: expected each fraction in [0, 1]")
+        if abs(sum(fractions) - 1) > 1e-6:
+            raise ConfigError(f"data.split.fractions={fractions}: expected (train, val, test) summing to 1")
 
 
 @dataclass(frozen=True)
@@ -256,6 +265,51 @@ class TuneConfig:
     register: bool = True
     trainer: str = "tuning.training:train_trial"
 
+    def __post_init__(self) -> None:
+        if "://" in self.storage:
+            check_storage_url(self.storage, "tune.storage")
+
+
+def check_storage_url(url: str, key: str) -> None:
+    """Raise ConfigError unless ``url`` is an RDB URL whose SQLAlchemy dialect and driver are
+    installed (``mysql://`` without a MySQL driver fails here, not after the study started)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise ConfigError(f"{key}={_redact(url)!r}: not a database URL SQLAlchemy knows ({err})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        name = parsed.get_backend_name()
+        usable = [f"{name}+{driver}://" for driver, module in _DRIVERS.get(name, ()) if _installed(module)]
+        hint = f"use {' or '.join(usable)}" if usable else "install a driver for it or use sqlite:///FILE"
+        raise ConfigError(
+            f"{key}={_redact(url)!r}: the {parsed.drivername!r} database driver is not installed "
+            f"({err}); {hint}"
+        ) from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a missing parent package
+        return False
+
+
+_DRIVERS = {  # SQLAlchemy driver name -> module, for the hint above
+    "postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000")),
+    "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"), ("mysqlconnector", "mysql.connector")),
+}
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return url if not sep or "://" not in head else head.split("://")[0] + "://***@" + tail
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -312,6 +366,30 @@ class ExplainConfig:
     output_dir: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    def __post_init__(self) -> None:
+        for i, entry in enumerate(self.methods):
+            if isinstance(entry, VariantConfig):
+                check_variant_params(entry, f"explain.methods[{i}]")
+
+
+VARIANT_PARAM_BOUNDS: dict[str, dict[str, tuple[str, float]]] = {
+    "smoothgrad": {"n": (">=", 1), "sigma": (">", 0), "noise_batch": (">=", 0)},
+    "integrated_gradients": {"steps": (">=", 1), "step_batch": (">=", 0)},
+    "occlusion": {"window": (">=", 1), "stride": (">=", 1), "window_batch": (">=", 0)},
+}
+"""Ranges of the numeric parameters of ``histoxai.explain.methods`` (checked at load)."""
+
+
+def check_variant_params(variant: VariantConfig, key: str) -> None:
+    """Raise ConfigError when a numeric method parameter lies outside its range."""
+    bounds = VARIANT_PARAM_BOUNDS.get(variant.method or variant.name, {})
+    for name, value in variant.params.items():
+        if name not in bounds or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        op, limit = bounds[name]
+        if not (value >= limit if op == ">=" else value > limit):
+            raise ConfigError(f"{key}.params.{name}={value!r}: expected a value {op} {limit}")
 
 
 @dataclass(frozen=True)
@@ -375,6 +453,19 @@ class DashboardConfig:
     users_file: str = ""
     insecure_public: bool = False
     cache_size: int = bounded(4096, ge=0)
+
+
+def port_number(text: str) -> int:
+    """A TCP port from a command-line flag (argparse ``type``): an integer in 1..65535."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer port 1..65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: expected a port 1..65535")
+    return port
 
 
 @dataclass(frozen=True)
@@ -444,6 +535,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected one of {list(args)}")
         return value
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+        if isinstance(value, dict):  # a mapping can only be the dataclass arm: keep its error
+            for arg in args:
+                if dataclasses.is_dataclass(arg):
+                    return parse(arg, value, key)
         for arg in args:
             try:
                 return _coerce(arg, value, key)
@@ -470,6 +567,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
+        if not math.isfinite(value):  # NaN passes every range check; inf trains to nonsense
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -62,3 +62,86 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class OutputLockedError(RuntimeError):
+    """Another process is writing the same output."""
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on output ``path`` (a sibling ``.<name>.lock`` file) or fail at once.
+
+    The lock is an ``flock`` that the kernel drops when its process dies, so a killed writer
+    never leaves a stale lock. The lock file itself stays (removing it would race).
+
+    Raises:
+        OutputLockedError: another process holds the lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            raise OutputLockedError(
+                f"{path} is being written by another process (pid {owner}, lock {lock}); "
+                "wait for it to finish"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def clean_leftovers(path: str | Path) -> list[Path]:
+    """Remove what killed :func:`atomic_path` writes of ``path`` left beside it.
+
+    That is ``.<name>.*.tmp`` directories and ``.<name>.old-<pid>`` copies of a replaced
+    directory whose process is gone. Call it while holding :func:`output_lock` on
+    ``path`` (a temporary of a live writer would otherwise be removed).
+
+    Returns:
+        The paths removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    olds = [p for p in path.parent.glob(f".{path.name}.old-*") if _dead_pid(p)]
+    if olds and not path.exists():  # killed between the two renames: put the old one back
+        os.replace(max(olds, key=lambda p: p.stat().st_mtime), path)
+    for p in sorted(path.parent.glob(f".{path.name}.*")):
+        stale = p.name.endswith(".tmp")
+        if ".old-" in p.name:
+            stale = _dead_pid(p)
+        if stale and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _dead_pid(old: Path) -> bool:
+    pid = old.name.rsplit(".old-", 1)[1]
+    return pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -35,9 +35,7 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
         ValueError: ``name`` is not a timm model.
         PretrainedWeightsError: weights were asked for but are not available offline.
     """
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
-        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
+    check_backbone(name)
     kwargs = {"num_classes": 0, "global_pool": "avg"}
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
@@ -49,6 +47,13 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
             f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
         )
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+
+
+def check_backbone(name: str) -> None:
+    """Raise ValueError naming ``model.backbone`` unless ``name`` is a timm model."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
+        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
 
 
 def cached_weights(name: str) -> Path | None:
