@@ -127,6 +127,35 @@ def test_next_run_is_candidate_until_promoted(repo, capsys):
     assert main(["promote", "--model", "histoxai-cc", "--version", "9"]) == 2
 
 
+def _registry_state(uri: str, name: str) -> dict:
+    client = MlflowClient(uri)
+    return {str(v.version): sorted(v.aliases) for v in client.search_model_versions(f"name='{name}'")}
+
+
+def _dir_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+@pytest.mark.slow
+def test_diverged_training_fails_registers_nothing_and_keeps_the_model_dir(repo, capsys):
+    before, files = _registry_state(repo.uri, "histoxai-cc"), _dir_bytes(repo.out)
+    diverge = ["--set", "train.schedule=none", "--set", "train.lr=1e6", "--set", "train.epochs=2"]
+    assert main(["train", *CC, *diverge]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith("histoxai train: error: training diverged"), err[-2000:]
+    assert "not finite" in lines[0] and "nothing was registered" in lines[0]
+    assert _registry_state(repo.uri, "histoxai-cc") == before  # no version, no alias moved
+    assert _dir_bytes(repo.out) == files  # the previous model directory, byte for byte
+    runs = MlflowClient(repo.uri).search_runs(
+        [MlflowClient(repo.uri).get_experiment_by_name(repo.cfg.train.experiment).experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED"
+    assert not [p for p in repo.out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_mlproject_train_entry_point_uses_the_repo_params(tmp_path):
     mlflow_bin = Path(sys.executable).with_name("mlflow")
