@@ -149,6 +149,24 @@ def write_store(
     return PatchStore(root)
 
 
+def _read_card(path: Path) -> dict:
+    """``card.json`` with the keys every reader needs, or a ValueError naming the file."""
+    if not path.is_file():
+        raise ValueError(f"{path} is missing; run `histoxai prepare`")
+    try:
+        card = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); run `histoxai prepare`") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(card).__name__}")
+    size = card.get("patch_size_px")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{path}: patch_size_px={size!r}, expected a positive integer")
+    if not isinstance(card.get("targets"), list):
+        raise ValueError(f"{path}: targets={card.get('targets')!r}, expected a list")
+    return card
+
+
 def _jsonable(value):
     return value.item() if hasattr(value, "item") else value.tolist()
 
@@ -169,8 +187,16 @@ class PatchStore:
             raise FileNotFoundError(
                 f"no patch store at {self.root}: {index_path} is missing (run `histoxai prepare`)"
             )
-        self.index = pd.read_parquet(index_path)
-        self.card: dict = json.loads((self.root / "card.json").read_text())
+        try:
+            self.index = pd.read_parquet(index_path)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise ValueError(
+                f"{index_path} is not a readable Parquet index ({err}); run `histoxai prepare`"
+            ) from None
+        self.card: dict = _read_card(self.root / "card.json")
+        missing = sorted({"patch_id", "sample", "offset", "row", "col"} - set(self.index.columns))
+        if missing:
+            raise ValueError(f"{index_path}: missing columns {missing}")
         if not np.array_equal(self.index["patch_id"].to_numpy(), np.arange(len(self.index))):
             raise ValueError(f"{index_path}: patch_id must be 0..n-1 in order")
         self._sample = self.index["sample"].to_numpy()
@@ -178,6 +204,45 @@ class PatchStore:
         self._samples = list(dict.fromkeys(self._sample))
         self._images: dict[str, np.ndarray] = {}
         self._masks: dict[str, np.ndarray] = {}
+        self.verify()
+
+    def verify(self) -> None:
+        """Check every array against the index and the card (cheap: headers and memory maps).
+
+        Raises:
+            ValueError: naming the damaged file: an array that is missing, truncated or not
+                a ``.npy``, of the wrong shape or dtype, or shorter than an index offset.
+        """
+        index_path = self.root / "index.parquet"
+        size = self.card["patch_size_px"]
+        last = pd.Series(self._offset).groupby(self._sample).max()
+        folders = [("patches", self._images, (size, size, 3))]
+        if self.has_masks:
+            folders.append(("masks", self._masks, (size, size)))
+        for folder, cache, shape in folders:
+            for sample in self._samples:
+                path = self.root / folder / f"{sample}.npy"
+                if not path.is_file():
+                    raise ValueError(
+                        f"{path} is missing (sample {sample} of {index_path}); run `histoxai prepare`"
+                    )
+                try:
+                    array = np.load(path, mmap_mode="r")
+                except (ValueError, OSError, EOFError) as err:
+                    raise ValueError(
+                        f"{path} is damaged (truncated or not a .npy file: {err}); run `histoxai prepare`"
+                    ) from None
+                if array.dtype != np.uint8 or array.shape[1:] != shape:
+                    raise ValueError(
+                        f"{path}: expected (n, {', '.join(map(str, shape))}) uint8 as card.json's "
+                        f"patch_size_px={size} says, got {array.shape} {array.dtype}"
+                    )
+                if int(last[sample]) >= len(array):
+                    raise ValueError(
+                        f"{index_path}: offset {int(last[sample])} of sample {sample} is past the "
+                        f"{len(array)} patches in {path}"
+                    )
+                cache[sample] = array
 
     def __len__(self) -> int:
         return len(self.index)
