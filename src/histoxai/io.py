@@ -64,7 +64,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(ValueError):
     """Another process is writing the same output."""
 
 
