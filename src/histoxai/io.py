@@ -42,6 +42,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary directory; on success move each entry into ``out_dir``.
+
+    Unlike :func:`atomic_path` on a directory, ``out_dir`` itself is kept, so files other
+    tools put there (DVC's ``.gitignore``) survive. Entries are renamed into place only after
+    all were written (each rename atomic; a subdirectory is swapped whole). Entries named in
+    ``owned`` that this run did not write are removed (stale from an earlier run). On error
+    nothing in ``out_dir`` changes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", suffix=".tmp", dir=out_dir))
+    try:
+        yield tmp
+        written = sorted(p.name for p in tmp.iterdir())
+        for name in written:
+            dest = out_dir / name
+            if (tmp / name).is_dir() and dest.is_dir() and not dest.is_symlink():
+                old = dest.with_name(f".{name}.old-{os.getpid()}")
+                os.replace(dest, old)
+                os.replace(tmp / name, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp / name, dest)
+        for name in set(owned) - set(written):
+            stale = out_dir / name
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.exists():
+                stale.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -131,3 +131,42 @@ def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
     assert logged == pytest.approx(expected)
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= names
+
+
+def _record(root, **facts):
+    path = root / MODEL / "run.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "run_id": "r-of-another-model", **facts}))
+
+
+def test_a_model_dir_mixing_two_runs_is_refused_before_logging(workdir, capsys):
+    root, _ = workdir
+    _record(root, predictions_sha256="0" * 64)  # run.json of one run, predictions of another
+    assert cli.main(["evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.parquet is not the predictions file of" in err and "run.json" in err
+    assert not (root / "reports").exists() and not (root / "mlflow.db").exists()  # nothing logged
+
+
+@pytest.mark.parametrize(
+    "facts, message",
+    [
+        ({"patch_size_px": 64}, "was trained on 64 px patches but the patch store"),
+        ({"index_sha256": "f" * 64}, "was trained on another patch store than"),
+    ],
+)
+def test_a_model_of_another_store_is_refused(workdir, capsys, facts, message):
+    root, _ = workdir
+    _record(root, **facts)
+    assert cli.main(["evaluate"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (root / "reports").exists()
+
+
+def test_the_report_dir_is_written_into_not_replaced(workdir):
+    root, _ = workdir
+    out = root / "reports/evaluate/histoxai-mdfa"
+    out.mkdir(parents=True)
+    (out / ".gitignore").write_text("/metrics.json\n")
+    assert cli.main(["evaluate", "--set", "evaluate.baseline=false"]) == 0
+    assert (out / ".gitignore").read_text() == "/metrics.json\n" and (out / "metrics.json").is_file()

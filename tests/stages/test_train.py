@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from histoxai.cli import main
 from histoxai.config import flatten, load_config, to_dict
+from histoxai.data.provenance import file_sha256, store_fingerprint
 from histoxai.models import load_checkpoint
 from histoxai.tracking import load_registered_model
 from tests.training.conftest import TINY_MODEL, TINY_TRAIN, phantom_store, tiny_config
@@ -55,6 +56,9 @@ def test_train_writes_checkpoint_predictions_and_run_json(repo):
     assert RUN_JSON_KEYS <= set(info)
     assert info["model_uri"] == "models:/histoxai-cc/1" and info["targets"] == ["cc"]
     assert info["tracking_uri"] == repo.uri and (repo.root / "mlflow.db").is_file()  # the default store
+    assert info["predictions_sha256"] == file_sha256(repo.out / "predictions.parquet")  # one unit
+    assert info["patch_size_px"] == 32 and info["index_sha256"] == store_fingerprint(repo.store)
+    assert load_checkpoint(repo.out / "model.pt").checkpoint_extra["run_id"] == info["run_id"]
     pred = pd.read_parquet(repo.out / "predictions.parquet")
     assert list(pred.columns) == ["patch_id", "sample", "row", "col", "split", "y_cc", "yhat_cc"]
     assert pred["patch_id"].tolist() == list(range(len(repo.store)))

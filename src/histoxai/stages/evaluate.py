@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from histoxai.config import Config
+from histoxai.data.provenance import check_model_store, file_sha256
 from histoxai.data.store import PatchStore
 from histoxai.evaluation.baseline import baseline_predictions
 from histoxai.evaluation.predictions import (
@@ -51,6 +52,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     pred = load_predictions(pred_path, info.get("targets"))
     targets = list(info.get("targets") or prediction_targets(pred))
     store = PatchStore(cfg.base.patches_dir)
+    check_model_dir(model_dir, info, store)
     check_against_store(pred, store, pred_path)
     scheme = info.get("split_scheme") or cfg.data.split.scheme
 
@@ -79,6 +81,20 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     print(f"evaluate: {out_dir} ({len(ev.metrics)} metrics{', logged to run ' + logged if logged else ''})")
     print(comparison_table(ev).to_string(float_format=lambda v: f"{v:.3f}"))
     return out_dir
+
+
+def check_model_dir(model_dir: Path, info: Mapping[str, object], store: PatchStore) -> None:
+    """Refuse a model directory whose files come from different runs (its predictions are
+    not the ones ``run.json`` recorded: evaluating would log into another model's run) or
+    whose model was trained on another patch store."""
+    recorded = info.get("predictions_sha256")
+    pred_path = model_dir / "predictions.parquet"
+    if recorded and recorded != file_sha256(pred_path):
+        raise ValueError(
+            f"{pred_path} is not the predictions file of {model_dir / 'run.json'} (run {info.get('run_id')}); "
+            "the model directory mixes two runs: run `histoxai train` again"
+        )
+    check_model_store(info, store, str(model_dir))
 
 
 def _baseline(

@@ -75,9 +75,9 @@ def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
 
 
 def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> dict:
-    from histoxai.models.checkpoint import save_checkpoint, store_fingerprint
+    from histoxai.data.provenance import file_sha256, store_fingerprint
+    from histoxai.models.checkpoint import save_checkpoint
     from histoxai.tracking import data_lineage, start_run
-    from histoxai.tracking.lineage import file_sha256
     from histoxai.tracking.registry import aliases_to_publish, publish_version, register_regressor
     from histoxai.tracking.runs import process_tags
     from histoxai.training.session import predict_store, train_regressor
