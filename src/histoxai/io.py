@@ -32,10 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if not target.exists():
             raise FileNotFoundError(f"nothing was written to {target} for {path}")
         if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(target, path)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(target, path)
         else:
             os.replace(target, path)
     finally:
@@ -61,10 +58,7 @@ def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[P
         for name in written:
             dest = out_dir / name
             if (tmp / name).is_dir() and dest.is_dir() and not dest.is_symlink():
-                old = dest.with_name(f".{name}.old-{os.getpid()}")
-                os.replace(dest, old)
-                os.replace(tmp / name, dest)
-                shutil.rmtree(old, ignore_errors=True)
+                replace_dir(tmp / name, dest)
             else:
                 os.replace(tmp / name, dest)
         for name in set(owned) - set(written):
@@ -75,6 +69,43 @@ def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[P
                 stale.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Put directory ``new`` in the place of directory ``path`` and delete the old one.
+
+    On Linux the two are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)``, so
+    ``path`` always exists; elsewhere the old directory is first renamed to
+    ``.<name>.old-<pid>`` (:func:`clean_leftovers` puts it back if a kill lands between).
+    """
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if _exchange(new, path):
+        os.replace(new, old)
+    else:
+        os.replace(path, old)
+        os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def write_text(path: str | Path, text: str) -> Path:
