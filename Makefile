@@ -16,6 +16,9 @@ install: ## install Debian packages (chromium, postgresql) and the .venv with hi
 	@scripts/setup.sh
 
 demo: install ## main job: install, then `dvc repro` the whole pipeline on the embedded phantom
+	@echo "Pipeline stages (dvc.yaml; each runs when its code, params or inputs changed):"
+	@dvc stage list | sed 's/^/  /'
+	@echo
 	dvc repro
 	@scripts/where.sh
 

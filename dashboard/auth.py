@@ -17,6 +17,8 @@ from urllib.parse import quote, urlsplit
 from flask import Flask, redirect, request, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from histoxai.errors import InputError, MissingInputError
+
 _OPEN_PATHS = ("/login", "/logout")
 
 
@@ -42,7 +44,7 @@ def parse_users(text: str, where: str = "users") -> dict[str, str]:
             continue
         name, sep, hashed = item.partition(":")
         if not sep or not name or "$" not in hashed:
-            raise ValueError(
+            raise InputError(
                 f"{where}: entry {n} ({name or item[:20]!r}...) is not 'user:hash'; "
                 "make a hash with `histoxai dashboard --hash-password`"
             )
@@ -54,7 +56,7 @@ def read_users_file(path: str | Path) -> dict[str, str]:
     """Users from a file of ``user:hash`` lines."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"dashboard users file {path} does not exist")
+        raise MissingInputError(f"dashboard users file {path} does not exist")
     return parse_users(path.read_text(), where=str(path))
 
 
@@ -70,7 +72,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, login: bool, insecure_public: bool) -> None:
     """Refuse to serve on a non-loopback ``host`` without login (unless ``insecure_public``)."""
     if not is_loopback(host) and not login and not insecure_public:
-        raise ValueError(
+        raise InputError(
             f"refusing to serve the dashboard on {host} without login: anyone on the network could "
             "browse the data. Set HISTOXAI_DASH_USERS or dashboard.users_file (hashes from "
             "`histoxai dashboard --hash-password`), bind 127.0.0.1, or pass --insecure-public"

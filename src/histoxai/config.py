@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from histoxai.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown, mistyped or out of range."""
 
 
@@ -560,11 +562,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a mapping")
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
-        if isinstance(value, str):  # PyYAML reads 3e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = yaml_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
         if not math.isfinite(value):  # NaN passes every range check; inf trains to nonsense
@@ -605,13 +603,63 @@ def _apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {key}: {text!r} is not a valid YAML value: {err}") from err
+    set_dotted(raw, key.strip(), value)
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set dotted ``key`` (``train.lr``) in the nested mapping ``raw``, creating sections."""
     node = raw
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key}: {part!r} is not a section")
-    node[parts[-1]] = value
+    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
+def apply_overrides(cfg: Config, values: typing.Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted ``values`` set (``{"train.lr": 3e-5}``), validated
+    like the params file."""
+    raw = to_dict(cfg)
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return parse(Config, raw)
+
+
+def field_type(key: str) -> Any:
+    """The type annotation of dotted config ``key`` (the schema walk).
+
+    Raises:
+        ConfigError: ``key`` names no field, passes through a non-section, or is a section.
+    """
+    cls: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(cls)}
+        if part not in names:
+            prefix = ".".join(parts[:i]) or "config"
+            raise ConfigError(
+                f"unknown config key {key!r}: {prefix} has no field {part!r}; expected one of {sorted(names)}"
+            )
+        tp = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+            cls = tp
+    if dataclasses.is_dataclass(tp):
+        raise ConfigError(f"config key {key!r} is a section; name one of its fields")
+    return tp
+
+
+def yaml_number(value: Any) -> Any:
+    """``value`` as a float when it is a string PyYAML failed to read as one (YAML 1.1
+    reads ``3e-5``, without a dot, as a string); anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def to_dict(cfg: Any) -> dict:

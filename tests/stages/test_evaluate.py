@@ -90,27 +90,21 @@ def test_results_are_logged_to_the_run_in_run_json(workdir, monkeypatch):
     (root / MODEL / "run.json").write_text(
         json.dumps({**info, "run_id": "abc", "tracking_uri": "sqlite:///x.db"})
     )
+    (root / "x.db").touch()
     calls = []
-    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda uri, repo: uri, raising=False)
-    monkeypatch.setattr(tracking, "log_metrics", lambda *a: calls.append(("metrics", *a)), raising=False)
-    monkeypatch.setattr(tracking, "log_artifacts", lambda *a: calls.append(("artifacts", *a)), raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "log_report", lambda *a: calls.append(a))
     stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
-    kinds = {c[0]: c for c in calls if c[0] == "metrics"}
-    _, run_id, metrics, uri = kinds["metrics"]
+    [(run_id, uri, metrics, report_dir, artifact_path)] = calls
     assert run_id == "abc" and uri == "sqlite:///x.db" and "test/r2_md" in metrics
-    files = {(p.name, c[3]) for c in calls if c[0] == "artifacts" for p in c[2]}
-    assert {
-        ("report.md", "evaluate"),
-        ("metrics.json", "evaluate"),
-        ("scatter_md.png", "evaluate/plots"),
-    } <= files
+    assert artifact_path == "evaluate" and (report_dir / "report.md").is_file()
 
 
 def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
     def fail(*a):
         raise AssertionError("must not log")
 
-    monkeypatch.setattr(tracking, "log_metrics", fail, raising=False)
+    monkeypatch.setattr(tracking, "log_report", fail)
     assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
 
 

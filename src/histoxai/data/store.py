@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from histoxai.errors import InputError, MissingInputError
 from histoxai.io import atomic_path
 
 MASK_CLASSES: tuple[str, ...] = ("stroma", "nuclei", "air", "distractor")
@@ -184,7 +185,7 @@ class PatchStore:
         self.root = Path(root)
         index_path = self.root / "index.parquet"
         if not index_path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no patch store at {self.root}: {index_path} is missing (run `histoxai prepare`)"
             )
         try:
@@ -198,7 +199,7 @@ class PatchStore:
         if missing:
             raise ValueError(f"{index_path}: missing columns {missing}")
         if not np.array_equal(self.index["patch_id"].to_numpy(), np.arange(len(self.index))):
-            raise ValueError(f"{index_path}: patch_id must be 0..n-1 in order")
+            raise InputError(f"{index_path}: patch_id must be 0..n-1 in order")
         self._sample = self.index["sample"].to_numpy()
         self._offset = self.index["offset"].to_numpy()
         self._samples = list(dict.fromkeys(self._sample))
@@ -284,14 +285,14 @@ class PatchStore:
     def masks(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """(B, H, W) uint8 mask labels (``MASK_CLASSES``) for ``ids``."""
         if not self.has_masks:
-            raise FileNotFoundError(f"store {self.root} has no masks (masks/ is missing)")
+            raise MissingInputError(f"store {self.root} has no masks (masks/ is missing)")
         return self._gather(ids, self._masks, "masks")
 
     def table(self, name: str) -> pd.DataFrame:
         """An extra per-patch table (e.g. ``nuclei``) keyed by ``patch_id``."""
         path = self.root / f"{name}.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"store {self.root} has no table {name!r} ({path} is missing)")
+            raise MissingInputError(f"store {self.root} has no table {name!r} ({path} is missing)")
         return pd.read_parquet(path)
 
     def _gather(self, ids, cache: dict[str, np.ndarray], folder: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from histoxai.errors import InputError, MissingInputError
 from histoxai.io import atomic_path, write_json
 
 META_COLUMNS = ("patch_id", "sample", "row", "col", "split", "target", "y", "y_hat", "delta", "rel_delta")
@@ -53,13 +54,13 @@ class SaliencyStore:
         self.root = Path(root)
         path = self.root / "manifest.json"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no saliency store at {self.root}: {path} is missing (run `histoxai explain`)"
             )
         try:
             self.manifest: dict = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+            raise InputError(f"{path} is not valid JSON: {err}") from err
         self.patch_ids = np.asarray(self.manifest["patch_ids"], dtype=np.int64)
         self._row = {int(p): i for i, p in enumerate(self.patch_ids)}
         self._meta: pd.DataFrame | None = None
@@ -73,7 +74,7 @@ class SaliencyStore:
         root = Path(root)
         missing = set(META_COLUMNS) - set(meta.columns)
         if missing:
-            raise ValueError(f"saliency meta lacks columns {sorted(missing)}")
+            raise InputError(f"saliency meta lacks columns {sorted(missing)}")
         keys = ("model_uri", "model_version", "patch_ids", "targets", "variants", "score")
         manifest = {**manifest, "patch_ids": [int(p) for p in manifest["patch_ids"]]}
         if (root / "manifest.json").is_file():
@@ -94,7 +95,7 @@ class SaliencyStore:
     def write_maps(self, target: str, variant: str, maps: np.ndarray, info: dict | None = None) -> None:
         """Store (N, H, W) maps for all patch ids and mark the pair complete."""
         if maps.shape[0] != len(self.patch_ids):
-            raise ValueError(
+            raise InputError(
                 f"{map_name(target, variant)}: {maps.shape[0]} maps for {len(self.patch_ids)} patches"
             )
         with atomic_path(self.root / "maps" / f"{map_name(target, variant)}.npy") as tmp:

@@ -14,8 +14,10 @@ from pathlib import Path
 import timm
 import torch
 
+from histoxai.errors import MissingInputError
 
-class PretrainedWeightsError(FileNotFoundError):
+
+class PretrainedWeightsError(MissingInputError):
     """Pretrained weights were asked for but are not available offline."""
 
 

@@ -15,16 +15,15 @@ Reads ``data/patches`` and ``<model-dir>/predictions.parquet`` + ``run.json``; w
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from histoxai.config import Config
 from histoxai.data.provenance import check_model_store, file_sha256
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.evaluation.baseline import baseline_predictions
 from histoxai.evaluation.predictions import (
     check_against_store,
@@ -108,7 +107,7 @@ def _baseline(
     base = base.set_index("patch_id").loc[pred["patch_id"].to_numpy()].reset_index()
     differ = base["split"].to_numpy() != pred["split"].to_numpy()
     if differ.any():
-        raise ValueError(
+        raise InputError(
             f"predictions file {pred_path}: split of patch {int(pred['patch_id'].to_numpy()[differ][0])} differs "
             f"from store column split_{scheme}; was the store re-prepared after training?"
         )
@@ -132,7 +131,7 @@ def _ceilings(store: PatchStore) -> dict[str, float]:
     if not isinstance(ceilings, Mapping) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in ceilings.values()
     ):
-        raise ValueError(
+        raise InputError(
             f"{store.root / 'card.json'}: 'ceilings' must map targets to numbers, got {ceilings!r}"
         )
     return {str(k): float(v) for k, v in ceilings.items()}
@@ -150,35 +149,8 @@ def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str,
     run_id = info.get("run_id")
     if not run_id:
         return None
-    tracking = _tracking()
-    if tracking is None:
-        print(
-            f"evaluate: warning: histoxai.tracking has no log_metrics/log_artifacts; run {run_id} not updated"
-        )
-        return None
-    import histoxai.tracking as package
+    from histoxai.tracking import log_report, resolve_tracking_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri") or None
-    if hasattr(package, "resolve_tracking_uri"):
-        uri = package.resolve_tracking_uri(uri, Path.cwd())
-    uri = uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    tracking.log_metrics(str(run_id), {k: v for k, v in metrics.items() if np.isfinite(v)}, uri)
-    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    tracking.log_artifacts(str(run_id), top, "evaluate", uri)
-    tracking.log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "evaluate/plots", uri)
+    uri = resolve_tracking_uri(recorded=info.get("tracking_uri"), must_exist=True)
+    log_report(str(run_id), uri, metrics, out_dir, "evaluate")
     return str(run_id)
-
-
-def _tracking():
-    """The module with ``log_metrics``/``log_artifacts``: ``histoxai.tracking`` itself, or
-    its ``xai_log`` module while the package does not re-export them."""
-    import importlib
-
-    for name in ("histoxai.tracking", "histoxai.tracking.xai_log"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "log_metrics") and hasattr(module, "log_artifacts"):
-            return module
-    return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from histoxai.config import Config, flatten
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.explain.methods import resolve_variants
 from histoxai.explain.runner import explain_patches
 from histoxai.explain.store import SaliencyStore
@@ -37,7 +37,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Load the model from the registry, write its saliency store, log the run."""
     from histoxai.tracking import load_registered_model, resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    tracking_uri = resolve_tracking_uri(must_exist=True)
     model, info = load_registered_model(cfg.explain.model_uri, tracking_uri)
     store = explain_model(cfg, model, info)
     log_run(cfg, store, info, tracking_uri)
@@ -51,7 +51,7 @@ def select_ids(
     (0: no limit) drawn at random with ``seed``, in ascending order."""
     ids = patches.ids(split=None if split == "all" else split, scheme=scheme)
     if not len(ids):
-        raise ValueError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
+        raise InputError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
     if max_patches and len(ids) > max_patches:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_patches, replace=False))
     return ids

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from histoxai.config import Config, XaiEvalConfig
+from histoxai.errors import InputError
 
 if TYPE_CHECKING:  # heavy imports (torch, matplotlib) wait until the command runs
     import torch
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_name(model_uri: str) -> str:
     """Registered model name of ``models:/NAME@alias`` or ``models:/NAME/VERSION``."""
     if not model_uri.startswith("models:/") or not model_uri[len("models:/") :]:
-        raise ValueError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise InputError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     return model_uri[len("models:/") :].split("@")[0].split("/")[0]
 
 
@@ -97,7 +97,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     ids = select_patches(sal.patch_ids, x.max_patches, cfg.base.seed)
     missing = ids[ids >= len(store)]
     if missing.size:
-        raise ValueError(f"{sal.root}: patch id {int(missing[0])} is not in the patch store {store.root}")
+        raise InputError(f"{sal.root}: patch id {int(missing[0])} is not in the patch store {store.root}")
     rows = sal.rows(ids)
     images = torch.from_numpy(store.images(ids)).permute(0, 3, 1, 2).float().div(255.0).to(device)
     masks = torch.from_numpy(store.masks(ids)) if store.has_masks else None
@@ -128,7 +128,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
             shortcut_cue=cue, settings=settings(x, cfg.base.seed),
         )  # fmt: skip
     if not results:
-        raise ValueError(
+        raise InputError(
             f"{sal.root}: no target of the model {tuple(model.targets)} has complete saliency maps"
         )
 
@@ -166,7 +166,7 @@ def shortcut_cue(store: PatchStore, ids: np.ndarray, mode: str) -> np.ndarray | 
     if mode == "off" or (mode == "auto" and not has):
         return None
     if not has:
-        raise ValueError(
+        raise InputError(
             f"xai_eval.shortcut=on but the patch store {store.root} has no 'shortcut_cue' column "
             "(prepare it with data.phantom.shortcut=true)"
         )
@@ -186,7 +186,7 @@ def explainer(variant: dict, head: int, score: str, y: np.ndarray, device: torch
     from histoxai.explain.scores import SCORES
 
     if score not in SCORES:
-        raise ValueError(f"saliency manifest score {score!r}: expected one of {sorted(SCORES)}")
+        raise InputError(f"saliency manifest score {score!r}: expected one of {sorted(SCORES)}")
     y_all = torch.tensor(np.asarray(y, dtype=np.float32), device=device)
 
     def explain(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ def load_model(sal: SaliencyStore, checkpoint: str | None, cfg: Config) -> tuple
         model = load_checkpoint(checkpoint)
         made_by, ours = info["run_id"], getattr(model, "checkpoint_extra", {}).get("run_id")
         if made_by and ours and made_by != ours:
-            raise ValueError(
+            raise InputError(
                 f"{sal.root} holds maps of the model of run {made_by}, but {checkpoint} is from run {ours}; "
                 "run `histoxai explain` again (or pass the matching checkpoint)"
             )
@@ -238,7 +238,7 @@ def load_model(sal: SaliencyStore, checkpoint: str | None, cfg: Config) -> tuple
 def _tracking_uri(recorded: str | None) -> str:
     from histoxai.tracking import resolve_tracking_uri
 
-    return resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or recorded or None, Path.cwd())
+    return resolve_tracking_uri(recorded=recorded, must_exist=True)
 
 
 def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | None:
@@ -247,11 +247,8 @@ def log_results(info: dict, out_dir: Path, metrics: dict[str, float]) -> str | N
     run_id = info.get("run_id")
     if not run_id:
         return None
-    from histoxai.tracking import log_artifacts, log_metrics
+    from histoxai.tracking import log_report
 
     uri = _tracking_uri(info.get("tracking_uri"))
-    log_metrics(str(run_id), {f"xai/{k}": v for k, v in metrics.items()}, uri)
-    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    log_artifacts(str(run_id), top, "xai_eval", uri)
-    log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "xai_eval/plots", uri)
+    log_report(str(run_id), uri, {f"xai/{k}": v for k, v in metrics.items()}, out_dir, "xai_eval")
     return str(run_id)
