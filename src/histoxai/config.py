@@ -143,6 +143,9 @@ class ModelConfig:
     feature_width: int = bounded(64, ge=1)
     loss_weights: dict[str, float] = field(default_factory=dict)
     registered_name: str = "histoxai-mdfa"
+    # thesis (issue 12): activation after the neck's and each head's hidden Dense layer;
+    # ``linear`` = none, as Table 3.1 of the thesis (Lank 2024).
+    head_activation: Literal["relu", "linear"] = "relu"
 
     def __post_init__(self) -> None:
         known = ("md", "fa", "faip", "cc")  # histoxai.data.store.TARGETS
