@@ -100,6 +100,7 @@ class SplitConfig:
 
     ``random`` and ``spatial_block`` split the patches of all samples but
     ``holdout_samples`` (which become ``out``) by ``fractions`` (train, val, test);
+    with ``in_samples`` set, only those samples are split and all others are ``out``;
     ``spatial_block`` keeps square blocks of ``block_vox`` voxels together.
     ``leave_sample_out`` trains on ``train_samples`` (val drawn from them) and tests on
     all others.
@@ -110,6 +111,9 @@ class SplitConfig:
     block_vox: int = bounded(4, ge=1)
     holdout_samples: tuple[str, ...] = ()
     train_samples: tuple[str, ...] = ()
+    # thesis (issue 12): random / spatial_block split only these samples; every other
+    # sample is ``out`` (empty: all samples but holdout_samples). The thesis: [s3, s4].
+    in_samples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,32 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class FiguresConfig:
+    """The thesis' figures and tables (``histoxai figures``, ``histoxai.evaluation.figures``).
+
+    Figure grids: ``n_patches`` random patches of ``split`` (seeded by ``base.seed``) ×
+    method variant × target, maps drawn over the patch with ``alpha`` in colour map
+    ``cmap`` (per-map min–max display scaling), as PNG and PDF. ``methods``/``targets``
+    empty: all in the saliency store. ``saliency_dir`` empty: ``explain.output_dir`` or
+    ``base.saliency_dir``/<registered model name>; ``output_dir`` empty:
+    ``base.reports_dir``/figures/<that directory's name>. ``summary_mat``: the MICROMEN
+    per-voxel ``summary.mat`` for the per-voxel baseline (``histoxai baseline``).
+    """
+
+    n_patches: int = bounded(12, ge=1)
+    split: Literal["train", "val", "test", "out", "all"] = "test"
+    alpha: float = bounded(0.6, ge=0, le=1)
+    cmap: str = "viridis"
+    methods: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    saliency_dir: str = ""
+    output_dir: str = ""
+    dpi: int = bounded(150, ge=10)
+    summary_mat: str = "../shared/data/micromen/summary.mat"
+    baseline_sigma_vox: float = bounded(0.5, ge=0)
+
+
+@dataclass(frozen=True)
 class Config:
     base: BaseConfig = BaseConfig()
     data: DataConfig = DataConfig()
@@ -391,6 +421,7 @@ class Config:
     explain: ExplainConfig = ExplainConfig()
     xai_eval: XaiEvalConfig = XaiEvalConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    figures: FiguresConfig = FiguresConfig()
 
 
 # --------------------------------------------------------------------------- loading

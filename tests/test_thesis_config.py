@@ -1,0 +1,191 @@
+"""``params-thesis.yaml`` holds the thesis' final models exactly and runs end to end (shrunk).
+
+``THESIS`` is transcribed from issue 12 (which quotes Lank 2024: Table 3.1, Table 3.3,
+§2.2.2, §3.2.1, §3.2.6, Eq. 1.9, Figs 4.2-4.4), independently of the YAML file, so a
+changed value in either fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from histoxai.cli import main
+from histoxai.config import load_config
+from histoxai.explain.methods import resolve_variants
+
+REPO = Path(__file__).resolve().parents[1]
+
+THESIS: dict[str, object] = {
+    # data, split (§2.2.2, §3.2.1, Table 4.1)
+    "data.source": "micromen",
+    "data.patch_size_px": 360,
+    "data.split.scheme": "random",
+    "data.split.fractions": (0.6, 0.2, 0.2),
+    "data.split.in_samples": ("s3", "s4"),
+    "data.micromen.erosion_vox": 5,
+    # model (§3.2.3, Table 3.1, Table 3.3)
+    "model.backbone": "tf_efficientnetv2_s",
+    "model.pretrained": True,
+    "model.dropout": 0.3,
+    "model.head_activation": "linear",
+    "model.targets": ("md", "faip"),
+    # training (Table 3.3, §3.2.6)
+    "train.batch_size": 16,
+    "train.epochs": 100,
+    "train.optimizer": "adamw",
+    "train.weight_decay": 0.008,
+    "train.schedule": "cosine",
+    "train.warmup_epochs": 17,
+    "train.decay_epochs": 60,
+    "train.initial_lr": 1e-5,
+    "train.warmup_target_lr": 5e-5,
+    "train.augment.flips": False,
+    "train.augment.rot90": False,
+    "train.augment.small_rotation_deg": 0.0,
+    "train.augment.stain_jitter": 0.0,
+    # figures (Figs 4.2-4.4)
+    "figures.n_patches": 12,
+    "figures.alpha": 0.6,
+    "figures.cmap": "viridis",
+    "explain.split": "test",
+}
+
+# Explanation settings (issue 12 item 1: the thesis' tf-keras-vis settings).
+THESIS_METHODS = {
+    "gradcampp": ("gradcampp", {"layer": "last_conv"}),
+    "layercam": ("layercam", {"layers": ["last_conv"], "gamma": 0.0}),
+    "smoothgrad_s0.2": (
+        "smoothgrad",
+        {"sigma": 0.2, "n": 30, "abs": True, "reduce": "max", "sigma_relative": True},
+    ),
+    "smoothgrad_s0.3": (
+        "smoothgrad",
+        {"sigma": 0.3, "n": 30, "abs": True, "reduce": "max", "sigma_relative": True},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def thesis():
+    return load_config(REPO / "params-thesis.yaml")
+
+
+def value(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("key", sorted(THESIS))
+def test_each_thesis_value(thesis, key):
+    assert value(thesis, key) == THESIS[key]
+
+
+def test_each_thesis_explanation_setting(thesis):
+    variants = resolve_variants(thesis.explain.methods)
+    for name, (method, params) in THESIS_METHODS.items():
+        assert variants[name]["method"] == method
+        for k, v in params.items():
+            assert variants[name]["params"][k] == v, f"{name}.{k}"
+
+
+def test_every_value_carries_a_comment():
+    # Each leaf line (key: value) of params-thesis.yaml names its source in a comment,
+    # except the bare plumbing (paths, devices, names) listed here.
+    plumbing = {"seed", "patches_dir", "models_dir", "reports_dir", "saliency_dir", "on_bad_sample",
+                "registered_name", "channels_last", "compile", "device", "num_workers", "threads",
+                "experiment", "study_name", "n_trials", "model_uri", "batch_size",
+                "flips", "rot90", "small_rotation_deg", "stain_jitter"}  # fmt: skip
+    missing = []
+    for line in (REPO / "params-thesis.yaml").read_text().splitlines():
+        text = line.split("#", 1)[0]
+        if ":" not in text or text.strip().startswith("-") or text.rstrip().endswith(":"):
+            continue
+        key = text.split(":", 1)[0].strip()
+        if "#" not in line and key not in plumbing:
+            missing.append(key)
+    assert not missing, f"params-thesis.yaml values without a source comment: {missing}"
+
+
+def test_thesis_split_trains_on_s3_s4_and_holds_out_the_rest():
+    from histoxai.config import SplitConfig
+    from histoxai.data.splits import assign_splits
+
+    index = pd.DataFrame({"sample": [f"s{k}" for k in range(1, 17) for _ in range(50)], "row": 0, "col": 0})
+    index["row"] = index.groupby("sample").cumcount()
+    cfg = load_config(REPO / "params-thesis.yaml").data.split
+    ix = assign_splits(index, cfg, seed=0)
+    inside = ix[ix["sample"].isin(["s3", "s4"])]["split_random"].value_counts(normalize=True)
+    assert inside.to_dict() == pytest.approx({"train": 0.6, "val": 0.2, "test": 0.2})
+    assert (ix[~ix["sample"].isin(["s3", "s4"])]["split_random"] == "out").all()
+    assert ix[~ix["sample"].isin(["s3", "s4"])]["sample"].nunique() == 14
+    with pytest.raises(ValueError, match="sample 's17' is not in the data"):
+        assign_splits(index, SplitConfig(in_samples=("s17",)), seed=0)
+
+
+# --------------------------------------------------------------------------- end to end, shrunk
+
+SHRUNK = [
+    "data.patch_size_px=32",
+    "data.micromen.erosion_vox=0",
+    "model.backbone=test_resnet",
+    "model.pretrained=false",
+    "model.hidden_width=16",
+    "model.feature_width=8",
+    "train.epochs=1",
+    "train.frozen_epochs=1",
+    "train.warmup_epochs=1",
+    "train.decay_epochs=1",
+    "train.num_workers=0",
+    "train.precision=fp32",
+    "train.device=cpu",
+    "train.channels_last=false",
+]
+
+
+@pytest.fixture(scope="module")
+def thesis_repo(tmp_path_factory):
+    from tests.fixtures.micromen_fixture import build_micromen, load_summary, summary_or_skip
+
+    root = tmp_path_factory.mktemp("thesis")
+    build_micromen(
+        root / "micromen",
+        load_summary(summary_or_skip()),
+        samples=((1, "v7.3", True), (3, "v5", False), (4, "v7.3", False)),
+        block=16,
+        size=(16, 12),
+    )
+    return root
+
+
+@pytest.mark.slow
+def test_thesis_config_runs_prepare_and_train_on_the_micromen_fixture(thesis_repo, monkeypatch):
+    root = thesis_repo
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params = str(REPO / "params-thesis.yaml")
+    sets = [a for kv in [*SHRUNK, f"data.micromen.root={root / 'micromen'}"] for a in ("--set", kv)]
+    assert main(["prepare", "--params", params, *sets]) == 0
+    index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
+    assert index["faip"].notna().all()  # in-plane FA ingested from MR.FAIP
+    by_sample = index.groupby("sample")["split_random"].agg(set)
+    assert by_sample["s1"] == {"out"} and by_sample["s3"] == by_sample["s4"] == {"train", "val", "test"}
+
+    assert main(["train", "--params", params, *sets]) == 0
+    out = root / "models" / "histoxai-mdfa"
+    pred = pd.read_parquet(out / "predictions.parquet")
+    assert {"y_md", "yhat_md", "y_faip", "yhat_faip"} <= set(pred.columns)
+    assert set(pred.loc[pred["sample"] == "s1", "split"]) == {"out"}
+    assert pred[["yhat_md", "yhat_faip"]].notna().all().all()
+    info = json.loads((out / "run.json").read_text())
+    assert info["targets"] == ["md", "faip"]
+
+    from histoxai.models import load_checkpoint
+
+    model = load_checkpoint(out / "model.pt")
+    assert not any(isinstance(m, __import__("torch").nn.ReLU) for m in model.neck.modules())
