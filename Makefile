@@ -36,7 +36,7 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format src tuning dashboard tests benchmarks
 	$(BIN)/ruff check --fix src tuning dashboard tests benchmarks
 
-tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; mdfa.yaml is the published space)
+tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; thesis.yaml is the thesis' Table 3.2)
 	$(BIN)/histoxai tune --space tuning/spaces/phantom.yaml --study-name phantom-mdfa --n-trials 10
 
 dashboard: ## serve the dashboard on http://127.0.0.1:8050 for the last pipeline run

@@ -189,3 +189,42 @@ def test_thesis_config_runs_prepare_and_train_on_the_micromen_fixture(thesis_rep
 
     model = load_checkpoint(out / "model.pt")
     assert not any(isinstance(m, __import__("torch").nn.ReLU) for m in model.neck.modules())
+
+
+# --------------------------------------------------------------------------- Table 3.2
+
+# (kind, spec) per dimension, transcribed from issue 12 (Table 3.2, §3.2.3).
+TABLE_3_2 = {
+    "train.epochs": ("int", {"low": 50, "high": 100}),
+    "train.warmup_epochs": ("int", {"low": 5, "high": 20}),
+    "train.decay_epochs": ("int", {"low": 50, "high": 100}),
+    "train.initial_lr": ("float", {"low": 1e-5, "high": 1e-4, "log": True}),
+    "train.warmup_target_lr": ("categorical", {"choices": [5e-4, 1e-3, 3e-3]}),
+}
+SECTION_3_2_3 = {
+    "tf_efficientnetv2_s",
+    "convnext_tiny",
+    "convnext_small",
+    "mobilenetv1_100",
+    "mobilenetv2_100",
+    "mobilenetv3_large_100",
+    "densenet121",  # KimiaNet: DenseNet-121 with a local weights file
+}
+
+
+def test_thesis_space_is_table_3_2():
+    from tuning.space import load_space
+
+    space = load_space(REPO / "tuning" / "spaces" / "thesis.yaml")
+    dims = {d.key: d for d in space.dimensions}
+    for key, (kind, spec) in TABLE_3_2.items():
+        assert dims[key].kind == kind, key
+        for k, v in spec.items():
+            assert dims[key].spec[k] == v, f"{key}.{k}"
+    assert set(dims["model.backbone"].spec["choices"]) == SECTION_3_2_3
+    assert 24 in dims["train.batch_size"].spec["choices"]
+    assert {"train.augment.small_rotation_deg", "model.hidden_width"} <= set(dims)
+    assert dims["model.pretrained_file"].when == {"model.backbone": ("densenet121",)}
+    assert "kimianet" in dims["model.pretrained_file"].spec["choices"][0]
+    assert space.fixed["model.head_activation"] == "linear"
+    assert space.fixed["model.targets"] == ["md", "faip"]

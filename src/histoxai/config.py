@@ -246,7 +246,7 @@ class TuneConfig:
     ``trainer``: ``module:function`` that trains one trial (see ``tuning.objective.TrainFn``).
     """
 
-    space: str = "tuning/spaces/mdfa.yaml"
+    space: str = "tuning/spaces/light-mdfa.yaml"
     study_name: str = "histoxai-mdfa"
     n_trials: int = bounded(20, ge=1)
     storage: str = ""
