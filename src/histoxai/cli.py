@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "saliency maps of a registered model for every head and method variant",
     ),
     "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
+    "baseline": ("histoxai.stages.baseline", "the MICROMEN per-voxel baseline on summary.mat, as published"),
+    "figures": ("histoxai.stages.figures", "the thesis' figure grids and Table 4.1 (per-sample R², in/out)"),
 }
 
 
@@ -74,6 +76,8 @@ _WITH_ARGUMENTS: set[str] = {
     "histoxai.stages.xai_eval",
     "histoxai.stages.train",
     "histoxai.stages.promote",
+    "histoxai.stages.baseline",
+    "histoxai.stages.figures",
 }
 
 
