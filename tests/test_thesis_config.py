@@ -228,3 +228,27 @@ def test_thesis_space_is_table_3_2():
     assert "kimianet" in dims["model.pretrained_file"].spec["choices"][0]
     assert space.fixed["model.head_activation"] == "linear"
     assert space.fixed["model.targets"] == ["md", "faip"]
+
+
+@pytest.mark.slow
+def test_thesis_config_explains_and_draws_figures_on_the_fixture(thesis_repo, monkeypatch):
+    # Follows the prepare + train test (same module folder): the thesis' explanation
+    # settings (last_conv, Eq. 1.9 LayerCAM, tf-keras-vis SmoothGrad) run, then the figures.
+    root = thesis_repo
+    if not (root / "models" / "histoxai-mdfa" / "model.pt").is_file():
+        pytest.skip("needs the prepare + train test of this module")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = str(REPO / "params-thesis.yaml")
+    sets = [a for kv in [*SHRUNK, f"data.micromen.root={root / 'micromen'}", "explain.max_patches=4",
+                         "explain.device=cpu", "explain.precision=fp32", "figures.n_patches=3"]
+            for a in ("--set", kv)]  # fmt: skip
+    assert main(["explain", "--params", params, *sets]) == 0
+    assert main(["figures", "--params", params, *sets]) == 0
+    out = root / "reports" / "figures" / "histoxai-mdfa"
+    assert {"grid_md.png", "grid_md.pdf", "grid_faip.png", "table_4_1.md", "table_4_1.csv"} <= {
+        p.name for p in out.iterdir()
+    }
+    table = pd.read_csv(out / "table_4_1.csv", index_col=0)
+    assert {"in/r2_md", "in/ev_md", "out/r2_faip", "out/ev_faip"} <= set(table.columns)
+    assert table.loc["s1", "n_in"] == 0 and table.loc["s3", "n_out"] == 0

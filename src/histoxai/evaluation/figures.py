@@ -306,21 +306,23 @@ def write_thesis_outputs(
     from histoxai.evaluation.predictions import load_predictions, prediction_targets
 
     fc, out, written = cfg.figures, Path(out_dir), []
+    sal = None
+    if saliency_dir is not None:  # checked before anything is written
+        from histoxai.explain.store import SaliencyStore
+
+        sal = SaliencyStore(saliency_dir)
+        unknown = sorted(set(fc.methods) - set(sal.variants))
+        if unknown:
+            raise ValueError(f"figures.methods: {unknown} not in {saliency_dir}; it has {list(sal.variants)}")
     if model_dir is not None:
         pred = load_predictions(Path(model_dir) / "predictions.parquet")
         targets = [t for t in prediction_targets(pred) if not fc.targets or t in fc.targets]
         published = brabec_cnn_table(summary) if summary is not None else None
         table = table_4_1(pred, targets, published)
         written += write_table(table, out, "table_4_1", f"Table 4.1: per-sample R² of {Path(model_dir).name}")
-    if saliency_dir is not None:
-        from histoxai.explain.store import SaliencyStore
-
-        sal = SaliencyStore(saliency_dir)
+    if sal is not None:
         patches = PatchStore(cfg.base.patches_dir)
         variants = [v for v in sal.variants if not fc.methods or v in fc.methods]
-        unknown = sorted(set(fc.methods) - set(sal.variants))
-        if unknown:
-            raise ValueError(f"figures.methods: {unknown} not in {saliency_dir}; it has {list(sal.variants)}")
         ids = select_patches(sal, fc.n_patches, fc.split, cfg.base.seed)
         for target in [t for t in sal.targets if not fc.targets or t in fc.targets]:
             done = [v for v in variants if sal.is_complete(target, v)]
