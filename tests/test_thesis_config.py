@@ -252,3 +252,34 @@ def test_thesis_config_explains_and_draws_figures_on_the_fixture(thesis_repo, mo
     table = pd.read_csv(out / "table_4_1.csv", index_col=0)
     assert {"in/r2_md", "in/ev_md", "out/r2_faip", "out/ev_faip"} <= set(table.columns)
     assert table.loc["s1", "n_in"] == 0 and table.loc["s3", "n_out"] == 0
+
+
+@pytest.mark.slow
+def test_make_thesis_script_runs_shrunk_on_the_fixture(thesis_repo, tmp_path, monkeypatch):
+    # scripts/thesis.sh (`make thesis`): prepare, baseline, both models, evaluate, explain,
+    # figures; shrunk with THESIS_SET; outputs under the current folder.
+    import os
+    import subprocess
+
+    from tests.fixtures.micromen_fixture import SUMMARY
+
+    shrunk = [*SHRUNK, "explain.max_patches=4", "explain.device=cpu", "figures.n_patches=3"]
+    env = {
+        **os.environ,
+        "MICROMEN_ROOT": str(thesis_repo / "micromen"),
+        "SUMMARY": str(SUMMARY.resolve()),
+        "THESIS_SET": " ".join(shrunk),
+        "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)  # fmt: skip
+    done = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for path in ("reports/baseline/report.md", "reports/figures/histoxai-mdfa/table_4_1.md",
+                 "reports/figures/histoxai-mdfa/grid_faip.pdf", "reports/figures/histoxai-cc/grid_cc.png"):  # fmt: skip
+        assert (tmp_path / path).is_file(), path
+    table = pd.read_csv(tmp_path / "reports/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
+    assert table.loc["s1", "brabec_cnn/r2_md"] == pytest.approx(0.419, abs=0.001)  # published CNN beside
+    bad = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "MICROMEN_ROOT": str(tmp_path / "nowhere")})  # fmt: skip
+    assert bad.returncode == 2 and "is not a folder" in bad.stderr

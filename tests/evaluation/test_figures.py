@@ -44,7 +44,8 @@ def test_table_4_1_groups_in_and_out_samples():
     table = table_4_1(pred, ["md"], published)
     assert table.loc["s3", "n_in"] == 60 and table.loc["s3", "n_out"] == 0
     assert table.loc["s1", "n_out"] == 60 and np.isnan(table.loc["s1", "in/r2_md"])
-    assert table.loc["s3", "in/r2_md"] > 0.95
+    assert table.loc["s3", "in/r2_md"] > 0.95 and table.loc["s3", "test/r2_md"] > 0.95
+    assert np.isnan(table.loc["s1", "test/r2_md"])  # no in-sample test patches
     assert table.loc["s1", "out/ev_md"] > 0.95 and table.loc["s1", "out/r2_md"] < 0  # offset out of sample
     assert table.loc["s1", "brabec_cnn/r2_md"] == 0.42
 

@@ -58,7 +58,8 @@ def table_4_1(
     pred: pd.DataFrame, targets: Sequence[str], published: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Per-sample R² (rows: samples) as Table 4.1: ``in/r2_<t>``, ``in/ev_<t>``, ``out/...``,
-    ``n_in``, ``n_out``; with ``published`` (rows: samples, columns e.g.
+    ``test/...`` (the in-sample test patches only: the held-out in-sample score), ``n_in``,
+    ``n_out``; with ``published`` (rows: samples, columns e.g.
     ``brabec_cnn/r2_md``) joined beside.
 
     ``in`` rows of a sample are its train/val/test patches when the model trained on it,
@@ -74,10 +75,14 @@ def table_4_1(
                 sel = pred[mine & (groups == g)]
                 m = r2_both(sel[f"y_{t}"].to_numpy(), sel[f"yhat_{t}"].to_numpy())
                 row[f"{g}/r2_{t}"], row[f"{g}/ev_{t}"] = m["r2"], m["ev"]
+            test = pred[mine & (groups == "in") & (pred["split"] == "test").to_numpy()]
+            m = r2_both(test[f"y_{t}"].to_numpy(), test[f"yhat_{t}"].to_numpy())
+            row[f"test/r2_{t}"], row[f"test/ev_{t}"] = m["r2"], m["ev"]
         for g in GROUPS:
             row[f"n_{g}"] = int(np.sum(mine & (groups == g)))
         rows[sample] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
+    table[[f"n_{g}" for g in GROUPS]] = table[[f"n_{g}" for g in GROUPS]].astype(int)
     table.index.name = "sample"
     if published is not None:
         table = table.join(published, how="left")
