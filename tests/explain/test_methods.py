@@ -274,3 +274,24 @@ def test_linear_head_activation_is_affine_in_the_pooled_features():
     f = lambda z: torch.cat([linear.heads[t](linear.neck(z)) for t in linear.targets], 1)  # noqa: E731
     with torch.no_grad():
         torch.testing.assert_close(f(a + b) - f(b), f(a) - f(torch.zeros_like(a)), rtol=1e-4, atol=1e-5)
+
+
+def test_layercam_gamma_zero_is_eq_1_9_exactly(model, images):
+    # γ = 0: ReLU(Σ_k ReLU(∂s/∂A^k) ⊙ A^k) upsampled, no tanh rescaling; γ = 2 differs.
+    from histoxai.explain.cams import layer_cams, upsample
+
+    (raw,) = layer_cams(model, images, 0, SCORES["higher"], [-2], "layercam")
+    eq19 = upsample(raw.clamp(min=0), tuple(images.shape[-2:]))
+    assert eq19.max() > 0
+    got = run_variant(variant("layercam", layers=[-2], gamma=0.0), model, images, 0, SCORES["higher"])
+    torch.testing.assert_close(got, eq19)
+    tanh = run_variant(variant("layercam", layers=[-2], gamma=2.0), model, images, 0, SCORES["higher"])
+    assert not torch.allclose(tanh, eq19)
+
+
+def test_last_conv_names_the_same_layer_as_its_path(model, images):
+    by_alias = run_variant(variant("gradcampp", layer="last_conv"), model, images, 1, SCORES["higher"])
+    by_path = run_variant(
+        variant("gradcampp", layer="backbone.layer4.0.conv2"), model, images, 1, SCORES["higher"]
+    )
+    torch.testing.assert_close(by_alias, by_path)
