@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "xai-eval": ("histoxai.stages.xai_eval", "measure and rank the saliency methods of an explained model"),
     "tune": ("histoxai.stages.tune", "Optuna hyperparameter study (MLflow parent run, nested trial runs)"),
     "dashboard": ("histoxai.stages.dashboard", "serve the Dash dashboard for the patch and saliency stores"),
+    "baseline": ("histoxai.stages.baseline", "the MICROMEN per-voxel baseline on summary.mat, as published"),
+    "figures": ("histoxai.stages.figures", "the thesis' figure grids and Table 4.1 (per-sample R², in/out)"),
 }
 
 

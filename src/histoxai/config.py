@@ -104,6 +104,7 @@ class SplitConfig:
 
     ``random`` and ``spatial_block`` split the patches of all samples but
     ``holdout_samples`` (which become ``out``) by ``fractions`` (train, val, test);
+    with ``in_samples`` set, only those samples are split and all others are ``out``;
     ``spatial_block`` keeps square blocks of ``block_vox`` voxels together.
     ``leave_sample_out`` trains on ``train_samples`` (val drawn from them) and tests on
     all others.
@@ -114,6 +115,9 @@ class SplitConfig:
     block_vox: int = bounded(4, ge=1)
     holdout_samples: tuple[str, ...] = ()
     train_samples: tuple[str, ...] = ()
+    # thesis (issue 12): random / spatial_block split only these samples; every other
+    # sample is ``out`` (empty: all samples but holdout_samples). The thesis: [s3, s4].
+    in_samples: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         fractions = list(self.fractions)
@@ -154,6 +158,9 @@ class ModelConfig:
     feature_width: int = bounded(64, ge=1)
     loss_weights: dict[str, float] = field(default_factory=dict)
     registered_name: str = "histoxai-mdfa"
+    # thesis (issue 12): activation after the neck's and each head's hidden Dense layer;
+    # ``linear`` = none, as Table 3.1 of the thesis (Lank 2024).
+    head_activation: Literal["relu", "linear"] = "relu"
 
     def __post_init__(self) -> None:
         known = ("md", "fa", "faip", "cc")  # histoxai.data.store.TARGETS
@@ -250,7 +257,7 @@ class TuneConfig:
     ``trainer``: ``module:function`` that trains one trial (see ``tuning.objective.TrainFn``).
     """
 
-    space: str = "tuning/spaces/mdfa.yaml"
+    space: str = "tuning/spaces/light-mdfa.yaml"
     study_name: str = "histoxai-mdfa"
     n_trials: int = bounded(20, ge=1)
     storage: str = ""
@@ -471,6 +478,32 @@ def port_number(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class FiguresConfig:
+    """The thesis' figures and tables (``histoxai figures``, ``histoxai.evaluation.figures``).
+
+    Figure grids: ``n_patches`` random patches of ``split`` (seeded by ``base.seed``) ×
+    method variant × target, maps drawn over the patch with ``alpha`` in colour map
+    ``cmap`` (per-map min–max display scaling), as PNG and PDF. ``methods``/``targets``
+    empty: all in the saliency store. ``saliency_dir`` empty: ``explain.output_dir`` or
+    ``base.saliency_dir``/<registered model name>; ``output_dir`` empty:
+    ``base.reports_dir``/figures/<that directory's name>. ``summary_mat``: the MICROMEN
+    per-voxel ``summary.mat`` for the per-voxel baseline (``histoxai baseline``).
+    """
+
+    n_patches: int = bounded(12, ge=1)
+    split: Literal["train", "val", "test", "out", "all"] = "test"
+    alpha: float = bounded(0.6, ge=0, le=1)
+    cmap: str = "viridis"
+    methods: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    saliency_dir: str = ""
+    output_dir: str = ""
+    dpi: int = bounded(150, ge=10)
+    summary_mat: str = "../shared/data/micromen/summary.mat"
+    baseline_sigma_vox: float = bounded(0.5, ge=0)
+
+
+@dataclass(frozen=True)
 class Config:
     base: BaseConfig = BaseConfig()
     data: DataConfig = DataConfig()
@@ -481,6 +514,7 @@ class Config:
     explain: ExplainConfig = ExplainConfig()
     xai_eval: XaiEvalConfig = XaiEvalConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    figures: FiguresConfig = FiguresConfig()
 
 
 # --------------------------------------------------------------------------- loading
