@@ -167,7 +167,7 @@ def render_rgb(
         stains_od: (S, 3) OD vector of each stain.
         background: (3,) white level in [0, 1].
         blur_px: sigma of the optical blur (px).
-        noise: (H, W, 3) sensor noise in grey levels of 255 (drawn by the caller).
+        noise: (3, H, W) sensor noise in grey levels of 255 (drawn by the caller).
 
     Returns:
         (H, W, 3) uint8 image.
@@ -180,10 +180,10 @@ def render_rgb(
     if blur_px >= 0.25:  # below a quarter pixel the blur changes nothing visible
         for p in planes:  # in place, plane by plane (contiguous: faster than one 3-D call)
             ndimage.gaussian_filter(p.copy(), blur_px, mode="reflect", output=p)
-    rgb = planes.transpose(1, 2, 0) + noise
-    rgb += np.float32(0.5)  # round half up, then truncate
-    np.clip(rgb, 0, 255.49, out=rgb)
-    return rgb.astype(np.uint8)
+    planes += noise
+    planes += np.float32(0.5)  # round half up, then truncate
+    np.clip(planes, 0, 255.49, out=planes)
+    return np.ascontiguousarray(planes.astype(np.uint8).transpose(1, 2, 0))
 
 
 def blur_radius(blur_px: float) -> int:

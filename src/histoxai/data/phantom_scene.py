@@ -42,7 +42,7 @@ class Scene:
     fibre_profile: np.ndarray  # 1-D fibre intensity across fibres, in [0, 1]
     fibre_offset: np.ndarray  # (rows, cols) um: where each voxel reads the profile
     distractors: dict[str, np.ndarray]
-    noise: np.ndarray  # (H, W, 3) float32 sensor noise in grey levels
+    noise: np.ndarray  # (3, H, W) float32 sensor noise in grey levels
     label_noise: tuple[np.ndarray, np.ndarray]  # (n,) standard normals for md, fa
 
     @property
@@ -97,7 +97,7 @@ def build_scene(
     density = cfg.distractor_density if cfg.distractors else 0.0
     objects = draw.draw_distractors(distractor_rng, shape, um, density)
     # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows)
-    noise = rng.random((*shape, 3), dtype=np.float32)
+    noise = rng.random((3, *shape), dtype=np.float32)
     noise -= np.float32(0.5)
     noise *= np.float32(np.sqrt(12.0) * profile.noise_gray)
     label_noise = (rng.standard_normal(rows * cols), rng.standard_normal(rows * cols))
@@ -222,7 +222,7 @@ def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.n
     """Beer-Lambert RGB of a composed window (blur at the scene's resolution, its noise)."""
     y0, x0 = origin
     h, w = canvas.labels.shape
-    noise = scene.noise[y0 : y0 + h, x0 : x0 + w]
+    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w]
     return draw.render_rgb(
         canvas.conc, scene.profile.stains_od, scene.profile.background, scene.blur_px, noise
     )
