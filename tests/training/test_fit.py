@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from histoxai.config import TrainConfig
 from histoxai.data.datasets import PatchBatches
 from histoxai.stages.train import final_metrics
-from histoxai.config import TrainConfig
 from histoxai.training import evaluate
 from histoxai.training.fit import NonFiniteTrainingError, min_finetune_epochs
 from histoxai.training.runtime import resolve_precision
@@ -131,7 +131,9 @@ def test_a_diverging_training_raises_instead_of_returning_a_nan_model(phantom, t
 
 
 @pytest.mark.slow
-def test_train_stage_with_a_diverging_fit_exits_2_and_registers_nothing(phantom, tmp_path, monkeypatch, capsys):
+def test_train_stage_with_a_diverging_fit_exits_2_and_registers_nothing(
+    phantom, tmp_path, monkeypatch, capsys
+):
     import yaml
     from mlflow import MlflowClient
 

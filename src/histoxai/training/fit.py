@@ -212,7 +212,8 @@ def _check_finite(metrics: Mapping[str, float], counts: Mapping[str, int], phase
     bad = {
         k: v
         for k, v in metrics.items()
-        if not math.isfinite(v) and (k in ("train/loss", "val/loss") or counts.get(k.rsplit("_", 1)[-1], 2) >= 2)
+        if not math.isfinite(v)
+        and (k in ("train/loss", "val/loss") or counts.get(k.rsplit("_", 1)[-1], 2) >= 2)
     }
     if bad:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
