@@ -1,0 +1,186 @@
+"""Evaluate a training output directory: its predictions (every seed), the baselines and
+the store's R² ceilings; log the results to the training run.
+
+A training output (``histoxai train``) holds ``predictions.parquet`` and ``run.json`` of
+the registered model and, when ``base.seeds`` lists more seeds, each further seed's
+``seeds/<seed>/predictions.parquet`` (``run.json`` ``seeds``: the registered seed first).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from histoxai.config import EvaluateConfig
+from histoxai.data.store import PatchStore
+from histoxai.evaluation.baseline import baseline_predictions
+from histoxai.evaluation.predictions import (
+    check_against_store,
+    load_predictions,
+    load_run_info,
+    prediction_targets,
+)
+from histoxai.evaluation.report import Evaluation, evaluate
+
+CEILING_KEYS: dict[str, str] = {"ceiling": "ceilings", "oracle": "oracle_ceilings"}
+"""Ceiling kind in the report -> key of the store card holding ``{target: R²}``."""
+
+
+def seed_prediction_path(model_dir: str | Path, seed: int) -> Path:
+    """Where the predictions of the model trained with a further ``seed`` live."""
+    return Path(model_dir) / "seeds" / str(seed) / "predictions.parquet"
+
+
+def evaluate_model_dir(
+    model_dir: str | Path, store: PatchStore, settings: EvaluateConfig, scheme: str
+) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame | None, dict, list[str]]:
+    """Score a training output against the baselines and ceilings.
+
+    Args:
+        model_dir: training output (``predictions.parquet``, ``run.json``).
+        store: the patch store the model was trained on.
+        settings: the ``evaluate`` config section.
+        scheme: split scheme when ``run.json`` does not name one.
+
+    Returns:
+        The evaluation, the registered model's predictions, the polynomial baseline's (or
+        None), the report's info lines and its notes.
+    """
+    model_dir = Path(model_dir)
+    pred_path = model_dir / "predictions.parquet"
+    info = load_run_info(model_dir / "run.json")
+    pred = load_predictions(pred_path, info.get("targets"))
+    targets = list(info.get("targets") or prediction_targets(pred))
+    check_against_store(pred, store, pred_path)
+    scheme = info.get("split_scheme") or scheme
+    seeds = [int(s) for s in info.get("seeds") or []]
+    seed_preds = {seeds[0]: pred} if seeds else {}
+    for seed in seeds[1:]:
+        path = seed_prediction_path(model_dir, seed)
+        seed_preds[seed] = load_predictions(path, targets)
+        check_against_store(seed_preds[seed], store, path)
+    notes: list[str] = []
+    baseline = None
+    if settings.baseline:
+        baseline, note = polynomial_baseline(store, scheme, targets, pred, pred_path, settings)
+        notes.append(note)
+    ceilings = card_ceilings(store)
+    if "ceiling" in ceilings:
+        notes.append("ceiling: noise-limited R² of the phantom's measured targets (store card `ceilings`).")
+    if "oracle" in ceilings:
+        notes.append(
+            "oracle: R² of a strong model on features of the rendered patch and its masks, what the "
+            "pixels allow (store card `oracle_ceilings`)."
+        )
+    ev = evaluate(pred, targets, baseline, ceilings, seed_preds)
+    report_info = {
+        "model": info.get("model_name") or model_dir.name,
+        "model_uri": info.get("model_uri"),
+        "run_id": info.get("run_id"),
+        "split_scheme": scheme,
+        "seeds": ", ".join(map(str, seeds)) if len(seeds) > 1 else None,
+        "data_hash": info.get("data_hash"),
+        "predictions": str(pred_path),
+        "patch store": str(store.root),
+    }
+    return ev, pred, baseline, report_info, notes
+
+
+def polynomial_baseline(
+    store: PatchStore,
+    scheme: str,
+    targets: list[str],
+    pred: pd.DataFrame,
+    pred_path: Path,
+    e: EvaluateConfig,
+) -> tuple[pd.DataFrame, str]:
+    """The polynomial baseline's predictions in the row order of ``pred``, and its note."""
+    base = baseline_predictions(
+        store, scheme, targets, e.baseline_degree, e.structure_sigma_px, e.channel, e.density_source
+    )
+    source = base.attrs.get("density_source", "?")
+    base = base.set_index("patch_id").loc[pred["patch_id"].to_numpy()].reset_index()
+    differ = base["split"].to_numpy() != pred["split"].to_numpy()
+    if differ.any():
+        raise ValueError(
+            f"predictions file {pred_path}: split of patch {int(pred['patch_id'].to_numpy()[differ][0])} differs "
+            f"from store column split_{scheme}; was the store re-prepared after training?"
+        )
+    note = (
+        f"baseline: degree-{e.baseline_degree} polynomial in nuclei density (nuclei per mm², counted by "
+        + (
+            "the classical detector `histoxai.data.nuclei.count_nuclei`"
+            if source == "detector"
+            else "the store's `cc`"
+        )
+        + f") and structure-tensor coherence ({e.channel}, σ = {e.structure_sigma_px} px), "
+        "least squares on the train split."
+    )
+    if source == "cc" and "cc" in targets:
+        note += " Its `cc` prediction uses the measured count, so it is not a fair comparison for `cc`."
+    return base, note
+
+
+def card_ceilings(store: PatchStore) -> dict[str, dict[str, float]]:
+    """``{kind: {target: R²}}`` from the store card (kinds of :data:`CEILING_KEYS` present)."""
+    out = {}
+    for kind, key in CEILING_KEYS.items():
+        values = store.card.get(key) or {}
+        if not isinstance(values, Mapping) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+        ):
+            raise ValueError(
+                f"{store.root / 'card.json'}: {key!r} must map targets to numbers, got {values!r}"
+            )
+        if values:
+            out[kind] = {str(k): float(v) for k, v in values.items()}
+    return out
+
+
+def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str, float]) -> str | None:
+    """Log ``metrics`` and the report files to the MLflow run of ``run.json``.
+
+    Skipped (returns None) when ``run.json`` has no ``run_id``. The tracking URI is
+    ``MLFLOW_TRACKING_URI`` when set, else the one recorded in ``run.json``.
+
+    Returns:
+        The run id logged to, or None.
+    """
+    run_id = info.get("run_id")
+    if not run_id:
+        return None
+    tracking = _tracking()
+    if tracking is None:
+        print(
+            f"evaluate: warning: histoxai.tracking has no log_metrics/log_artifacts; run {run_id} not updated"
+        )
+        return None
+    import histoxai.tracking as package
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri") or None
+    if hasattr(package, "resolve_tracking_uri"):
+        uri = package.resolve_tracking_uri(uri, Path.cwd())
+    uri = uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    tracking.log_metrics(str(run_id), {k: v for k, v in metrics.items() if np.isfinite(v)}, uri)
+    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
+    tracking.log_artifacts(str(run_id), top, "evaluate", uri)
+    tracking.log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "evaluate/plots", uri)
+    return str(run_id)
+
+
+def _tracking():
+    """The module with ``log_metrics``/``log_artifacts``: ``histoxai.tracking`` itself, or
+    its ``xai_log`` module while the package does not re-export them."""
+    for name in ("histoxai.tracking", "histoxai.tracking.xai_log"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "log_metrics") and hasattr(module, "log_artifacts"):
+            return module
+    return None
