@@ -137,3 +137,38 @@ def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
     assert "sample/s3/out/r2_md" in logged and "test/ev_md" in logged  # MLflow gets every metric
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= names
+
+
+@pytest.mark.slow
+def test_two_seeds_train_two_models_register_one_and_the_report_gives_their_spread(tmp_path, monkeypatch):
+    import pandas as pd
+    import yaml
+    from mlflow import MlflowClient
+
+    from histoxai.config import to_dict
+    from tests.training.conftest import phantom_store, tiny_config
+
+    store = phantom_store(tmp_path / "data" / "patches")
+    cfg = tiny_config(store, tmp_path, "train.epochs=2", "base.seeds=[3, 5]", "model.targets=[md]")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert cli.main(["train"]) == 0
+    model = tmp_path / "models" / cfg.model.registered_name
+    info = json.loads((model / "run.json").read_text())
+    assert info["seeds"] == [3, 5] and (model / "seeds/5/model.pt").is_file()
+    first, second = (
+        pd.read_parquet(p) for p in (model / "predictions.parquet", model / "seeds/5/predictions.parquet")
+    )
+    assert not first["yhat_md"].equals(second["yhat_md"])  # another seed, another model
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert len(MlflowClient(uri, registry_uri=uri).search_model_versions()) == 1  # only the first seed
+    assert cli.main(["evaluate"]) == 0
+    out = tmp_path / "reports/evaluate" / cfg.model.registered_name
+    metrics = json.loads((out / "metrics.json").read_text())
+    each = [regression_metrics(f.query("split == 'test'")["y_md"], f.query("split == 'test'")["yhat_md"])["r2"]
+            for f in (first, second)]  # fmt: skip
+    assert metrics["test/r2_md"] == pytest.approx(sum(each) / 2, abs=1e-4)
+    assert metrics["test/r2sd_md"] == pytest.approx(abs(each[0] - each[1]) / 2**0.5, abs=1e-4)
+    assert "mean over seeds [3, 5]" in (out / "report.md").read_text()

@@ -69,8 +69,9 @@ def train(
     from histoxai.io import atomic_path, write_json
     from histoxai.models.checkpoint import save_checkpoint
     from histoxai.tracking import data_lineage, log_regressor, start_run
-    from histoxai.training.session import predict_store, train_regressor
+    from histoxai.training.session import predict_store, seed_configs, train_regressor
 
+    cfg, *more_seeds = seed_configs(cfg)  # base.seeds: the first is the registered model
     store = PatchStore(cfg.base.patches_dir)
     lineage = {k.replace("data.", "dataset."): v for k, v in data_lineage(store.root, repo_root).items()}
     targets, scheme = cfg.model.targets, cfg.data.split.scheme
@@ -106,6 +107,9 @@ def train(
         run.log_artifacts([out_dir / "predictions.parquet"], "predictions")
         example_ids = store.ids("val", scheme)[:1]  # one patch: the example is stored as JSON
         example = store.images(example_ids).transpose(0, 3, 1, 2).astype(np.float32) / 255
+        for seed_cfg in more_seeds:  # the same model with further seeds, for mean and spread
+            final.update(train_seed(seed_cfg, store, out_dir, progress))
+        run.log_metrics({k: v for k, v in final.items() if k.startswith("seed/")})
         registered = log_regressor(run, model, cfg.model.registered_name, example, tags)
         info = {
             "run_id": run.run_id,
@@ -118,6 +122,7 @@ def train(
             "split_scheme": scheme,
             "data_hash": lineage["dataset.hash"],
             "aliases": registered["aliases"],
+            "seeds": list(cfg.base.seed_list()),
         }
         write_json(out_dir / "run.json", info)
         run.log_artifacts([out_dir / "run.json"])
@@ -127,6 +132,23 @@ def train(
         f"{result.device}/{result.precision}: best epoch {result.best_epoch}, {summary}; wrote {out_dir}"
     )
     return info
+
+
+def train_seed(cfg: Config, store, out_dir: Path, progress: bool) -> dict[str, float]:
+    """Train with ``cfg.base.seed``; write ``<out_dir>/seeds/<seed>/{model.pt,
+    predictions.parquet}``; return its final metrics as ``seed/<seed>/<split>/<m>_<t>``."""
+    from histoxai.io import atomic_path
+    from histoxai.models.checkpoint import save_checkpoint
+    from histoxai.training.session import predict_store, train_regressor
+
+    seed = cfg.base.seed
+    model, _, _ = train_regressor(cfg, store, progress=progress)
+    pred = predict_store(model, store, cfg, progress=progress)
+    folder = out_dir / "seeds" / str(seed)
+    save_checkpoint(folder / "model.pt", model, cfg.model, {"seed": str(seed)})
+    with atomic_path(folder / "predictions.parquet") as tmp:
+        pred.to_parquet(tmp, index=False)
+    return {f"seed/{seed}/{k}": v for k, v in final_metrics(pred, cfg.model.targets).items()}
 
 
 def final_metrics(pred, targets) -> dict[str, float]:
