@@ -27,8 +27,13 @@ from histoxai.evaluation.predictions import (
 )
 from histoxai.evaluation.report import Evaluation, evaluate
 
-CEILING_KEYS: dict[str, str] = {"ceiling": "ceilings", "oracle": "oracle_ceilings"}
-"""Ceiling kind in the report -> key of the store card holding ``{target: R²}``."""
+CEILING_KEYS: dict[str, str] = {
+    "ceiling": "ceilings",
+    "oracle": "oracle_ceilings",
+    "oracle r2within": "oracle_within_sample",
+}
+"""Ceiling kind in the report -> key of the store card holding ``{target: R² or null}``
+(kind ``"<name> <metric>"`` compares with that metric, e.g. the within-sample R²)."""
 
 
 def seed_prediction_path(model_dir: str | Path, seed: int) -> Path:
@@ -75,7 +80,7 @@ def evaluate_model_dir(
     if "oracle" in ceilings:
         notes.append(
             "oracle: R² of a strong model on features of the rendered patch and its masks, what the "
-            "pixels allow (store card `oracle_ceilings`)."
+            "pixels allow (store card `oracle_ceilings`); `oracle r2within`: its within-sample R²."
         )
     ev = evaluate(pred, targets, baseline, ceilings, seed_preds)
     report_info = {

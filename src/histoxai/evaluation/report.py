@@ -72,7 +72,8 @@ def evaluate(
         pred: the (registered) model's predictions frame.
         targets: targets to score.
         baseline: the polynomial baseline's predictions, or None.
-        ceilings: ``{kind: {target: R²}}``, kinds ``ceiling`` and ``oracle``.
+        ceilings: ``{kind: {target: R²}}``, kinds such as ``ceiling`` (label noise),
+            ``oracle`` (image oracle) and ``oracle r2within`` (see :func:`ceiling_name`).
         seed_preds: predictions of the same model trained with each seed (``pred``
             among them); the CNN's metrics are then their mean.
     """
@@ -100,11 +101,18 @@ def evaluate(
                 if np.isfinite(row[f"r2_{t}"]):
                     metrics[f"{split}/r2sd_{t}"] = float(row[f"r2_{t}"])
     for kind, values in kinds.items():
-        metrics.update({f"{kind}/r2_{t}": v for t, v in values.items()})
+        metrics.update({ceiling_name(kind, t): v for t, v in values.items()})
     ev = Evaluation(list(targets), per_split, per_sample, kinds, metrics, seeds=list(seed_preds or []))
     ev.per_seed, ev.spread = per_seed, spread
     ev.headline = headline_metrics(ev)
     return ev
+
+
+def ceiling_name(kind: str, target: str) -> str:
+    """Metric name of a ceiling: ``ceiling/r2_md``; kind ``"oracle r2within"``:
+    ``oracle/r2within_md``."""
+    name, _, metric = kind.partition(" ")
+    return f"{name}/{metric or 'r2'}_{target}"
 
 
 def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, float]:
@@ -115,7 +123,7 @@ def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, f
     for t in ev.targets:
         keys += [f"{split}/r2_{t}", f"{split}/r2within_{t}", f"{split}/r2sd_{t}"]
         keys += [f"{PREFIX[m]}{split}/r2_{t}" for m in (BASELINE, SAMPLE_MEAN)]
-        keys += [f"{kind}/r2_{t}" for kind in ev.ceilings]
+        keys += [ceiling_name(kind, t) for kind in ev.ceilings]
     return {k: round(ev.metrics[k], 4) for k in keys if k in ev.metrics}
 
 
