@@ -137,13 +137,14 @@ def card_ceilings(store: PatchStore) -> dict[str, dict[str, float]]:
     for kind, key in CEILING_KEYS.items():
         values = store.card.get(key) or {}
         if not isinstance(values, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+            v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
         ):
             raise ValueError(
-                f"{store.root / 'card.json'}: {key!r} must map targets to numbers, got {values!r}"
+                f"{store.root / 'card.json'}: {key!r} must map targets to numbers or null, got {values!r}"
             )
+        values = {str(k): float(v) for k, v in values.items() if v is not None}
         if values:
-            out[kind] = {str(k): float(v) for k, v in values.items()}
+            out[kind] = values
     return out
 
 
