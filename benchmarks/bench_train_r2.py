@@ -133,6 +133,7 @@ def main() -> None:
         "--variant", action="append", default=[], metavar="NAME=KEY=VALUE,KEY=VALUE",
         help="a named set of extra overrides (repeatable; default: one variant 'default')",
     )  # fmt: skip
+    p.add_argument("--store", default="", help="an existing patch store (default: build the phantom of --params)")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args()
     cfg = load_config(args.params, args.overrides)
@@ -143,7 +144,7 @@ def main() -> None:
         for item in args.variant:
             name, _, rest = item.partition("=")
             variants[name] = [kv for kv in rest.split(",") if kv]
-    store = build_store(args.params, args.overrides)
+    store = PatchStore(args.store) if args.store else build_store(args.params, args.overrides)
     rows = {}
     for variant, extra in variants.items():
         for scheme in args.schemes.split(","):
