@@ -155,6 +155,7 @@ def main() -> None:
                 )
                 for t, r in got.items():
                     rows[(variant, scheme, t)] = {**r, **time_}
+                    print(f"  {t}: " + " ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
                 print(
                     f"{variant}/{scheme}/{name}: {time_['epochs']:.0f} epochs, {time_['seconds']:.0f} s per seed",
                     flush=True,

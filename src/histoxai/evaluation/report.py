@@ -142,8 +142,8 @@ def comparison_table(ev: Evaluation) -> pd.DataFrame:
                 row["± sd"] = ev.spread.at[split, f"r2_{t}"]
             row.update({"CNN ev": cnn.at[split, f"ev_{t}"], "CNN r2within": cnn.at[split, f"r2within_{t}"]})
             if BASELINE in ev.per_split:
-                row["baseline r2"] = ev.per_split[BASELINE].at[split, f"r2_{t}"]
-                row["baseline r2within"] = ev.per_split[BASELINE].at[split, f"r2within_{t}"]
+                row["polynomial r2"] = ev.per_split[BASELINE].at[split, f"r2_{t}"]
+                row["polynomial r2within"] = ev.per_split[BASELINE].at[split, f"r2within_{t}"]
             row["sample-mean r2"] = ev.per_split[SAMPLE_MEAN].at[split, f"r2_{t}"]
             for kind, values in ev.ceilings.items():
                 row[kind] = values.get(t, np.nan)
