@@ -44,12 +44,25 @@ def bounded(
 
 @dataclass(frozen=True)
 class BaseConfig:
+    """Seeds and paths. ``seeds``: train (and report) the same model once per seed; empty:
+    ``[seed]``. The first is the registered model; reports give mean and spread across
+    them (``seed_list``)."""
+
     seed: int = bounded(0, ge=0)
+    seeds: tuple[int, ...] = bounded((), ge=0)
     data_dir: str = "data"
     patches_dir: str = "data/patches"
     models_dir: str = "models"
     reports_dir: str = "reports"
     saliency_dir: str = "data/saliency"
+
+    def __post_init__(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"base.seeds={list(self.seeds)}: a seed appears twice")
+
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds a model is trained with: ``seeds``, or ``(seed,)`` when empty."""
+        return self.seeds or (self.seed,)
 
 
 @dataclass(frozen=True)
@@ -206,12 +219,15 @@ class AugmentConfig:
 
     ``small_rotation_deg``: rotation by U(-deg, deg) with reflected borders (0: off).
     ``stain_jitter``: sigma of the H&E(D) colour jitter of Tellez et al. 2018 (0: off).
+    ``blur_sigma_px``: Gaussian blur of sigma U(0, blur_sigma_px) px per image (0: off);
+    blur, not colour, is the appearance shift between slides that breaks transfer.
     """
 
     flips: bool = True
     rot90: bool = True
     small_rotation_deg: float = bounded(0.0, ge=0, le=10)
     stain_jitter: float = bounded(0.0, ge=0, le=1)
+    blur_sigma_px: float = bounded(0.0, ge=0, le=5)
 
 
 @dataclass(frozen=True)
@@ -223,7 +239,11 @@ class TrainConfig:
     with ``schedule`` (``none``: constant ``lr``; ``cosine``: linear warmup from
     ``initial_lr`` to ``warmup_target_lr`` over ``warmup_epochs``, then cosine decay to 0
     over ``decay_epochs``). Both phases stop early after ``patience`` epochs without a
-    lower validation loss; the best checkpoint is kept. ``num_workers``: background
+    lower validation loss, but fine-tuning never before ``min_epochs`` (0: the length of
+    the schedule, ``warmup_epochs + decay_epochs`` capped at ``epochs`` for ``cosine``,
+    so early stopping never cuts a decay short); the best checkpoint is kept. A
+    non-finite training loss or validation metric stops the fit with
+    ``histoxai.training.fit.NonFiniteTrainingError``. ``num_workers``: background
     threads gathering batches (0: in the training thread). ``threads``: CPU threads for
     torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
     busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
@@ -233,6 +253,7 @@ class TrainConfig:
     epochs: int = bounded(40, ge=1)
     frozen_epochs: int = bounded(0, ge=0)
     patience: int = bounded(10, ge=1)
+    min_epochs: int = bounded(0, ge=0)
     batch_size: int = bounded(64, ge=1)
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = bounded(1e-3, gt=0)
