@@ -135,3 +135,18 @@ def test_registry_entries_run_through_the_runner(model32, patches, tmp_path, mon
     monkeypatch.setitem(methods.METHODS, "constant", methods.Method(centre, {"value": 1.5}))
     store = run(model32, patches, tmp_path / "sal", variants=resolve_variants(["constant"]), targets=["md"])
     assert np.all(np.asarray(store.maps("md", "constant")) == 1.5)
+
+
+def test_read_gives_float32_rows_and_native_resolutions_are_recorded(model32, patches, tmp_path):
+    variants = resolve_variants(["gradcam", "layercam", "gradient", "occlusion"])
+    store = run(model32, patches, tmp_path / "sal", variants=variants, targets=["md"])
+    every = store.read("md", "gradient")
+    assert every.dtype == np.float32 and every.shape == (len(patches), 32, 32)
+    np.testing.assert_array_equal(store.read("md", "gradient", [2, 0]), every[[2, 0]])
+    # resnet10t on 32 px: the last stage is 1 x 1, the fused layercam's finest layer 4 x 4
+    assert store.native_resolution("gradcam") == (1, 1)
+    assert store.native_resolution("layercam") == (4, 4)
+    assert store.native_resolution("gradient") == (32, 32)
+    assert store.native_resolution("occlusion") == (7, 7)  # (32 - 8) // 4 + 1 windows
+    with pytest.raises(KeyError, match="no variant 'sg'"):
+        store.native_resolution("sg")

@@ -72,6 +72,34 @@ def predict(
     return torch.cat(out).numpy() if out else np.empty((0, len(model.targets)), dtype=np.float32)
 
 
+@torch.no_grad()
+def native_resolutions(
+    model: nn.Module, variants: Mapping[str, Mapping[str, Any]], size: int, device: torch.device
+) -> dict[str, list[int]]:
+    """Variant -> [h, w] of its maps before upsampling to the ``size`` px patch.
+
+    CAMs (a ``layer`` or ``layers`` parameter): the layer's feature map, the finest one
+    for fused layers; occlusion: window positions per axis; pixel methods: the patch.
+    """
+    from histoxai.explain.cams import capture, resolve_layer
+
+    out: dict[str, list[int]] = {}
+    for name, variant in variants.items():
+        params = dict(variant.get("params") or {})
+        layers = params.get("layers", [params["layer"]] if "layer" in params else None)
+        if layers is not None:
+            modules = [resolve_layer(model, layer)[1] for layer in layers]
+            with capture(modules) as acts:
+                model(torch.zeros(1, 3, size, size, device=device))
+            out[name] = [int(v) for v in max(tuple(a.shape[-2:]) for a in acts if a is not None)]
+        elif variant["method"] == "occlusion":
+            n = (size - int(params["window"])) // int(params["stride"]) + 1
+            out[name] = [n, n]
+        else:
+            out[name] = [size, size]
+    return out
+
+
 def saliency_meta(
     index: pd.DataFrame, ids: np.ndarray, targets: Sequence[str], y_hat: np.ndarray, split_col: str
 ) -> pd.DataFrame:
@@ -165,6 +193,7 @@ def explain_patches(
         "score": score,
         "split_scheme": split_scheme,
         "patch_size_px": patches.patch_size,
+        "native_resolution": native_resolutions(model, variants, patches.patch_size, device),
         "patch_ids": ids.tolist(),
     }
     manifest.setdefault("model_uri", "")

@@ -123,10 +123,44 @@ class SaliencyStore:
         return dict(self.manifest["variants"])
 
     def maps(self, target: str, variant: str) -> np.ndarray:
-        """(N, H, W) float16 raw maps, memory-mapped, rows aligned with ``patch_ids``."""
+        """(N, H, W) float16 stored maps, memory-mapped, rows aligned with ``patch_ids``.
+
+        Stored values, not real units when the store keeps a per-map scale: read maps
+        with :meth:`read`."""
         if not self.is_complete(target, variant):
             raise KeyError(f"{self.root}: maps for target {target!r}, variant {variant!r} are not complete")
         return np.load(self.root / "maps" / f"{map_name(target, variant)}.npy", mmap_mode="r")
+
+    def read(self, target: str, variant: str, rows=None) -> np.ndarray:
+        """(N, H, W) float32 maps in real units: the one way to read maps.
+
+        Args:
+            target: explained head.
+            variant: method variant name.
+            rows: positions in ``patch_ids`` order (see :meth:`rows`), or None for all.
+        """
+        stored = self.maps(target, variant)
+        if rows is None:
+            out = np.asarray(stored, dtype=np.float32)
+            idx = slice(None)
+        else:
+            idx = np.asarray(rows, dtype=np.int64)
+            out = np.asarray(stored[idx], dtype=np.float32)
+        scale_path = self.root / "maps" / f"{map_name(target, variant)}.scale.npy"
+        if scale_path.is_file():
+            out *= np.load(scale_path, mmap_mode="r")[idx][:, None, None]
+        return out
+
+    def native_resolution(self, variant: str) -> tuple[int, int]:
+        """(h, w) of ``variant``'s maps before upsampling to the patch (the patch size for
+        pixel methods; the layer's feature map for CAMs; window positions for occlusion)."""
+        if variant not in self.manifest["variants"]:
+            raise KeyError(f"{self.root}: no variant {variant!r}; the store has {sorted(self.variants)}")
+        native = self.manifest.get("native_resolution", {}).get(variant)
+        if native is None:  # a store written before native resolutions were recorded
+            size = int(self.manifest.get("patch_size_px", 0))
+            return size, size
+        return int(native[0]), int(native[1])
 
     def rows(self, patch_ids) -> np.ndarray:
         """Row numbers in the map arrays of ``patch_ids``."""
