@@ -294,7 +294,8 @@ class ExplainConfig:
     ``methods``: variants, each a method name (its defaults) or
     ``{name, method, params}``. ``targets`` empty: every head of the model.
     ``output_dir`` empty: ``base.saliency_dir``/<registered model name>.
-    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU.
+    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
+    per completion record (a multiple of ``batch_size``), the most a killed run redoes.
     """
 
     model_uri: str = "models:/histoxai-mdfa@champion"
@@ -308,6 +309,7 @@ class ExplainConfig:
     score: Literal["higher", "lower", "target"] = "higher"
     targets: tuple[str, ...] = ()
     batch_size: int = bounded(32, ge=1)
+    chunk_size: int = bounded(256, ge=1)
     max_patches: int = bounded(0, ge=0)
     output_dir: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"

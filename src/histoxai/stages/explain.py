@@ -82,6 +82,7 @@ def explain_model(cfg: Config, model: Any, info: Mapping[str, Any]) -> SaliencyS
         score=ex.score,
         split_scheme=scheme,
         batch_size=ex.batch_size,
+        chunk_size=ex.chunk_size,
         device=ex.device,
         precision=ex.precision,
         seed=cfg.base.seed,
