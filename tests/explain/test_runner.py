@@ -62,6 +62,7 @@ def test_store_holds_every_pair_with_meta(model32, patches, tmp_path):
     np.testing.assert_allclose(md["delta"], md["y_hat"] - md["y"])
     np.testing.assert_allclose(md["rel_delta"], (md["y_hat"] / md["y"] - 1) * 100)
     assert {"seconds", "maps_per_s"} <= set(reopened.manifest["timings"]["md__sg"])
+    assert reopened.manifest["passes_per_call"] == {"sg": 2}  # both noise copies fit the CPU budget
 
 
 def test_maps_load_back_to_float16_precision_in_real_units(model32, patches, tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from histoxai.data.store import PatchStore
-from histoxai.explain.methods import run_variant
+from histoxai.explain.methods import passes_per_call, run_variant
 from histoxai.explain.scores import SCORES
 from histoxai.explain.store import (
     FLOAT16_TINY,
@@ -233,6 +233,9 @@ def explain_patches(
                 "split_scheme": split_scheme,
                 "patch_size_px": patches.patch_size,
                 "native_resolution": native_resolutions(model, variants, patches.patch_size, device),
+                "passes_per_call": batched_passes(
+                    model, variants, min(batch_size, len(ids)), patches.patch_size, device, precision
+                ),
                 "patch_ids": ids.tolist(),
             }
             full.setdefault("model_uri", "")
@@ -243,6 +246,9 @@ def explain_patches(
         work = Path(group.broadcast(None if work is None else str(work)))
         store = SaliencyStore(work)
         mine = shard(store.n_chunks, group)
+        # The passes per forward fixed when the store was created: the noise (drawn per
+        # forward) stays the same on resume and on every worker, whatever memory is free.
+        variants = with_passes(variants, store.manifest.get("passes_per_call", {}))
         for target in targets:
             head = list(model.targets).index(target)
             y_all = store.meta.loc[store.meta["target"] == target, "y"].to_numpy(np.float32)
@@ -261,6 +267,42 @@ def explain_patches(
             replace_dir(work, out)
         group.barrier()
     return SaliencyStore(out)
+
+
+PASSES = {"smoothgrad": ("noise_batch", "n"), "integrated_gradients": ("step_batch", "steps")}
+"""Methods that run several passes per image: (passes-per-forward parameter, passes)."""
+
+
+def batched_passes(
+    model: nn.Module,
+    variants: Mapping[str, Mapping[str, Any]],
+    batch_size: int,
+    size: int,
+    device: torch.device,
+    precision: str,
+) -> dict[str, int]:
+    """Variant -> passes per forward, for multi-pass variants left at 0 (auto): as many as
+    fit the memory budget (``histoxai.explain.methods.passes_per_call``)."""
+    out = {}
+    for name, variant in variants.items():
+        key, total = PASSES.get(variant["method"], (None, None))
+        params = variant.get("params") or {}
+        if key is not None and not int(params.get(key, 0)):
+            images = torch.zeros(batch_size, 3, size, size, device=device)
+            with autocast(device, precision):
+                out[name] = passes_per_call(model, images, int(params[total]))
+    return out
+
+
+def with_passes(variants: Mapping[str, Mapping[str, Any]], passes: Mapping[str, int]) -> dict[str, dict]:
+    """Variants with their recorded passes per forward filled in."""
+    out = {}
+    for name, variant in variants.items():
+        variant = {**variant, "params": dict(variant.get("params") or {})}
+        if name in passes:
+            variant["params"][PASSES[variant["method"]][0]] = int(passes[name])
+        out[name] = variant
+    return out
 
 
 def chunk_seed(seed: int, pair: str, chunk: int) -> int:
