@@ -113,7 +113,7 @@ class Renderer:
         if key not in self._scales:
             maps = self._maps(*key)
             rows = np.unique(np.linspace(0, len(maps) - 1, min(len(maps), SCALE_SAMPLE)).astype(np.int64))
-            sample = np.abs(np.asarray(maps[rows], dtype=np.float32))
+            sample = np.abs(self._store(*key).read(target, variant, rows))
             self._scales[key] = (
                 float(np.percentile(sample[np.isfinite(sample)], 99.5)) if sample.size else 0.0
             )
@@ -128,7 +128,7 @@ class Renderer:
             row = int(store.rows([pid])[0])
         except KeyError:
             raise KeyError(f"patch {pid} is not in saliency store {source!r}") from None
-        raw = np.asarray(self._maps(source, target, variant)[row], dtype=np.float32)
+        raw = store.read(target, variant, [row])[0]
         scale = self.dataset_scale(source, target, variant) if norm == "dataset" else None
         return normalise(raw, norm, scale=scale)
 

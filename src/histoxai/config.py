@@ -390,10 +390,13 @@ class ExplainConfig:
     ``methods``: variants, each a method name (its defaults) or
     ``{name, method, params}``. ``targets`` empty: every head of the model.
     ``output_dir`` empty: ``base.saliency_dir``/<registered model name>.
-    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU.
+    ``model_dir`` (a ``histoxai train`` output: ``model.pt`` + ``run.json``) wins over
+    ``model_uri`` when set. ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
+    per completion record (a multiple of ``batch_size``), the most a killed run redoes.
     """
 
     model_uri: str = "models:/histoxai-mdfa@champion"
+    model_dir: str = ""
     split: Literal["train", "val", "test", "out", "all"] = "test"
     methods: tuple[VariantConfig | str, ...] = (
         "gradcampp",
@@ -404,6 +407,7 @@ class ExplainConfig:
     score: Literal["higher", "lower", "target"] = "higher"
     targets: tuple[str, ...] = ()
     batch_size: int = bounded(32, ge=1)
+    chunk_size: int = bounded(256, ge=1)
     max_patches: int = bounded(0, ge=0)
     output_dir: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"

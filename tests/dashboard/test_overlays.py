@@ -62,15 +62,13 @@ def test_overlay_png_matches_the_patch_and_is_cached(catalog):
 
 def test_normalisations_differ_and_dataset_scale_is_a_high_percentile(catalog):
     r = Renderer(catalog)
-    maps = np.abs(np.asarray(catalog.sources["mdfa"].maps("md", "smoothgrad_s0.1"), dtype=np.float32))
+    maps = np.abs(catalog.sources["mdfa"].read("md", "smoothgrad_s0.1"))
     scale = r.dataset_scale("mdfa", "md", "smoothgrad_s0.1")
     assert np.percentile(maps, 90) < scale <= maps.max()
     image = r.display_map("mdfa", "md", "smoothgrad_s0.1", 0, "image")
     assert np.abs(image).max() == pytest.approx(1.0)
     raw = r.display_map("mdfa", "md", "smoothgrad_s0.1", 0, "none")
-    np.testing.assert_allclose(
-        raw, catalog.sources["mdfa"].maps("md", "smoothgrad_s0.1")[0].astype(np.float32)
-    )
+    np.testing.assert_allclose(raw, catalog.sources["mdfa"].read("md", "smoothgrad_s0.1", [0])[0])
 
 
 @pytest.mark.parametrize(

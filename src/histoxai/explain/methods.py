@@ -50,6 +50,7 @@ lists variants, either as a method name (its defaults) or as
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,60 @@ def layercam(model, images, target, score_fn, params, y=None) -> Tensor:
     return fused
 
 
+# --------------------------------------------------------------------------- memory budget
+
+CPU_MEMORY_BUDGET = 256 * 2**20
+"""Bytes of activations one call may hold on CPU: small enough to stay cache-friendly
+(``benchmarks/bench_explain.py`` measures SmoothGrad and IG against their floor)."""
+_ACTIVATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes of activations a call may hold: half the free memory of a CUDA device (the
+    rest for the allocator, cudnn workspaces and the gradients), else a fixed CPU budget."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 2)
+    return CPU_MEMORY_BUDGET
+
+
+def activation_bytes(model: nn.Module, images: Tensor) -> int:
+    """Bytes one image's forward keeps for its backward: twice the outputs of the leaf
+    modules (inputs saved for backward), measured once per model, input shape and autocast."""
+    fast = (
+        torch.get_autocast_dtype(images.device.type)
+        if torch.is_autocast_enabled(images.device.type)
+        else None
+    )
+    key = (tuple(images.shape[1:]), images.dtype, images.device.type, fast)
+    cache = _ACTIVATIONS.setdefault(model, {})
+    if key not in cache:
+        total = [0]
+
+        def count(module: nn.Module, args: object, output: object) -> None:
+            if isinstance(output, Tensor):
+                total[0] += output.numel() * output.element_size()
+
+        leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.enable_grad():
+                model(images[:1].detach().requires_grad_(True))
+        finally:
+            for h in handles:
+                h.remove()
+        cache[key] = 2 * total[0]
+    return cache[key]
+
+
+def passes_per_call(model: nn.Module, images: Tensor, passes: int, budget: int | None = None) -> int:
+    """How many of a batch's ``passes`` (noise copies, integration steps) one forward may
+    hold within ``budget`` bytes (default :func:`memory_budget`); at least 1."""
+    budget = memory_budget(images.device) if budget is None else budget
+    per_pass = activation_bytes(model, images) * len(images)
+    return max(1, min(passes, budget // max(per_pass, 1)))
+
+
 # --------------------------------------------------------------------------- input attributions
 
 
@@ -167,7 +222,7 @@ def smoothgrad(model, images, target, score_fn, params, y=None) -> Tensor:
         inputs,
         nt_type="smoothgrad",
         nt_samples=n,
-        nt_samples_batch_size=min(n, int(params["noise_batch"]) or n),
+        nt_samples_batch_size=min(n, int(params["noise_batch"]) or passes_per_call(model, images, n)),
         stdevs=float(params["sigma"]) * INPUT_RANGE,
         abs=bool(params["abs"]),
         additional_forward_args=extra,
@@ -183,7 +238,8 @@ def integrated_gradients(model, images, target, score_fn, params, y=None) -> Ten
         baselines=reference(images, params),
         additional_forward_args=_forward_args(y),
         n_steps=steps,
-        internal_batch_size=len(images) * min(steps, int(params["step_batch"]) or steps),
+        internal_batch_size=len(images)
+        * min(steps, int(params["step_batch"]) or passes_per_call(model, images, steps)),
     )
     return attr.sum(dim=1)  # completeness: Σ map = s(x) − s(x') up to the integral's error
 
@@ -284,7 +340,8 @@ METHODS: dict[str, Method] = {
     "gradient_shap": Method(gradient_shap, {"n": 16, "sigma": 0.0, "blur_sigma_px": 5.0}),
     "occlusion": Method(occlusion, {"window": 8, "stride": 4, "baseline": 0.0, "window_batch": 16}),
 }
-"""Method name -> adapter and default parameters (``noise_batch``/``step_batch`` 0: all at once)."""
+"""Method name -> adapter and default parameters (``noise_batch``/``step_batch`` 0: as many
+copies/steps per forward as fit :func:`memory_budget`, see :func:`passes_per_call`)."""
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "hirescam", "layercam")
 

@@ -120,7 +120,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
         y = meta["y"].to_numpy(np.float64)
         results[target] = evaluate_target(
             model, target, images,
-            {v: np.asarray(sal.maps(target, v)[rows], dtype=np.float32) for v in variants},
+            {v: sal.read(target, v, rows) for v in variants},
             patch_ids=ids, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
             masks=masks if target in TRUTH_CLASSES else None,
             explain_fns={v: explainer(sal.variants[v], model.targets.index(target), score, y, device) for v in variants},
