@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from histoxai.config import XaiEvalConfig
+from histoxai.xai_eval import faithfulness, intervention, localisation, sanity, stability  # noqa: F401 (declare metrics)
 from histoxai.xai_eval.registry import METRICS, primary
 from histoxai.xai_eval.stats import overlaps
 

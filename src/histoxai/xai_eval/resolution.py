@@ -45,20 +45,35 @@ def res_name(kind: str, res: tuple[int, int]) -> str:
     return f"{kind}@{res[0]}x{res[1]}"
 
 
-def infer_resolution(maps: Tensor, size: tuple[int, int]) -> tuple[int, int]:
-    """Native resolution of maps when nothing records it: the coarsest (h, w) dividing
-    the patch whose pool-and-upsample leaves the maps (nearly) unchanged.
+def _up_matrix(n_low: int, n_high: int, mode: str) -> Tensor:
+    """(n_high, n_low) matrix of 1-D upsampling (bilinear half-pixel, or blocks)."""
+    eye = torch.eye(n_low, dtype=torch.float64)[None]  # (1, n_low, n_low): rows are signals
+    if mode == "bilinear":
+        up = F.interpolate(eye, size=n_high, mode="linear", align_corners=False)
+    else:
+        up = F.interpolate(eye, size=n_high, mode="nearest")
+    return up[0].T  # (n_high, n_low)
 
-    Works for block-constant and for bilinearly upsampled maps; pixel-level maps come
-    back at the patch size.
+
+def infer_resolution(maps: Tensor, size: tuple[int, int]) -> tuple[int, int]:
+    """Native resolution of maps when nothing records it: the coarsest square grid
+    (h, w) dividing the patch from which the maps are (nearly) exactly reproduced by
+    bilinear (CAMs) or block (occlusion-like) upsampling of a least-squares fit.
+
+    Pixel-level maps come back at the patch size.
     """
     h, w = size
-    x = maps[: min(8, len(maps))].float()
+    x = maps[: min(8, len(maps))].double()
     scale = x.abs().amax().clamp_min(1e-12)
-    for r in sorted({d for d in range(1, h + 1) if h % d == 0}):
+    for r in sorted({d for d in range(1, h + 1) if h % d == 0 and w % max(1, d * w // h) == 0}):
         res = (r, max(1, r * w // h))
-        if (pool_to(x, res) - x).abs().amax() / scale < 0.02:
-            return res
+        if res == (h, w):
+            break
+        for mode in ("bilinear", "nearest"):
+            uh, uw = _up_matrix(res[0], h, mode), _up_matrix(res[1], w, mode)
+            low = torch.linalg.pinv(uh) @ x @ torch.linalg.pinv(uw).T
+            if ((uh @ low @ uw.T) - x).abs().amax() / scale < 1e-3:
+                return res
     return (h, w)
 
 
