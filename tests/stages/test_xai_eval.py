@@ -115,8 +115,10 @@ def test_same_seed_same_metrics_and_the_report_dir_is_kept(repo, monkeypatch):
     runs = []
     for _ in range(2):
         assert cli.main(["xai-eval", "--checkpoint", f"models/{NAME}/model.pt"]) == 0
-        runs.append({p.name: p.read_bytes() for p in sorted((out / "tables").iterdir())} | {
-            "metrics.json": (out / "metrics.json").read_bytes()})
+        runs.append(
+            {p.name: p.read_bytes() for p in sorted((out / "tables").iterdir())}
+            | {"metrics.json": (out / "metrics.json").read_bytes()}
+        )
     assert runs[0] == runs[1]
     assert (out / ".gitignore").read_text() == "/report.md\n"
 

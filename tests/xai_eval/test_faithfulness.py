@@ -4,11 +4,11 @@ import torch
 from histoxai.xai_eval.faithfulness import (
     baseline_images,
     curve_area,
+    darkness_maps,
     faithfulness_scores,
     gaussian_blur,
     noisy_linear_impute,
     perturbation_curve,
-    darkness_maps,
     relevance_order,
     sobel_maps,
 )
@@ -58,7 +58,9 @@ def test_removing_the_true_features_moves_the_prediction_more_than_removing_othe
 def test_a_sign_flipped_map_scores_below_the_map_on_every_signed_curve(region_model, batch):
     """Relevance is signed: −map removes the opposing evidence first."""
     model, region = region_model
-    signed = region.expand(len(batch), -1, -1) - 0.5 * (1 - region) + 1e-3 * torch.rand(len(batch), SIZE, SIZE)
+    signed = (
+        region.expand(len(batch), -1, -1) - 0.5 * (1 - region) + 1e-3 * torch.rand(len(batch), SIZE, SIZE)
+    )
     good, _ = scores_of(model, batch, signed)
     flipped, _ = scores_of(model, batch, -signed)
     assert good["deletion_auc"] > flipped["deletion_auc"]

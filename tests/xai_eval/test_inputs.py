@@ -29,7 +29,9 @@ def test_shortcut_option_needs_the_cue_column(tiny_store):
 
 
 def test_re_explainers_are_seeded_and_leave_the_global_rng_alone(tiny_model, images):
-    fn = explainer({"method": "smoothgrad", "params": {"sigma": 0.3, "n": 3}}, 0, "higher", np.zeros(4), seed=7)
+    fn = explainer(
+        {"method": "smoothgrad", "params": {"sigma": 0.3, "n": 3}}, 0, "higher", np.zeros(4), seed=7
+    )
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -37,7 +39,9 @@ def test_re_explainers_are_seeded_and_leave_the_global_rng_alone(tiny_model, ima
     after = torch.rand(1)
     assert torch.equal(before, after)  # the caller's stream is untouched
     assert torch.equal(a, fn(tiny_model, images))
-    other = explainer({"method": "smoothgrad", "params": {"sigma": 0.3, "n": 3}}, 0, "higher", np.zeros(4), seed=8)
+    other = explainer(
+        {"method": "smoothgrad", "params": {"sigma": 0.3, "n": 3}}, 0, "higher", np.zeros(4), seed=8
+    )
     assert not torch.equal(a, other(tiny_model, images))
     with pytest.raises(ValueError, match="score 'up'"):
         explainer({"method": "gradient", "params": {}}, 0, "up", np.zeros(4), 0)

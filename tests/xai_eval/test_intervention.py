@@ -30,7 +30,9 @@ def test_object_mass_of_the_truth_follows_the_true_effect_of_removing_each_nucle
     x = torch.from_numpy(store.images(ids)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         s = dict(zip(map(int, ids), model(x)[:, 0].double().numpy()))
-    assert np.mean([s[p] - e for p, e in zip(effects["patch_id"], effects["s_without"])]) > 0  # nuclei raise cc
+    assert (
+        np.mean([s[p] - e for p, e in zip(effects["patch_id"], effects["s_without"])]) > 0
+    )  # nuclei raise cc
     area = {int(p): (truth.instances[i] > 0).astype(float) for i, p in enumerate(ids)}
     scored = object_scores(effects, s, area)
     assert set(scored.columns) == {"patch_id", "object_rank_corr"} and len(scored)

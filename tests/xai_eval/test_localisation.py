@@ -20,11 +20,20 @@ def test_the_truth_itself_scores_perfectly_and_its_negation_scores_worst():
     truth = blob_truth()
     good = localisation_scores(torch.from_numpy(truth.signed), truth)
     bad = localisation_scores(-torch.from_numpy(truth.signed), truth)
-    for name in ("mass_accuracy", "rank_accuracy", "pointing_game", "auroc", "signed_corr", "nucleus_hit_rate"):
+    for name in (
+        "mass_accuracy",
+        "rank_accuracy",
+        "pointing_game",
+        "auroc",
+        "signed_corr",
+        "nucleus_hit_rate",
+    ):
         assert good[name].numpy() == pytest.approx(1.0), name
         assert float(bad[name].mean()) < float(good[name].mean()), name
     assert good["nucleus_evenness"].numpy() == pytest.approx(1.0)
-    assert good["signed_corr"].numpy() == pytest.approx(1.0) and bad["signed_corr"].numpy() == pytest.approx(-1.0)
+    assert good["signed_corr"].numpy() == pytest.approx(1.0) and bad["signed_corr"].numpy() == pytest.approx(
+        -1.0
+    )
     assert good["distractor_share"].abs().max() == 0 and good["uncounted_share"].abs().max() == 0
 
 
@@ -106,7 +115,9 @@ def test_quantus_agrees_on_the_same_inputs():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             theirs = metric(model=None, x_batch=x, y_batch=y, a_batch=a_in, s_batch=s, channel_first=True)
-        np.testing.assert_allclose(ours[name].numpy(), np.asarray(theirs, dtype=np.float64), atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            ours[name].numpy(), np.asarray(theirs, dtype=np.float64), atol=1e-12, err_msg=name
+        )
 
 
 def test_rank_accuracy_is_the_share_of_the_top_k_pixels_in_the_mask():

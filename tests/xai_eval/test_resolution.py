@@ -18,7 +18,9 @@ def test_native_resolution_is_recovered_from_upsampled_maps(res):
     g = torch.Generator().manual_seed(1)
     maps = upsample(torch.rand(3, *res, generator=g), (32, 32))
     assert infer_resolution(maps, (32, 32)) == res
-    blocks = torch.rand(3, *res, generator=g).repeat_interleave(32 // res[0], 1).repeat_interleave(32 // res[1], 2)
+    blocks = (
+        torch.rand(3, *res, generator=g).repeat_interleave(32 // res[0], 1).repeat_interleave(32 // res[1], 2)
+    )
     assert infer_resolution(blocks, (32, 32)) == res
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from histoxai.xai_eval.shortcut import border_band, border_share, shortcut_report
 from histoxai.xai_eval.faithfulness import gaussian_blur
+from histoxai.xai_eval.shortcut import border_band, border_share, shortcut_report
 from tests.xai_eval.conftest import input_gradient
 
 
@@ -12,6 +12,7 @@ def content_attribution(model, x):
     """Gradient × (x − blurred x): first-order content relevance against a blurred
     baseline (positive where the pixel's content, here the dark cue, raises ŷ)."""
     return input_gradient(0)(model, x) * (x - gaussian_blur(x, 2.0)).sum(dim=1)
+
 
 SIZE = 16
 

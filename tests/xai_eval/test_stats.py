@@ -53,7 +53,9 @@ CFG = XaiEvalConfig()
 
 
 def test_overlapping_intervals_are_a_tie_and_names_never_break_it():
-    t = table([("b", 0.8, 0.7, 0.9, 0.8, 0.5), ("a", 0.79, 0.69, 0.89, 0.8, 0.5), ("c", 0.2, 0.1, 0.3, 0.1, 0.0)])
+    t = table(
+        [("b", 0.8, 0.7, 0.9, 0.8, 0.5), ("a", 0.79, 0.69, 0.89, 0.8, 0.5), ("c", 0.2, 0.1, 0.3, 0.1, 0.0)]
+    )
     v = verdict(t, ROWS, {}, CFG, has_truth=True)
     assert v["status"] == "tie" and v["top"] == "b" and v["tied"] == ["a"]  # the mean decides, not the name
     assert "tie" in v["text"]

@@ -88,7 +88,9 @@ def explainer(variant: dict, head: int, score: str, y: np.ndarray, seed: int):
         devices = [images.device.index or 0] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            out = run_variant(variant, model, images, head, SCORES[score], y_t[: len(images)].to(images.device))
+            out = run_variant(
+                variant, model, images, head, SCORES[score], y_t[: len(images)].to(images.device)
+            )
         return out.detach().float()
 
     return explain
@@ -120,7 +122,9 @@ def load_model(sal, checkpoint: str | None, cfg: Config) -> tuple[nn.Module, dic
         if run_json.is_file() and not info["run_id"]:
             run = json.loads(run_json.read_text())
             info.update({k: run.get(f"model_{k}", info[k]) for k in ("name", "version")})
-            info.update(run_id=run.get("run_id"), tracking_uri=run.get("tracking_uri"), uri=run.get("model_uri"))
+            info.update(
+                run_id=run.get("run_id"), tracking_uri=run.get("tracking_uri"), uri=run.get("model_uri")
+            )
         return model, info
     from histoxai.tracking import load_registered_model
 

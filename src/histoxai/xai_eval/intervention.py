@@ -24,7 +24,9 @@ from histoxai.xai_eval.registry import declare
 OBJECT_CORR = declare("object_rank_corr", "intervention", higher=True)
 
 
-def object_effects(records: Iterable, predict: Callable[[Tensor], Tensor], device, batch_size: int = 32) -> pd.DataFrame:
+def object_effects(
+    records: Iterable, predict: Callable[[Tensor], Tensor], device, batch_size: int = 32
+) -> pd.DataFrame:
     """Run the model on ablated patches: one row per object (patch_id, kind, object_id,
     s_without, mask) where ``mask`` is the (P, P) bool object mask."""
     rows, images = [], []
@@ -39,7 +41,9 @@ def object_effects(records: Iterable, predict: Callable[[Tensor], Tensor], devic
         return frame.assign(s_without=[])
     x = torch.stack(images)
     with torch.no_grad():
-        s = torch.cat([predict(x[i : i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)])
+        s = torch.cat(
+            [predict(x[i : i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
+        )
     return frame.assign(s_without=s.numpy())
 
 

@@ -129,7 +129,10 @@ def object_scores(rel: Tensor, instances: Tensor) -> dict[str, Tensor]:
     total = pos.sum(dim=1)
     inst = instances.reshape(len(instances), -1).long().to(pos.device)
     n = inst.shape[1]
-    hit, even = torch.full((len(pos),), float("nan"), dtype=torch.float64), torch.full((len(pos),), float("nan"), dtype=torch.float64)
+    hit, even = (
+        torch.full((len(pos),), float("nan"), dtype=torch.float64),
+        torch.full((len(pos),), float("nan"), dtype=torch.float64),
+    )
     for b, mass in enumerate(nucleus_mass(rel, instances)):
         area = torch.bincount(inst[b], minlength=len(mass) + 1)[1:].double()
         present = area > 0
@@ -138,7 +141,11 @@ def object_scores(rel: Tensor, instances: Tensor) -> dict[str, Tensor]:
         share = mass / total[b] if total[b] > 0 else area / n  # no positive mass: uniform
         hit[b] = float((share[present] > area[present] / n).double().mean())
         if int(present.sum()) >= 2:
-            p = mass[present] / mass[present].sum() if mass[present].sum() > 0 else area[present] / area[present].sum()
+            p = (
+                mass[present] / mass[present].sum()
+                if mass[present].sum() > 0
+                else area[present] / area[present].sum()
+            )
             ent = -(p * torch.log(p.clamp_min(1e-300))).sum()
             even[b] = float(ent / np.log(int(present.sum())))
     return {HIT: hit, EVEN: even}

@@ -60,10 +60,16 @@ def property_summary(table: pd.DataFrame) -> pd.DataFrame:
         for prop in PROPERTIES[:-1]:
             ok = part[prop].notna() & part["ratio"].notna()
             row[f"rho_{prop}"] = (
-                float(part.loc[ok, "ratio"].corr(part.loc[ok, prop], method="spearman")) if ok.sum() > 2 else np.nan
+                float(part.loc[ok, "ratio"].corr(part.loc[ok, prop], method="spearman"))
+                if ok.sum() > 2
+                else np.nan
             )
-        row["ratio_border"] = float(part.loc[part["border"], "ratio"].mean()) if part["border"].any() else np.nan
-        row["ratio_centre"] = float(part.loc[~part["border"], "ratio"].mean()) if (~part["border"]).any() else np.nan
+        row["ratio_border"] = (
+            float(part.loc[part["border"], "ratio"].mean()) if part["border"].any() else np.nan
+        )
+        row["ratio_centre"] = (
+            float(part.loc[~part["border"], "ratio"].mean()) if (~part["border"]).any() else np.nan
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 

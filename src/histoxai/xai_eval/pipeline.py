@@ -32,7 +32,9 @@ def evaluate_saliency(
     x, seed = cfg.xai_eval, cfg.base.seed
     sal = SaliencyStore(saliency)
     store = PatchStore(cfg.base.patches_dir)
-    device = torch.device("cuda" if x.device == "cuda" or (x.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda" if x.device == "cuda" or (x.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     model, info = inputs.load_model(sal, checkpoint, cfg)
     model = model.to(device).eval()
 
@@ -74,8 +76,7 @@ def evaluate_saliency(
         if records:
             from histoxai.xai_eval.intervention import object_effects
 
-            sign = score_sign(score)
-            effects = object_effects(records, lambda t, h=head: sign * model(t)[:, h].float(), device, x.batch_size)
+            effects = object_effects(records, _scorer(model, head, score_sign(score)), device, x.batch_size)
         results[target] = evaluate_target(
             model, target, images, {v: _read(sal, target, v, rows) for v in variants},
             patch_ids=ids, samples=samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
@@ -84,7 +85,9 @@ def evaluate_saliency(
             effects=effects, progress=progress,
         )  # fmt: skip
     if not results:
-        raise ValueError(f"{sal.root}: no target of the model {tuple(model.targets)} has complete saliency maps")
+        raise ValueError(
+            f"{sal.root}: no target of the model {tuple(model.targets)} has complete saliency maps"
+        )
     source = next((t.source for t in truths.values() if t is not None), None)
     info = {
         "model": info.get("name"), "model_version": info.get("version"), "model_uri": info.get("uri"),
@@ -96,6 +99,13 @@ def evaluate_saliency(
         "intervention": f"{len({r[0] for r in records})} patches re-rendered" if records else "not run",
     }  # fmt: skip
     return results, info
+
+
+def _scorer(model, head: int, sign: float):
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return sign * model(x)[:, head].float()
+
+    return score
 
 
 def _read(sal, target: str, variant: str, rows: np.ndarray) -> np.ndarray:

@@ -81,7 +81,13 @@ def verdict(
         out["text"] = f"no method has a {metric.name} score"
         return out
     sign = -1.0 if metric.higher else 1.0
-    order = sorted(scored, key=lambda m: (-np.nan_to_num(t.loc[m, "p_top"]), sign * np.nan_to_num(t.loc[m, "mean"], nan=-sign * np.inf)))
+    order = sorted(
+        scored,
+        key=lambda m: (
+            -np.nan_to_num(t.loc[m, "p_top"]),
+            sign * np.nan_to_num(t.loc[m, "mean"], nan=-sign * np.inf),
+        ),
+    )
     out["order"] = order
     out["failed_sanity"] = [m for m in order if not passes_sanity.get(m, True)]
     gated = [m for m in order if passes_sanity.get(m, True)]
@@ -102,7 +108,11 @@ def verdict(
         return out
     if tied:
         out["status"] = "tie"
-        out["text"] = f"tie on {metric.name}: `{top}` and " + ", ".join(f"`{m}`" for m in tied) + " (overlapping intervals)"
+        out["text"] = (
+            f"tie on {metric.name}: `{top}` and "
+            + ", ".join(f"`{m}`" for m in tied)
+            + " (overlapping intervals)"
+        )
     else:
         out["status"] = "method"
         out["text"] = f"`{top}` ({res}) on {metric.name}, P(top) {_fmt(_f(t.loc[top, 'p_top']))}"

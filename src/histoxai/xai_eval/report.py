@@ -16,7 +16,6 @@ in ``dvc.yaml``):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,9 +45,14 @@ def headline(results: Mapping[str, TargetResult]) -> dict:
     for target, res in results.items():
         v = res.verdict
         top = v.get("top")
-        entry: dict = {"top": top if v.get("status") == "method" else (
-            "tie: " + ", ".join([top, *v["tied"]]) if v.get("status") == "tie" else "none")}
-        prop = v.get("properties", {}).get("localisation" if v.get("metric") == "mass_accuracy" else "faithfulness", {})
+        entry: dict = {
+            "top": top
+            if v.get("status") == "method"
+            else ("tie: " + ", ".join([top, *v["tied"]]) if v.get("status") == "tie" else "none")
+        }
+        prop = v.get("properties", {}).get(
+            "localisation" if v.get("metric") == "mass_accuracy" else "faithfulness", {}
+        )
         stats = prop.get("methods", {}).get(top, {}) if top else {}
         for key, src in (("score", "mean"), ("lo", "lo"), ("hi", "hi"), ("norm", "norm_mean")):
             if stats.get(src) is not None:
@@ -92,7 +96,9 @@ def _fam(v: dict) -> str:
     return "localisation" if v.get("metric") == "mass_accuracy" else "faithfulness"
 
 
-def write_report(out_dir: str | Path, results: Mapping[str, TargetResult], info: Mapping[str, object]) -> list[Path]:
+def write_report(
+    out_dir: str | Path, results: Mapping[str, TargetResult], info: Mapping[str, object]
+) -> list[Path]:
     """Write the report into ``out_dir`` (created if needed, never replaced).
 
     ``tables/`` and ``plots/`` are rebuilt in a temporary directory and swapped in as a
@@ -183,7 +189,12 @@ def property_table(res: TargetResult, family: str) -> pd.DataFrame:
         label = f"{metric} {'↑' if meta.higher else '↓'}" + (" (primary)" if meta.primary else "")
         out[label] = [_ci(*part.loc[m, ["mean", "lo", "hi"]]) if m in part.index else "–" for m in names]
         if meta.normalised:
-            out[f"{metric} norm"] = [_ci(*part.loc[m, ["norm_mean", "norm_lo", "norm_hi"]]) if m in part.index and res.rows[m]["kind"] == "method" else "–" for m in names]
+            out[f"{metric} norm"] = [
+                _ci(*part.loc[m, ["norm_mean", "norm_lo", "norm_hi"]])
+                if m in part.index and res.rows[m]["kind"] == "method"
+                else "–"
+                for m in names
+            ]
         if meta.primary:
             out["P(top)"] = [_fmt(part.loc[m, "p_top"]) if m in part.index else "–" for m in names]
     return out
@@ -207,7 +218,10 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
         v = res.verdict
         lines += [f"## {target}", "", f"**Verdict: {v.get('text', '–')}.**", ""]
         if v.get("failed_sanity"):
-            lines += ["Failed the randomisation sanity check: " + ", ".join(f"`{m}`" for m in v["failed_sanity"]), ""]
+            lines += [
+                "Failed the randomisation sanity check: " + ", ".join(f"`{m}`" for m in v["failed_sanity"]),
+                "",
+            ]
         for family in ("localisation", "faithfulness", "randomisation", "robustness", "intervention"):
             table = property_table(res, family)
             if len(table):
@@ -219,7 +233,9 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
             lines += [markdown_table(shares[list(TISSUE_CLASSES)], "row"), ""]
         if res.cascade:
             lines += ["### Randomisation cascade (mean Spearman ρ of |map|, head → stem)", ""]
-            casc = pd.DataFrame({m: {s: st["rank_corr"] for s, st in steps.items()} for m, steps in res.cascade.items()})
+            casc = pd.DataFrame(
+                {m: {s: st["rank_corr"] for s, st in steps.items()} for m, steps in res.cascade.items()}
+            )
             lines += [markdown_table(casc.T, "method"), ""]
         if len(res.nuclei_summary):
             lines += ["### Per-nucleus relevance vs nucleus properties", "",
@@ -231,7 +247,10 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
         if res.shortcut is not None:
             lines += ["### Shortcut: positive relevance on the border band (cue) vs its area", "",
                       markdown_table(res.shortcut), ""]  # fmt: skip
-        lines += [f"Tables: `tables/stats_{target}.csv`, `tables/per_patch_{target}.csv`. Plots: `plots/*_{target}.png`.", ""]
+        lines += [
+            f"Tables: `tables/stats_{target}.csv`, `tables/per_patch_{target}.csv`. Plots: `plots/*_{target}.png`.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -240,7 +259,10 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
 
 def _style(method: str) -> dict:
     if method.split("@")[0] in REFERENCES:
-        return {"linestyle": "--", "color": {"random": "grey", "oracle": "green"}.get(method.split("@")[0], "black")}
+        return {
+            "linestyle": "--",
+            "color": {"random": "grey", "oracle": "green"}.get(method.split("@")[0], "black"),
+        }
     return {}
 
 
@@ -302,7 +324,13 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
     for ax, key in zip(axes, ("rank_corr", "ssim")):
         for method, steps in res.cascade.items():
-            ax.plot(list(steps), [v.get(key, np.nan) for v in steps.values()], marker="o", label=method, **_style(method))
+            ax.plot(
+                list(steps),
+                [v.get(key, np.nan) for v in steps.values()],
+                marker="o",
+                label=method,
+                **_style(method),
+            )
         ax.axhline(res_threshold(res), color="red", linewidth=0.8)
         ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} of |map| vs trained model",
                xlabel="randomised down to", ylim=(-1.05, 1.05))  # fmt: skip

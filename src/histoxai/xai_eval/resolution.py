@@ -77,7 +77,9 @@ def infer_resolution(maps: Tensor, size: tuple[int, int]) -> tuple[int, int]:
     return (h, w)
 
 
-def native_resolution(sal, variant: str, method_spec: dict, model, size: tuple[int, int], device) -> tuple[int, int]:
+def native_resolution(
+    sal, variant: str, method_spec: dict, model, size: tuple[int, int], device
+) -> tuple[int, int]:
     """(h, w) of a stored variant: the saliency store's record when it has one, the
     explained layer's spatial size for CAMs, the patch size for pixel methods."""
     if hasattr(sal, "native_resolution"):
@@ -90,7 +92,9 @@ def native_resolution(sal, variant: str, method_spec: dict, model, size: tuple[i
 
         layers = list(params.get("layers", [params.get("layer", -1)]))
         with torch.enable_grad():
-            cams = layer_cams(model, torch.zeros(1, 3, *size, device=device), 0, SCORES["higher"], layers, "gradcam")
+            cams = layer_cams(
+                model, torch.zeros(1, 3, *size, device=device), 0, SCORES["higher"], layers, "gradcam"
+            )
         return max((tuple(c.shape[-2:]) for c in cams), key=lambda s: s[0] * s[1])
     if method == "occlusion":
         stride = int(params.get("stride", 1))

@@ -144,7 +144,9 @@ def entropy(maps: Tensor) -> Tensor:
     return -(p * torch.log(p.clamp_min(1e-300))).sum(dim=1)
 
 
-def sanity_summary(cascade: dict[str, dict[str, Tensor]], threshold: float = 0.5) -> tuple[dict[str, Tensor], bool]:
+def sanity_summary(
+    cascade: dict[str, dict[str, Tensor]], threshold: float = 0.5
+) -> tuple[dict[str, Tensor], bool]:
     """Per-patch randomisation metrics and the pass verdict of :func:`randomisation_cascade`.
 
     Returns:

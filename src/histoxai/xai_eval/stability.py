@@ -50,7 +50,9 @@ def max_sensitivity(
     norm = clean.flatten(1).norm(dim=1).clamp_min(1e-12)
     worst = torch.zeros(len(images), dtype=torch.float64, device=clean.device)
     for _ in range(draws):
-        delta = (torch.rand(images.shape, generator=generator) * 2 - 1).to(images.device, images.dtype) * radius
+        delta = (torch.rand(images.shape, generator=generator) * 2 - 1).to(
+            images.device, images.dtype
+        ) * radius
         noisy = explain_fn(model, (images + delta).clamp(0.0, 1.0)).detach().double()
         worst = torch.maximum(worst, (noisy - clean).flatten(1).norm(dim=1) / norm)
     return {MAX_SENS: worst.cpu()}

@@ -99,7 +99,11 @@ def reference_maps(
 
 def references_of(res: tuple[int, int], size: tuple[int, int]) -> tuple[str, str]:
     """(random row, oracle row) of a native resolution."""
-    return ("random", "oracle") if tuple(res) == tuple(size) else (res_name("random", res), res_name("oracle", res))
+    return (
+        ("random", "oracle")
+        if tuple(res) == tuple(size)
+        else (res_name("random", res), res_name("oracle", res))
+    )
 
 
 def evaluate_target(
@@ -167,7 +171,9 @@ def evaluate_target(
         if cfg.magnitude_variants:
             rel[name + ABS_SUFFIX] = raw.abs()
             rows[name + ABS_SUFFIX] = {"kind": "method", "resolution": res, "base": name}
-    for name, (m, res) in reference_maps(images, truth, {k: tuple(v["resolution"]) for k, v in rows.items()}, seed).items():
+    for name, (m, res) in reference_maps(
+        images, truth, {k: tuple(v["resolution"]) for k, v in rows.items()}, seed
+    ).items():
         rel[name] = m
         rows[name] = {"kind": "reference", "resolution": list(res)}
 
@@ -182,7 +188,14 @@ def evaluate_target(
             x = images[i : i + cfg.batch_size]
             base = baseline_images(x, cfg.baseline, cfg.blur_sigma_px)
             scores, curves = faithfulness_scores(
-                predict, x, m[i : i + cfg.batch_size], base, cfg.steps, cfg.road_noise_sd, cfg.batch_size * 4, generator
+                predict,
+                x,
+                m[i : i + cfg.batch_size],
+                base,
+                cfg.steps,
+                cfg.road_noise_sd,
+                cfg.batch_size * 4,
+                generator,
             )
             for k, v in scores.items():
                 parts.setdefault(k, []).append(v.cpu())
@@ -214,7 +227,9 @@ def evaluate_target(
             s_patch = dict(zip(map(int, patch_ids), predict(images).double().cpu().numpy()))
         pos = {int(p): i for i, p in enumerate(patch_ids)}
         for name in result.methods:
-            got = intervention.object_scores(effects, s_patch, {p: rel[name][pos[p]].cpu().numpy() for p in pos})
+            got = intervention.object_scores(
+                effects, s_patch, {p: rel[name][pos[p]].cpu().numpy() for p in pos}
+            )
             checks.append(got.assign(method=name))
     if checks:
         extra = pd.concat(checks, ignore_index=True).groupby(["method", "patch_id"], as_index=False).first()
@@ -237,7 +252,9 @@ def evaluate_target(
     return result
 
 
-def _model_checks(model, images, rows, explain_for, patch_ids, samples, cfg, seed, result, progress) -> list[pd.DataFrame]:
+def _model_checks(
+    model, images, rows, explain_for, patch_ids, samples, cfg, seed, result, progress
+) -> list[pd.DataFrame]:
     """Randomisation sanity and max-sensitivity of each method, per patch of the
     stratified subsets (``|abs`` rows share their variant's results)."""
     if explain_for is None:
@@ -256,12 +273,18 @@ def _model_checks(model, images, rows, explain_for, patch_ids, samples, cfg, see
                                         for s, sims in cascade.items()}  # fmt: skip
                 per, passed = sanity_summary(cascade, cfg.sanity_threshold)
                 result.passes_sanity[name] = passed
-                parts.append(pd.DataFrame({k: v.numpy() for k, v in per.items()}).assign(patch_id=ids[sanity_rows]))
+                parts.append(
+                    pd.DataFrame({k: v.numpy() for k, v in per.items()}).assign(patch_id=ids[sanity_rows])
+                )
         if len(robust_rows):
             fn = explain_for(name, robust_rows)
             if fn is not None:
-                got = max_sensitivity(model, images[robust_rows], fn, cfg.robustness_radius, cfg.robustness_draws, seed)
-                parts.append(pd.DataFrame({k: v.numpy() for k, v in got.items()}).assign(patch_id=ids[robust_rows]))
+                got = max_sensitivity(
+                    model, images[robust_rows], fn, cfg.robustness_radius, cfg.robustness_draws, seed
+                )
+                parts.append(
+                    pd.DataFrame({k: v.numpy() for k, v in got.items()}).assign(patch_id=ids[robust_rows])
+                )
         for variant in [name, name + ABS_SUFFIX] if name + ABS_SUFFIX in rows else [name]:
             for part in parts:
                 out.append(part.assign(method=variant))
@@ -277,7 +300,9 @@ def _stratified(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
     return stratified(samples, n, seed) if n > 0 else np.zeros(0, dtype=np.int64)
 
 
-def statistics(per_patch: pd.DataFrame, rows: Mapping[str, dict], size, cfg: XaiEvalConfig, seed: int) -> pd.DataFrame:
+def statistics(
+    per_patch: pd.DataFrame, rows: Mapping[str, dict], size, cfg: XaiEvalConfig, seed: int
+) -> pd.DataFrame:
     """Cluster-bootstrap summary of every declared metric (see :mod:`~histoxai.xai_eval.stats`)."""
     samples = per_patch.drop_duplicates("patch_id").set_index("patch_id")["sample"]
     draws, codes = stats.sample_weights(samples.to_numpy(), cfg.bootstrap, seed)
@@ -298,7 +323,9 @@ def statistics(per_patch: pd.DataFrame, rows: Mapping[str, dict], size, cfg: Xai
                 if rnd in boots and orc in boots:
                     nb = stats.normalised(boots[name], boots[rnd], boots[orc])
                     lo, hi = stats.interval(nb, cfg.confidence)
-                    mean = stats.normalised(*(np.array(table.set_index("method").loc[k, "mean"]) for k in (name, rnd, orc)))
+                    mean = stats.normalised(
+                        *(np.array(table.set_index("method").loc[k, "mean"]) for k in (name, rnd, orc))
+                    )
                     norm[name] = (float(mean), lo, hi)
         table["norm_mean"] = [norm.get(n, (np.nan,) * 3)[0] for n in table["method"]]
         table["norm_lo"] = [norm.get(n, (np.nan,) * 3)[1] for n in table["method"]]

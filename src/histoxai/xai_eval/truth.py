@@ -111,7 +111,7 @@ def derived_truth(
             nuclei component then counts.
         index: store index rows of ``ids`` (``nuclear_fraction``, ``air_fraction``).
     """
-    b, p = masks.shape[0], masks.shape[-1]
+    p = masks.shape[-1]
     instances = np.zeros(masks.shape, dtype=np.int32)
     rows = []
     for i, pid in enumerate(ids):
@@ -145,7 +145,9 @@ def derived_truth(
         else:
             raise ValueError(f"no ground truth for target {target!r}; expected cc, md, fa or faip")
     nuclei = nuclei.drop(columns="order_drop")
-    return Truth(target, signed, instances, uncounted, masks == DISTRACTOR, nuclei, "derived", np.asarray(ids))
+    return Truth(
+        target, signed, instances, uncounted, masks == DISTRACTOR, nuclei, "derived", np.asarray(ids)
+    )
 
 
 def _instances(mask: np.ndarray, part: pd.DataFrame | None) -> tuple[np.ndarray, pd.DataFrame]:
@@ -211,7 +213,10 @@ def _finish(frame: pd.DataFrame, p: int) -> pd.DataFrame:
     1000 px² of that disc)."""
     frame["counted"] = True
     if len(frame):
-        d = np.hypot(frame["cx"].to_numpy()[:, None] - frame["cx"].to_numpy()[None], frame["cy"].to_numpy()[:, None] - frame["cy"].to_numpy()[None])
+        d = np.hypot(
+            frame["cx"].to_numpy()[:, None] - frame["cx"].to_numpy()[None],
+            frame["cy"].to_numpy()[:, None] - frame["cy"].to_numpy()[None],
+        )
         r = p / 4
         frame["local_density"] = ((d < r).sum(axis=1) - 1) / (np.pi * r * r / 1000)
     else:
