@@ -79,9 +79,8 @@ def test_stage_writes_metrics_ranking_report_and_plots(repo, monkeypatch, capsys
     monkeypatch.chdir(repo)
     assert cli.main(["xai-eval", "--checkpoint", f"models/{NAME}/model.pt"]) == 0
     out = repo / "reports/xai_eval" / NAME
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"md", "fa"} and all("top" in v for v in metrics.values())
-    assert len(json.dumps(metrics)) < 400  # a headline, not the tables
+    metrics = {t: json.loads((out / "metrics" / f"{t}.json").read_text()) for t in ("md", "fa")}
+    assert all({"top", "verdict"} <= set(v) and len(v) <= 7 for v in metrics.values())  # a headline
     rank = json.loads((out / "ranking.json").read_text())
     assert set(rank["targets"]) == {"md", "fa"}
     for entry in rank["targets"].values():
@@ -117,7 +116,7 @@ def test_same_seed_same_metrics_and_the_report_dir_is_kept(repo, monkeypatch):
         assert cli.main(["xai-eval", "--checkpoint", f"models/{NAME}/model.pt"]) == 0
         runs.append(
             {p.name: p.read_bytes() for p in sorted((out / "tables").iterdir())}
-            | {"metrics.json": (out / "metrics.json").read_bytes()}
+            | {p.name: p.read_bytes() for p in sorted((out / "metrics").iterdir())}
         )
     assert runs[0] == runs[1]
     assert (out / ".gitignore").read_text() == "/report.md\n"

@@ -60,12 +60,11 @@ def test_report_is_written_inside_the_directory_and_the_headline_is_small(result
     files = write_report(out, {"cc": result}, {"model": "tiny", "run_id": None})
     assert (out / ".gitignore").read_text() == "/report.md\n"
     assert {p.relative_to(out).as_posix() for p in files} >= {
-        "metrics.json", "ranking.json", "report.md", "tables/stats_cc.csv", "tables/nuclei_cc.csv",
+        "metrics/cc.json", "ranking.json", "report.md", "tables/stats_cc.csv", "tables/nuclei_cc.csv",
         "plots/randomisation_cc.png", "plots/nuclei_cc.png", "plots/properties_cc.png",
     }  # fmt: skip
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"cc"} and set(metrics["cc"]) <= {"top", "score", "lo", "hi", "norm", "res"}
-    assert metrics["cc"]["res"] == SIZE
+    metrics = json.loads((out / "metrics" / "cc.json").read_text())
+    assert set(metrics) <= {"top", "verdict", "score", "lo", "hi", "norm", "res"} and metrics["res"] == SIZE
     rank = json.loads((out / "ranking.json").read_text())
     entry = rank["targets"]["cc"]
     assert entry["methods"][0]["method"] in ("truth", "truth|abs", "anti|abs")

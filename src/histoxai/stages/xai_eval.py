@@ -9,7 +9,7 @@ Run::
 Reads ``data/patches``, the saliency directory (``histoxai explain``) and the model that
 made the maps (the exact registry version in the saliency manifest, or
 ``--checkpoint``); writes into ``reports/xai_eval/<saliency dir name>/``
-(``metrics.json``, ``ranking.json``, ``report.md``, ``tables/*.csv``, ``plots/*.png``)
+(``metrics/<target>.json``, ``ranking.json``, ``report.md``, ``tables/*.csv``, ``plots/*.png``)
 and logs them to the model's MLflow run. The library side is ``histoxai.xai_eval``.
 """
 

@@ -17,5 +17,5 @@ of pure functions that declares its metrics beside them (``registry``):
   per-nucleus properties).
 - ``stats``: cluster bootstrap by sample; ``ranking``: the verdict rule.
 - ``inputs`` (what the stage reads), ``suite`` (all families for one target),
-  ``pipeline`` (one model end to end), ``report`` (metrics.json, tables, plots).
+  ``pipeline`` (one model end to end), ``report`` (metrics/<target>.json, ranking.json, report.md, tables, plots).
 """

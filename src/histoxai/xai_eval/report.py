@@ -4,8 +4,9 @@ Files (each written to a temporary name and renamed; the directory itself and
 anything else in it, e.g. DVC's ``.gitignore``, are left alone; every file is declared
 in ``dvc.yaml``):
 
-- ``metrics.json``: the headline (DVC metrics): per target the verdict's top method,
-  its primary localisation score with interval, normalised score and native resolution.
+- ``metrics/<target>.json``: the headline (DVC metrics, one small file per target so
+  ``dvc metrics show`` fits 120 columns): the verdict's top method, its primary score
+  with interval, normalised score and native resolution.
 - ``ranking.json``: per target the verdict and the methods in order (the dashboard).
 - ``report.md``: the verdict, rule, per-property tables, tissue shares, sanity cascade,
   per-nucleus analysis.
@@ -16,6 +17,7 @@ in ``dvc.yaml``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,41 +39,37 @@ from histoxai.xai_eval.tissue import TISSUE_CLASSES  # noqa: E402
 REFERENCES = ("random", "oracle", "sobel", "darkness")
 
 
-def headline(results: Mapping[str, TargetResult]) -> dict:
-    """The small ``metrics.json``: per target ``top`` (method or "none"/"tie: a, b"),
-    ``score``/``lo``/``hi`` (its primary localisation mean and interval), ``norm``
-    (oracle-normalised), ``res`` (native map height in px)."""
-    out: dict = {}
-    for target, res in results.items():
-        v = res.verdict
-        top = v.get("top")
-        entry: dict = {
-            "top": top
-            if v.get("status") == "method"
-            else ("tie: " + ", ".join([top, *v["tied"]]) if v.get("status") == "tie" else "none")
-        }
-        prop = v.get("properties", {}).get(
-            "localisation" if v.get("metric") == "mass_accuracy" else "faithfulness", {}
-        )
-        stats = prop.get("methods", {}).get(top, {}) if top else {}
-        for key, src in (("score", "mean"), ("lo", "lo"), ("hi", "hi"), ("norm", "norm_mean")):
-            if stats.get(src) is not None:
-                entry[key] = round(float(stats[src]), 4)
-        if top:
-            entry["res"] = int(res.rows[top]["resolution"][0])
-        out[target] = entry
-    return out
+def headline(res: TargetResult) -> dict:
+    """The DVC metrics of one target (``metrics/<target>.json``, a handful of keys so
+    ``dvc metrics show`` stays within 120 columns): ``top`` (the verdict's top method,
+    named or not), ``verdict`` (``method``, ``tie`` or ``none``), ``score``/``lo``/``hi``
+    (its primary score and interval), ``norm`` (oracle-normalised), ``res`` (native
+    map height in px)."""
+    v = res.verdict
+    top = v.get("top")
+    entry: dict = {"top": top or "none", "verdict": v.get("status", "none")}
+    prop = v.get("properties", {}).get(_fam(v), {})
+    stats = prop.get("methods", {}).get(top, {}) if top else {}
+    for key, src in (("score", "mean"), ("lo", "lo"), ("hi", "hi"), ("norm", "norm_mean")):
+        if stats.get(src) is not None:
+            entry[key] = round(float(stats[src]), 3)
+    if top:
+        entry["res"] = int(res.rows[top]["resolution"][0])
+    return entry
 
 
 def flat_metrics(results: Mapping[str, TargetResult]) -> dict[str, float]:
-    """``<target>/<method>/<metric>`` -> mean (finite only; logged to MLflow)."""
+    """``<target>/<row>/<metric>`` -> mean, ``..._norm`` -> normalised mean (finite
+    only; logged to MLflow, whose names allow no ``@`` or ``|``: ``random@8x8`` becomes
+    ``random_8x8``, ``sg|abs`` ``sg_abs``)."""
     out: dict[str, float] = {}
     for target, res in results.items():
         for _, r in res.stats.iterrows():
+            name = re.sub(r"[^\w\-. :/]", "_", str(r["method"]))
             if np.isfinite(r["mean"]):
-                out[f"{target}/{r['method']}/{r['metric']}"] = float(r["mean"])
+                out[f"{target}/{name}/{r['metric']}"] = float(r["mean"])
             if np.isfinite(r.get("norm_mean", np.nan)):
-                out[f"{target}/{r['method']}/{r['metric']}_norm"] = float(r["norm_mean"])
+                out[f"{target}/{name}/{r['metric']}_norm"] = float(r["norm_mean"])
     return out
 
 
@@ -101,9 +99,9 @@ def write_report(
 ) -> list[Path]:
     """Write the report into ``out_dir`` (created if needed, never replaced).
 
-    ``tables/`` and ``plots/`` are rebuilt in a temporary directory and swapped in as a
-    whole; the three top-level files are each written atomically. Returns every file
-    written.
+    ``metrics/``, ``tables/`` and ``plots/`` are rebuilt in a temporary directory and
+    swapped in as a whole; ``ranking.json`` and ``report.md`` are each written
+    atomically. Returns every file written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,9 +127,12 @@ def write_report(
                 plot_nuclei(res, tmp / f"nuclei_{target}.png")
     write_json(out_dir / "ranking.json", rank)
     write_text(out_dir / "report.md", report_markdown(results, rank, info))
-    write_json(out_dir / "metrics.json", headline(results))
-    return [out_dir / f for f in ("metrics.json", "ranking.json", "report.md")] + sorted(
-        p for d in ("tables", "plots") for p in (out_dir / d).iterdir()
+    with atomic_path(out_dir / "metrics") as tmp:
+        tmp.mkdir(parents=True)
+        for target, res in results.items():
+            write_json(tmp / f"{target}.json", headline(res))
+    return [out_dir / f for f in ("ranking.json", "report.md")] + sorted(
+        p for d in ("metrics", "tables", "plots") for p in (out_dir / d).iterdir()
     )
 
 
