@@ -444,31 +444,43 @@ class XaiEvalConfig:
 
     ``saliency_dir`` empty: ``explain.output_dir`` or ``base.saliency_dir``/<registered
     model name of ``explain.model_uri``>; ``output_dir`` empty:
-    ``base.reports_dir``/xai_eval/<that directory's name>. ``steps``: perturbation
-    fractions of the deletion/insertion/ROAD curves; ``baseline``: what deleted pixels
-    become (``blur``: Gaussian blur of ``blur_sigma_px``; ``mean``: mean colour).
-    Sanity (randomisation) and stability (noise) re-explain the first
-    ``sanity_patches``/``stability_patches`` patches (0: skip). ``shortcut`` auto: report
-    the border band when the store has a non-zero ``shortcut_cue`` column.
+    ``base.reports_dir``/xai_eval/<that directory's name>. ``max_patches`` 0: every
+    explained patch is scored (a seeded subset otherwise, the CPU cap).
+
+    Relevance is the signed map, positive for score ``higher`` (negated for ``lower``);
+    ``magnitude_variants`` adds each variant's |map| as an extra row ``<variant>|abs``.
+    ``steps``: perturbation fractions of the deletion/insertion/ROAD curves;
+    ``baseline``: what deleted pixels become (``blur``: Gaussian blur of
+    ``blur_sigma_px``; ``mean``: mean colour). Sanity (cascading randomisation, Spearman
+    and SSIM of |map| per block; a method passes when every block's mean rho is below
+    ``sanity_threshold``) and robustness (max-sensitivity over ``robustness_draws``
+    uniform perturbations of radius ``robustness_radius``) re-explain
+    ``sanity_patches``/``robustness_patches`` patches stratified over samples (0: skip).
+    ``bootstrap`` cluster resamples of samples give every interval (``confidence``);
+    ``normalised_bar``: the oracle-normalised localisation a method must reach to be
+    named. ``intervention_patches``: patches re-rendered without each object
+    (``histoxai.data.phantom_truth.ablate``; 0: skip). ``shortcut`` auto: report the
+    border band when the store has a non-zero ``shortcut_cue`` column.
     ``nuclei_threshold`` 0: Otsu on the haematoxylin channel (tissue classes of stores
-    without masks). ``relevance``: localisation and faithfulness rank pixels by |map|
-    (``magnitude``; input gradients mark dark nuclei negative) or by the raw map
-    (``signed``).
+    without masks).
     """
 
-    max_patches: int = bounded(256, ge=1)
+    max_patches: int = bounded(0, ge=0)
     steps: int = bounded(10, ge=2)
     baseline: Literal["blur", "mean"] = "blur"
     blur_sigma_px: float = bounded(5.0, gt=0)
     road_noise_sd: float = bounded(0.01, ge=0)
     batch_size: int = bounded(32, ge=1)
-    localisation_backend: Literal["quantus", "torch"] = "quantus"
-    relevance: Literal["magnitude", "signed"] = "magnitude"
+    magnitude_variants: bool = False
     sanity_patches: int = bounded(16, ge=0)
     sanity_threshold: float = bounded(0.5, gt=0, le=1)
-    stability_patches: int = bounded(16, ge=0)
-    stability_noise_sd: float = bounded(0.02, ge=0)
-    stability_copies: int = bounded(3, ge=1)
+    robustness_patches: int = bounded(8, ge=0)
+    robustness_draws: int = bounded(50, ge=1)
+    robustness_radius: float = bounded(0.02, gt=0)
+    bootstrap: int = bounded(1000, ge=10)
+    confidence: float = bounded(0.95, gt=0, le=1)
+    normalised_bar: float = bounded(0.5, gt=0, le=1)
+    intervention_patches: int = bounded(16, ge=0)
     n_bins: int = bounded(4, ge=1)
     shortcut: Literal["auto", "on", "off"] = "auto"
     shortcut_band_px: int = bounded(2, ge=1)
