@@ -92,6 +92,12 @@ class Catalog:
         """True when patches and at least one explained target are available."""
         return self.patches is not None and bool(self.tables)
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Splits that some explained patch belongs to, in pipeline order."""
+        codes = {int(c) for t in self.tables.values() for c in np.unique(t.split) if c >= 0}
+        return tuple(s for i, s in enumerate(SPLITS) if i in codes)
+
     def variants(self, key: str) -> list[str]:
         """Completed method variants of target ``key`` (store order)."""
         table = self.tables.get(key)
@@ -231,6 +237,10 @@ def _build_tables(cat: Catalog) -> None:
 
 
 def _decimals(y: np.ndarray) -> int:
+    """Decimals of y: 0 for counts (all integers), else three significant digits of typical values."""
+    finite = y[np.isfinite(y)]
+    if finite.size and np.array_equal(finite, np.round(finite)):
+        return 0
     typical = np.nanmedian(np.abs(y)) if np.isfinite(y).any() else 0.0
     return int(min(max(2 - math.floor(math.log10(typical)), 0), 6)) if typical > 0 else 3
 

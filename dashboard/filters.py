@@ -66,9 +66,14 @@ def _select(catalog: Catalog, key: tuple) -> np.ndarray:
     return rows
 
 
-def rows_per_page(view: View, pathname: str) -> int:
-    """Tiles per page on the grid, rows of patches on the multi-column pages."""
-    return view.per if pathname != "/targets" and pathname != "/methods" else max(1, view.per // 4)
+def rows_per_page(catalog: Catalog, view: View, pathname: str) -> int:
+    """Patches per page: ``view.per`` tiles, each patch one tile on the grid and a group of
+    (raw + one per target or method variant) tiles on the multi-column pages."""
+    if pathname == "/targets":
+        return max(1, view.per // (len(catalog.tables) + 1))
+    if pathname == "/methods":
+        return max(1, view.per // (len(catalog.variants(view.target)) + 1))
+    return view.per
 
 
 def page_of(n: int, view: View, per: int) -> tuple[int, int, slice]:
