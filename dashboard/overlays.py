@@ -38,11 +38,16 @@ def read_maps(store, target: str, variant: str, rows) -> np.ndarray:
     """(n, H, W) float32 maps of ``rows`` (positions in the store's patch-id order).
 
     ``SaliencyStore.read`` is the one way to read maps; older stores without it are read
-    from their memory-mapped arrays.
+    from their memory-mapped arrays (opened once per store and pair).
     """
     if hasattr(store, "read"):
         return np.asarray(store.read(target, variant, np.asarray(rows)), dtype=np.float32)
-    return np.asarray(store.maps(target, variant)[np.asarray(rows)], dtype=np.float32)
+    return np.asarray(_memmap(store, target, variant)[np.asarray(rows)], dtype=np.float32)
+
+
+@lru_cache(maxsize=256)
+def _memmap(store, target: str, variant: str) -> np.ndarray:
+    return store.maps(target, variant)
 
 
 @cache
@@ -56,8 +61,8 @@ def colour_table(cmap: str) -> np.ndarray:
 
 
 def shown_values(raw: np.ndarray, sign: str) -> np.ndarray:
-    """The non-negative magnitudes ``sign`` shows (for the scale)."""
-    v = np.nan_to_num(np.asarray(raw, dtype=np.float32))
+    """The non-negative magnitudes ``sign`` shows (for the scale); NaN stays NaN."""
+    v = np.asarray(raw, dtype=np.float32)
     if sign == "pos":
         return np.maximum(v, 0.0)
     if sign == "neg":
@@ -70,6 +75,7 @@ def shown_values(raw: np.ndarray, sign: str) -> np.ndarray:
 def clip_scale(values: np.ndarray, clip: float) -> float:
     """The ``clip``-th percentile of ``values`` (the maximum at 100); 0 for no values."""
     v = np.asarray(values, dtype=np.float32).ravel()
+    v = v[np.isfinite(v)] if not np.isfinite(v).all() else v
     if not v.size:
         return 0.0
     return float(v.max() if clip >= 100 else np.percentile(v, clip))
@@ -90,11 +96,7 @@ def rgba(unit: np.ndarray, lut: np.ndarray, sign: str, follow: bool) -> np.ndarr
     idx = (unit * 255.0 + 0.5).astype(np.uint8)
     out = np.empty((*unit.shape, 4), dtype=np.uint8)
     out[..., :3] = lut[idx]
-    if follow:
-        strength = np.abs(unit * 2.0 - 1.0) if sign == "signed" else unit
-        out[..., 3] = (strength * 255.0 + 0.5).astype(np.uint8)
-    else:
-        out[..., 3] = 255
+    out[..., 3] = np.frombuffer(alpha_table(sign, follow), dtype=np.uint8)[idx]
     return out
 
 
@@ -111,9 +113,37 @@ def shrink(x: np.ndarray, limit: int = MAX_PX) -> np.ndarray:
     if f <= 1:
         return x
     h, w = x.shape[0] // f * f, x.shape[1] // f * f
-    blocks = x[:h, :w].reshape(h // f, f, w // f, f, *x.shape[2:]).astype(np.float32)
-    out = blocks.mean(axis=(1, 3))
+    out = np.zeros((h // f, w // f, *x.shape[2:]), dtype=np.float32)
+    for i in range(f):  # f*f strided adds: several times faster than a mean over reshaped axes
+        for j in range(f):
+            out += x[i:h:f, j:w:f]
+    out *= 1.0 / (f * f)
     return (out + 0.5).astype(np.uint8) if x.dtype == np.uint8 else out
+
+
+def served_size(patch_size: int, limit: int = MAX_PX) -> int:
+    """Side of the images served for patches of ``patch_size`` px (see :func:`shrink`)."""
+    return patch_size // -(-patch_size // limit)
+
+
+@cache
+def alpha_table(sign: str, follow: bool) -> bytes:
+    """Opacity of each of the 256 colour indices (the PNG's tRNS chunk)."""
+    i = np.arange(256, dtype=np.float32) / 255.0
+    a = (np.abs(i * 2.0 - 1.0) if sign == "signed" else i) if follow else np.ones(256, np.float32)
+    return (a * 255.0 + 0.5).astype(np.uint8).tobytes()
+
+
+def encode_overlay(unit: np.ndarray, cmap: str, sign: str, follow: bool) -> bytes:
+    """Palette PNG of ``unit`` (H, W) in [0, 1]: one byte per pixel indexing the colour map,
+    with a per-index opacity; the same pixels as :func:`rgba` at a quarter of the bytes
+    to compress (about 4x faster to encode)."""
+    idx = (unit * 255.0 + 0.5).astype(np.uint8)
+    img = Image.frombytes("P", idx.shape[::-1], idx.tobytes())
+    img.putpalette(colour_table(cmap).ravel().tobytes())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1, transparency=alpha_table(sign, follow))
+    return buf.getvalue()
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -206,6 +236,12 @@ class Renderer:
             raise KeyError(f"patch {pid} is not in saliency store {source!r}") from None
         return read_maps(store, target, variant, [row])[0]
 
+    def display_values(self, source: str, target: str, variant: str, pid: int, sign: str) -> np.ndarray:
+        """(h, w) float32 values shown for ``sign`` (magnitudes; signed values for ``signed``),
+        reduced to at most ``MAX_PX`` wide: what the overlay shows and its scale is taken from."""
+        raw = self.raw_map(source, target, variant, pid)
+        return shrink(raw if sign == "signed" else shown_values(raw, sign))
+
     def dataset_scale(self, source: str, target: str, variant: str, sign: str, clip: float) -> float:
         """``clip``-th percentile of the shown values over up to ``SCALE_SAMPLE`` maps (cached)."""
         key = (source, target, variant, sign, clip)
@@ -213,8 +249,9 @@ class Renderer:
             store = self._store(source, target, variant)
             n = len(store.patch_ids)
             rows = np.unique(np.linspace(0, n - 1, min(n, SCALE_SAMPLE)).astype(np.int64))
-            sample = shown_values(read_maps(store, target, variant, rows), sign) if n else np.zeros(0)
-            self._scales[key] = clip_scale(sample, clip)
+            maps = read_maps(store, target, variant, rows) if n else np.zeros((0, 1, 1), np.float32)
+            sample = [np.abs(shrink(shown_values(m, "abs" if sign == "signed" else sign))) for m in maps]
+            self._scales[key] = clip_scale(np.stack(sample) if sample else np.zeros(0), clip)
         return self._scales[key]
 
     def scale(
@@ -226,12 +263,27 @@ class Renderer:
             return self.dataset_scale(source, target, variant, sign, clip)
         if pid is None:
             return None
-        return clip_scale(shown_values(self.raw_map(source, target, variant, pid), sign), clip)
+        return clip_scale(np.abs(self.display_values(source, target, variant, pid, sign)), clip)
 
     @staticmethod
     def _check_display(norm: str, sign: str, clip: float) -> None:
         if norm not in NORMS or sign not in SIGNS or clip not in CLIPS:
             raise KeyError(f"unknown display setting norm={norm!r} sign={sign!r} clip={clip!r}")
+
+    def overlay_unit(
+        self, source: str, target: str, variant: str, pid: int, norm: str, sign: str, clip: float
+    ) -> np.ndarray:
+        """(h, w) float32 in [0, 1]: the colour-map position of each pixel of patch ``pid``'s
+        overlay, at most ``MAX_PX`` wide and as large as the served patch."""
+        self.check_patch(pid)
+        self._check_display(norm, sign, clip)
+        values = self.display_values(source, target, variant, pid, sign)
+        s = self.scale(source, target, variant, pid, norm, sign, clip) if norm == "dataset" else None
+        if s is None:
+            s = clip_scale(np.abs(values), clip)
+        unit = to_unit(values, "signed" if sign == "signed" else "abs", s)
+        size = served_size(self.catalog.patches.patch_size)
+        return unit if unit.shape == (size, size) else resize_nearest(unit, (size, size))
 
     def overlay(
         self,
@@ -244,21 +296,10 @@ class Renderer:
         sign: str,
         clip: float,
         follow: bool,
-        limit: int = MAX_PX,
     ) -> np.ndarray:
-        """(h, w, 4) uint8 overlay of patch ``pid`` at most ``limit`` px wide."""
-        self.check_patch(pid)
-        self._check_display(norm, sign, clip)
-        lut = colour_table(cmap)
-        raw = self.raw_map(source, target, variant, pid)
-        s = self.scale(source, target, variant, pid, norm, sign, clip)
-        size = shrink(np.zeros((self.catalog.patches.patch_size, 1), np.uint8), limit).shape[0]
-        unit = to_unit(raw, sign, s)
-        if unit.shape[0] > size:
-            unit = shrink(unit, limit)
-        if unit.shape != (size, size):
-            unit = resize_nearest(unit, (size, size))
-        return rgba(unit, lut, sign, follow)
+        """(h, w, 4) uint8 RGBA overlay of patch ``pid`` (for figures; the routes send palette PNGs)."""
+        unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
+        return rgba(unit, colour_table(cmap), sign, follow)
 
     def _overlay_png(
         self,
@@ -272,7 +313,9 @@ class Renderer:
         clip: float,
         follow: bool,
     ) -> bytes:
-        return encode_png(self.overlay(source, target, variant, pid, cmap, norm, sign, clip, follow))
+        colour_table(cmap)  # KeyError for an unknown colour map
+        unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
+        return encode_overlay(unit, cmap, sign, follow)
 
     def patch(self, pid: int, limit: int = MAX_PX) -> np.ndarray:
         self.check_patch(pid)

@@ -84,19 +84,21 @@ def test_colour_bar_runs_low_to_high():
     assert bar.shape == (2, 16, 3) and bar[0, 0, 0] < bar[0, -1, 0]
 
 
-def _png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)))
-
-
-def test_overlay_png_is_rgba_at_the_patch_size_and_cached(catalog):
+@pytest.mark.parametrize("sign", ["abs", "signed"])
+def test_overlay_png_is_the_rgba_overlay_at_the_patch_size(catalog, sign):
     r = Renderer(catalog, cache_size=8)
-    data = r.overlay_png("mdfa", "md", "gradcampp", 3, "viridis", "image", "abs", 99.0, True)
-    img = _png(data)
+    data = r.overlay_png("mdfa", "md", "smoothgrad_s0.2", 3, "magma", "image", sign, 99.0, True)
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
     size = catalog.patches.patch_size
     assert img.shape == (size, size, 4)
-    raw = read_maps(catalog.sources["mdfa"], "md", "gradcampp", catalog.sources["mdfa"].rows([3]))[0]
-    u = to_unit(raw, "abs", clip_scale(np.abs(raw), 99.0))
-    np.testing.assert_array_equal(img[..., 3], (u * 255 + 0.5).astype(np.uint8))
+    raw = read_maps(catalog.sources["mdfa"], "md", "smoothgrad_s0.2", catalog.sources["mdfa"].rows([3]))[0]
+    u = to_unit(raw, sign, clip_scale(np.abs(raw), 99.0))
+    np.testing.assert_array_equal(img, rgba(u, colour_table("magma"), sign, True))
+
+
+def test_overlay_png_is_cached(catalog):
+    r = Renderer(catalog, cache_size=8)
+    data = r.overlay_png("mdfa", "md", "gradcampp", 3, "viridis", "image", "abs", 99.0, True)
     other = r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True)
     assert other != data
     assert r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True) is other
