@@ -25,7 +25,7 @@ from dashboard.catalog import FIELDS, Catalog, nice_step
 from dashboard.filters import histogram, page_of, rows_per_page, select
 from dashboard.layout import DISPLAY_CONTROLS
 from dashboard.main_page import main_page
-from dashboard.pages import fmt, grid_page, message, viewer_body
+from dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
 from dashboard.sitemap import PAGES
 from dashboard.state import SORTS, View, parse_view, view_query
 
@@ -48,10 +48,11 @@ CONTROLS: dict[str, str] = {
 """Inputs of :func:`update`: component id -> property."""
 PAGE_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("url", "search"),
-    ("page-content", "children"),
+    ("page-dash", "children"),
+    ("grid-html", "data"),
     ("status", "children"),
     ("pager", "className"),
-    *((f"hist-{name}", "figure") for name in FIELDS),
+    ("hist-html", "data"),
 )
 
 
@@ -188,8 +189,8 @@ def render(
     return children, status, "pager" if n_pages else "pager hidden"
 
 
-def histograms(catalog: Catalog, search: str, default_per: int = 48) -> list[dict]:
-    """One figure per range filter, under the view's other filters."""
+def histograms(catalog: Catalog, search: str, default_per: int = 48) -> list[list]:
+    """Histogram bars of each range filter, under the view's other filters."""
     view = parse_view(search, catalog, default_per)
     return [histogram(catalog, view, name) for name in FIELDS]
 
@@ -227,12 +228,15 @@ def update(
     content, status, pager = render(catalog, pathname, search_now, default_per, hash)
     if view.page > n_pages and status and "does not exist" not in status:
         status += f" · page {view.page} does not exist: showing page {n_pages} of {n_pages}"
-    out[("page-content", "children")] = content
+    # Grids go as one HTML string; the Main page and messages as Dash components.
+    grid = is_elements(content)
+    out[("page-dash", "children")] = [] if grid else content
+    out[("grid-html", "data")] = to_html(content) if grid else ""
     out[("status", "children")] = status
     out[("pager", "className")] = pager
-    if not from_control or old.filter_key() != view.filter_key():
-        for name, fig in zip(FIELDS, histograms(catalog, search_now, default_per)):
-            out[(f"hist-{name}", "figure")] = fig
+    if not from_control or old.filter_key()[:6] != view.filter_key()[:6]:  # not the order
+        bars = histograms(catalog, search_now, default_per)
+        out[("hist-html", "data")] = {name: to_html(b) for name, b in zip(FIELDS, bars)}
     return out
 
 
@@ -280,6 +284,16 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         return open_viewer(catalog, key, search or "", default_per, hash or "")
 
     fn = "histoxai"
+    app.clientside_callback(
+        ClientsideFunction(fn, "grid"),
+        Output("page-grid", "className"),
+        Input("grid-html", "data"),
+    )
+    app.clientside_callback(
+        ClientsideFunction(fn, "hists"),
+        Output("hist-y", "className"),
+        Input("hist-html", "data"),
+    )
     app.clientside_callback(
         ClientsideFunction(fn, "display"),
         Output("content", "style"),

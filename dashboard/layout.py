@@ -8,7 +8,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from dashboard.catalog import FIELDS
-from dashboard.filters import FIELD_LABELS, empty_figure
+from dashboard.filters import FIELD_LABELS
 from dashboard.sitemap import PAGES
 from dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, SORTS, TILE_SIZES, View, per_page_choices
 
@@ -30,7 +30,7 @@ def content_style(view: View) -> dict:
 
 
 def shell(default_per: int, user: str | None = None) -> html.Div:
-    """The whole page; ``page-content`` is filled per URL."""
+    """The whole page; ``page-dash`` (Main page, messages) or ``page-grid`` is filled per URL."""
     return html.Div(
         id="shell",
         className="shell",
@@ -51,12 +51,21 @@ def shell(default_per: int, user: str | None = None) -> html.Div:
                                 className="toolbar",
                                 children=[html.Div(id="status", className="status"), _pager()],
                             ),
-                            dcc.Loading(
-                                html.Div(id="page-content"),
-                                type="dot",
-                                color="#3f6fb5",
-                                delay_show=400,
-                                overlay_style={"visibility": "visible", "opacity": 0.6},
+                            html.Div(
+                                id="page-content",
+                                children=[
+                                    dcc.Loading(
+                                        html.Div(id="page-dash"),
+                                        type="dot",
+                                        color="#3f6fb5",
+                                        delay_show=400,
+                                        overlay_style={"visibility": "visible", "opacity": 0.6},
+                                    ),
+                                    # grid pages arrive as HTML text (grid-html) put in place by the browser
+                                    html.Div(id="page-grid"),
+                                    dcc.Store(id="grid-html", data=""),
+                                    dcc.Store(id="hist-html", data={}),
+                                ],
                             ),
                         ],
                     ),
@@ -107,12 +116,7 @@ def _range_filter(name: str) -> html.Div:
                 [FIELD_LABELS[name], html.Span(id=f"range-text-{name}", className="range-text")],
                 className="field-label",
             ),
-            dcc.Graph(
-                id=f"hist-{name}",
-                className="hist",
-                config={"displayModeBar": False, "staticPlot": True},
-                figure=empty_figure(),
-            ),
+            html.Div(id=f"hist-{name}", className="hist"),
             dcc.RangeSlider(
                 id=f"range-{name}",
                 min=0,

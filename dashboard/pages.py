@@ -11,6 +11,7 @@ One click listener on the document opens tiles (``assets/dashboard.js``).
 from __future__ import annotations
 
 import math
+from html import escape
 
 import numpy as np
 from dash import html
@@ -55,6 +56,44 @@ def el(tag: str, children=None, **props) -> dict:
     if children is not None:
         props["children"] = children
     return {"type": tag, "namespace": "dash_html_components", "props": props}
+
+
+_VOID = {"img", "br", "hr", "input"}
+
+
+def _css(style: dict) -> str:
+    return ";".join(
+        f"{k if k.startswith('--') else ''.join('-' + c.lower() if c.isupper() else c for c in k)}:{v}"
+        for k, v in style.items()
+    )
+
+
+def to_html(node) -> str:
+    """HTML text of elements built by :func:`el` (strings escaped, ``className`` as ``class``,
+    ``style`` as CSS). A page of tiles goes to the browser as one string put in place at
+    once: far less work for the browser than one React component per element."""
+    if node is None:
+        return ""
+    if isinstance(node, (list, tuple)):
+        return "".join(to_html(n) for n in node)
+    if not isinstance(node, dict):
+        return escape(str(node), quote=False)
+    tag = node["type"].lower()
+    props = node["props"]
+    attrs = []
+    for k, v in props.items():
+        if k == "children" or v is None or v is False:
+            continue
+        name = {"className": "class"}.get(k, k)
+        text = _css(v) if k == "style" else ("" if v is True else str(v))
+        attrs.append(f' {name}="{escape(text)}"' if v is not True else f" {name}")
+    head = f"<{tag}{''.join(attrs)}>"
+    return head if tag in _VOID else f"{head}{to_html(props.get('children'))}</{tag}>"
+
+
+def is_elements(children) -> bool:
+    """True when ``children`` are all :func:`el` elements (they can go as HTML text)."""
+    return all(isinstance(c, dict) and c.get("namespace") == "dash_html_components" for c in children)
 
 
 def numbers(table: TargetTable, row: int) -> dict[str, str]:

@@ -117,6 +117,22 @@
         rewriteImages(displayQuery(p));
         return {"--tile": tile + "px", "--alpha": String(a)};
       },
+      // A grid page's HTML text -> #page-grid, with the current display query.
+      grid: function (text) {
+        var host = document.getElementById("page-grid");
+        if (host) host.innerHTML = text || "";
+        var p = hashParams(location.hash);
+        rewriteImages(displayQuery(p));
+        return text ? "page-grid" : "page-grid empty";
+      },
+      // Histogram bars (HTML text per field) -> their boxes.
+      hists: function (bars) {
+        Object.keys(bars || {}).forEach(function (name) {
+          var box = document.getElementById("hist-" + name);
+          if (box) box.innerHTML = bars[name];
+        });
+        return "hist";
+      },
       // Fragment -> the open tile's key and the viewer's visibility.
       openKey: function (hash, current) {
         var key = hashParams(hash).open || "";

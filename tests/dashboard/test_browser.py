@@ -227,7 +227,7 @@ def test_every_page_loads(browser, site, name, path, ready):
     url, _ = site
     severe_logs(browser)  # drop entries of earlier tests
     open_page(browser, url + path, ready)
-    wait_for(browser, lambda d: d.find_elements(*_by("#hist-y .bars, #hist-y .trace")), "histograms")
+    wait_for(browser, lambda d: d.find_elements(*_by("#hist-y .b")), "histograms")
     shot(browser, name)
     assert browser.title == "histoxai dashboard"
     assert severe_logs(browser) == []

@@ -9,6 +9,7 @@ import pytest
 from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
 from dashboard.catalog import load_catalog
 from dashboard.filters import select
+from dashboard.pages import el, to_html
 from dashboard.state import View, parse_view
 
 
@@ -151,7 +152,7 @@ def test_missing_store_page_names_the_path(tmp_path):
     new, view, n_pages = sync(cat, None, None, "", "/single")
     props = control_props(cat, view, n_pages)
     assert props[("target", "options")] == [] and props[("target", "value")] is None
-    assert [h["data"] for h in histograms(cat, "")] == [[], [], []]
+    assert histograms(cat, "") == [[], [], []]
 
 
 def test_unknown_page_is_not_a_traceback(catalog):
@@ -189,20 +190,42 @@ def test_viewer_steps_in_the_grid_order(catalog):
 def test_after_a_control_only_what_changed_is_sent(catalog):
     search = "?target=md&variant=gradcampp"
     first = update(catalog, None, None, search, "", "/single")
-    assert ("range-y", "value") in first and ("hist-y", "figure") in first
+    assert ("range-y", "value") in first and ("hist-html", "data") in first
     out = update(catalog, "next", 1, search, "", "/single")
-    assert ("hist-y", "figure") not in out  # same filters: histograms stay
+    assert ("hist-html", "data") not in out  # same filters: histograms stay
     assert ("target", "options") not in out and ("range-y", "min") not in out
     assert _q(out[("url", "search")])["page"] == "2" and out[("page", "value")] == 2
+    assert ("hist-html", "data") not in update(catalog, "desc", True, search, "", "/single")  # order only
     out = update(catalog, "split", "test", search, "", "/single")
-    assert ("hist-y", "figure") in out and _q(out[("url", "search")])["split"] == "test"
-    assert ("page-content", "children") not in update(catalog, "split", "test", search, "", "/")
+    assert ("hist-html", "data") in out and _q(out[("url", "search")])["split"] == "test"
+    assert ("grid-html", "data") not in update(catalog, "split", "test", search, "", "/")
 
 
 @pytest.mark.parametrize("field", ["y", "delta", "rel_delta"])
 def test_histograms_follow_the_url(catalog, field):
-    view = parse_view("?target=md&split=test", catalog)
-    figs = histograms(catalog, "?target=md&split=test")
-    fig = figs[["y", "delta", "rel_delta"].index(field)]
-    assert sum(fig["data"][0]["y"]) == int((catalog.tables["md"].split == 2).sum())
-    assert view.split == "test"
+    all_bars = histograms(catalog, "?target=md")[["y", "delta", "rel_delta"].index(field)]
+    test_bars = histograms(catalog, "?target=md&split=test")[["y", "delta", "rel_delta"].index(field)]
+    assert len(all_bars) == len(test_bars) == 40 and all_bars != test_bars
+
+
+def test_grids_go_as_html_text_and_the_main_page_as_components(catalog):
+    out = update(catalog, None, None, "?target=md&variant=layercam&per=24", "#cmap=magma", "/single")
+    html = out[("grid-html", "data")]
+    assert out[("page-dash", "children")] == [] and html.count('class="tile"') == 24
+    assert 'data-key="0|md|layercam"' in html and "cmap=magma" in html and "&lt;" not in html
+    out = update(catalog, None, None, "", "", "/")
+    assert out[("grid-html", "data")] == "" and out[("page-dash", "children")]
+    assert update(catalog, None, None, "?y=100,200", "", "/single")[("grid-html", "data")] == ""
+
+
+def test_to_html_escapes_text_and_attributes():
+    node = el(
+        "Div",
+        ["<b>", el("Img", src='/a?x=1&y="2"', alt="")],
+        className="t",
+        style={"gridTemplateColumns": "1fr", "--tile": "9px"},
+    )
+    assert to_html(node) == (
+        '<div class="t" style="grid-template-columns:1fr;--tile:9px">&lt;b&gt;'
+        '<img src="/a?x=1&amp;y=&quot;2&quot;" alt=""></div>'
+    )
