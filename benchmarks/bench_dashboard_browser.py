@@ -81,7 +81,11 @@ def build(root: Path, n: int, size: int):
 
 
 def serve(app):
+    import logging
+
     from waitress.server import create_server
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     server = create_server(app.server, host="127.0.0.1", port=0, threads=8)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -89,7 +93,7 @@ def serve(app):
     return server, f"http://127.0.0.1:{server.effective_port}"
 
 
-def time_requests(app) -> list:
+def time_requests(app, no_store: bool) -> list:
     """Server time per request: (start, path, ms)."""
     log: list = []
     from flask import g, request
@@ -101,6 +105,8 @@ def time_requests(app) -> list:
     @app.server.after_request
     def _stop(resp):
         log.append((g.t0, request.path, (time.perf_counter() - g.t0) * 1000.0))
+        if no_store and request.path.startswith("/img/"):
+            resp.headers["Cache-Control"] = "no-store"  # every image fetched again: worst case
         return resp
 
     return log
@@ -151,15 +157,14 @@ def actions(repeats: int):
     """(name, JS action, condition kind, condition argument), each action ``repeats`` times in a row."""
     out = []
     for i in range(repeats):
-        split = "test" if i % 2 == 0 else "all"
+        split = ("train", "val", "test", "out", "all")[i % 5]
         out.append(
             ("filter", f"document.querySelector(\"#split input[value='{split}']\").click()", "grid", "")
         )
     for _ in range(repeats):
         out.append(("sort", "document.querySelector('#desc input').click()", "grid", ""))
-    for i in range(repeats):
-        btn = "next" if i % 2 == 0 else "prev"
-        out.append(("page", f"document.getElementById('{btn}').click()", "grid", ""))
+    for _ in range(repeats):
+        out.append(("page", "document.getElementById('next').click()", "grid", ""))  # new tiles each time
     for i in range(repeats):
         out.append(("opacity", SLIDER_KEY % ("ArrowLeft" if i % 2 == 0 else "ArrowRight"), "opacity", ""))
     for i in range(repeats):
@@ -187,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", type=int, default=1200)
     parser.add_argument("--size", type=int, default=128, help="patch side in px")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--browser-cache",
+        action="store_true",
+        help="let the browser cache images (default: refetch, except a page's own in-memory image list)",
+    )
     args = parser.parse_args(argv)
 
     from dashboard.app import create_app
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             f"built {args.patches:,} patches of {args.size} px x {len(VARIANTS)} variants in {time.perf_counter() - t:.0f} s"
         )
         app = create_app(DashboardConfig(), tmp / "patches", saliency_root=tmp / "saliency")
-        log = time_requests(app)
+        log = time_requests(app, not args.browser_cache)
         server, url = serve(app)
         d, profile = browser()
         d.get(url + "/single?target=md&variant=smoothgrad_s0.2")

@@ -19,11 +19,12 @@ import json
 import math
 from typing import Any
 
-from dash import ClientsideFunction, Dash, Input, Output, State, ctx, no_update
+from dash import ALL, ClientsideFunction, Dash, Input, Output, State, ctx, no_update
 
 from dashboard.catalog import FIELDS, Catalog, nice_step
 from dashboard.filters import histogram, page_of, rows_per_page, select
 from dashboard.layout import DISPLAY_CONTROLS
+from dashboard.linked import PLOTS
 from dashboard.main_page import main_page
 from dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
 from dashboard.sitemap import PAGES
@@ -61,7 +62,9 @@ def apply_control(catalog: Catalog, view: View, trigger: str, value: Any) -> Vie
     if trigger == "target" and value in catalog.tables:
         variants = catalog.variants(value)
         variant = view.variant if view.variant in variants else (variants[0] if variants else "")
-        return view.replace(target=value, variant=variant, y=OPEN, delta=OPEN, rel_delta=OPEN, page=1)
+        return view.replace(
+            target=value, variant=variant, y=OPEN, y_hat=OPEN, delta=OPEN, rel_delta=OPEN, page=1
+        )
     if trigger == "method":
         variants = catalog.methods(view.target).get(value, [])
         return view.replace(variant=variants[0]) if variants and view.variant not in variants else view
@@ -87,8 +90,15 @@ def apply_control(catalog: Catalog, view: View, trigger: str, value: Any) -> Vie
         return view.replace(page=max(1, int(value)))
     if trigger in ("prev", "next"):
         return view.replace(page=max(1, view.page + (1 if trigger == "next" else -1)))
+    if trigger.startswith("brush-") and trigger[6:] in PLOTS:
+        fx, fy = PLOTS[trigger[6:]][:2]
+        box = (value or {}).get("range") if isinstance(value, dict) else None
+        if not box or "x" not in box or "y" not in box:
+            return view.replace(**{fx: OPEN, fy: OPEN}, page=1)  # cleared (double click) or a lasso
+        (x0, x1), (y0, y1) = sorted(map(float, box["x"])), sorted(map(float, box["y"]))
+        return view.replace(**{fx: (x0, x1), fy: (y0, y1)}, page=1)
     if trigger == "reset":
-        return view.replace(samples=(), split="all", y=OPEN, delta=OPEN, rel_delta=OPEN, page=1)
+        return view.replace(samples=(), split="all", y=OPEN, y_hat=OPEN, delta=OPEN, rel_delta=OPEN, page=1)
     return view
 
 
@@ -160,7 +170,9 @@ def control_props(catalog: Catalog, view: View, n_pages: int) -> dict[tuple[str,
         out[(f"range-{name}", "step")] = nice_step(lo, hi)
         out[(f"range-{name}", "value")] = [lo if a is None else max(a, lo), hi if b is None else min(b, hi)]
         out[(f"range-text-{name}", "children")] = _range_text(
-            a, b, 1 if name == "rel_delta" else (table.decimals if table is not None else 3)
+            a,
+            b,
+            1 if name == "rel_delta" else (table.decimals + (name == "delta") if table is not None else 3),
         )
     return out
 
@@ -234,7 +246,7 @@ def update(
     out[("grid-html", "data")] = to_html(content) if grid else ""
     out[("status", "children")] = status
     out[("pager", "className")] = pager
-    if not from_control or old.filter_key()[:6] != view.filter_key()[:6]:  # not the order
+    if not from_control or old.filter_key()[:-2] != view.filter_key()[:-2]:  # not the order
         bars = histograms(catalog, search_now, default_per)
         out[("hist-html", "data")] = {name: to_html(b) for name, b in zip(FIELDS, bars)}
     return out
@@ -258,12 +270,18 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         Input("url", "pathname"),
         Input("url", "search"),
         *[Input(cid, prop) for cid, prop in CONTROLS.items()],
+        Input({"type": "brush", "plot": ALL}, "selectedData"),
         State("url", "hash"),
     )
     def _update(pathname, search, *args):
-        values, hash = dict(zip(CONTROLS, args[:-1])), args[-1]
+        values, hash = dict(zip(CONTROLS, args[:-2])), args[-1]
         trigger = ctx.triggered_id
-        if trigger not in CONTROLS:
+        if isinstance(trigger, dict) and trigger.get("type") == "brush":
+            trigger, values = (
+                f"brush-{trigger.get('plot')}",
+                {f"brush-{trigger.get('plot')}": ctx.triggered[0]["value"]},
+            )
+        elif trigger not in CONTROLS:
             trigger = None if trigger is None else "url"
         value = values.get(trigger) if trigger else None
         if trigger == "desc":
@@ -315,6 +333,12 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         Input("url", "pathname"),
         Input("url", "search"),
         Input("url", "hash"),
+    )
+    app.clientside_callback(
+        ClientsideFunction(fn, "voxelClick"),
+        Output("voxel-click", "data"),
+        Input({"type": "voxel", "field": ALL}, "clickData"),
+        prevent_initial_call=True,
     )
     app.clientside_callback(
         "function(n) { return n % 2 ? 'shell collapsed' : 'shell'; }",

@@ -19,7 +19,7 @@ import pandas as pd
 from histoxai.data.store import SPLITS, TARGETS, PatchStore
 from histoxai.explain.store import SaliencyStore
 
-FIELDS: tuple[str, ...] = ("y", "delta", "rel_delta")
+FIELDS: tuple[str, ...] = ("y", "y_hat", "delta", "rel_delta")
 """Per-patch fields with a range filter (and histogram) in the sidebar."""
 
 

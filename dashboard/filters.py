@@ -16,7 +16,7 @@ from dashboard.state import View
 from histoxai.data.store import SPLITS
 
 HIST_BINS = 40
-FIELD_LABELS: dict[str, str] = {"y": "y", "delta": "Δ = ŷ − y", "rel_delta": "rΔ (%)"}
+FIELD_LABELS: dict[str, str] = {"y": "y", "y_hat": "ŷ", "delta": "Δ = ŷ − y", "rel_delta": "rΔ (%)"}
 
 
 def mask(table: TargetTable, view: View, skip: str | None = None) -> np.ndarray:
@@ -47,11 +47,13 @@ def select(catalog: Catalog, view: View) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _select(catalog: Catalog, key: tuple) -> np.ndarray:
-    target, samples, split, y, delta, rel_delta, sort, desc = key
+    target, samples, split, y, y_hat, delta, rel_delta, sort, desc = key
     table = catalog.tables.get(target)
     if table is None:
         return np.empty(0, dtype=np.int64)
-    view = View(target=target, samples=samples, split=split, y=y, delta=delta, rel_delta=rel_delta)
+    view = View(
+        target=target, samples=samples, split=split, y=y, y_hat=y_hat, delta=delta, rel_delta=rel_delta
+    )
     rows = np.flatnonzero(mask(table, view))
     if sort == "id":
         order = table.patch_id[rows]

@@ -37,6 +37,7 @@ def shell(default_per: int, user: str | None = None) -> html.Div:
         children=[
             dcc.Location(id="url", refresh="callback-nav"),
             dcc.Store(id="open-key", data=""),
+            dcc.Store(id="voxel-click", data=None),
             _header(user),
             html.Div(
                 className="body",

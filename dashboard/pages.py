@@ -186,7 +186,7 @@ def legend(table: TargetTable, variant: str, view: View, pid: int | None = None)
     )
 
 
-def _heading(text: str, sub: str, extra: dict | None = None) -> dict:
+def heading(text: str, sub: str, extra: dict | None = None) -> dict:
     return el(
         "Div",
         [el("H2", text), el("Span", sub, className="sub"), extra or el("Span")],
@@ -240,7 +240,7 @@ def single_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndar
         for r, pid in zip(shown.tolist(), table.patch_id[shown].tolist())
     ]
     return [
-        _heading(
+        heading(
             f"{catalog.target_label(view.target)} · {label}",
             "Single target",
             legend(table, view.variant, view),
@@ -282,7 +282,7 @@ def targets_page(catalog: Catalog, view: View, table: TargetTable, shown: np.nda
                 cells.append(tile(tile_key(pid, k, view.variant), pid, [line], base, view))
         groups.append(_group(cells, len(keys) + 1))
     return [
-        _heading(
+        heading(
             catalog.variant_label(view.target, view.variant),
             "Multiple targets",
             legend(table, view.variant, view),
@@ -303,7 +303,7 @@ def methods_page(catalog: Catalog, view: View, table: TargetTable, shown: np.nda
             cells.append(tile(tile_key(pid, view.target, v), pid, [v], base, view, caption=label))
         groups.append(_group(cells, len(variants) + 1))
     return [
-        _heading(catalog.target_label(view.target), "Multiple methods", legend(table, view.variant, view)),
+        heading(catalog.target_label(view.target), "Multiple methods", legend(table, view.variant, view)),
         el("Div", groups, className="groups"),
     ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dashboard.linked import linked_page
 from dashboard.pages import methods_page, single_page, targets_page
 
 
@@ -42,6 +43,13 @@ PAGES: dict[str, Page] = {
             "nav-methods",
             "the same patches, one column per method variant, same target",
             methods_page,
+        ),
+        Page(
+            "/linked",
+            "Linked views",
+            "nav-linked",
+            "y against ŷ and Δ against y whose brush filters the grid; voxel maps per sample",
+            linked_page,
         ),
     )
 }

@@ -44,7 +44,7 @@ CLIPS: tuple[float, ...] = (90.0, 95.0, 99.0, 99.9, 100.0)
 SORTS: dict[str, str] = {"id": "patch id", "y": "y", "absdelta": "|Δ|", "absrel": "|rΔ|"}
 TILE_SIZES: tuple[int, ...] = (96, 128, 160, 224)
 PER_PAGE: tuple[int, ...] = (24, 48, 96)
-RANGE_KEYS: dict[str, str] = {"y": "y", "delta": "d", "rel_delta": "rd"}
+RANGE_KEYS: dict[str, str] = {"y": "y", "y_hat": "yh", "delta": "d", "rel_delta": "rd"}
 """Field -> query key of its range filter."""
 DISPLAY_KEYS: tuple[str, ...] = ("alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "open")
 """Keys of the URL fragment (display and viewer; the browser handles them alone)."""
@@ -66,6 +66,7 @@ class View:
     samples: tuple[str, ...] = ()
     split: str = "all"
     y: Range = (None, None)
+    y_hat: Range = (None, None)
     delta: Range = (None, None)
     rel_delta: Range = (None, None)
     sort: str = "id"
@@ -88,6 +89,7 @@ class View:
             self.samples,
             self.split,
             self.y,
+            self.y_hat,
             self.delta,
             self.rel_delta,
             self.sort,

@@ -52,6 +52,20 @@
     });
   }
 
+  // Ring the open patch's voxel on the voxel maps (trace 1 of each).
+  function ringVoxel(key) {
+    if (!window.Plotly) return;
+    document.querySelectorAll(".voxel-map .js-plotly-plot").forEach(function (gd) {
+      var keys = gd.data && gd.data[0] && gd.data[0].customdata;
+      var x = [], y = [];
+      (keys || []).forEach(function (line, i) {
+        var j = line.indexOf(key);
+        if (key && j >= 0) { x = [j]; y = [i]; }
+      });
+      window.Plotly.restyle(gd, {x: [x], y: [y]}, [1]);
+    });
+  }
+
   function openTile(key, push) {
     var p = hashParams(location.hash);
     p.open = key;
@@ -133,10 +147,19 @@
         });
         return "hist";
       },
+      // A click on a voxel map opens that voxel's patch.
+      voxelClick: function (clicks) {
+        var ctx = window.dash_clientside.callback_context;
+        var t = ctx.triggered && ctx.triggered[0];
+        var pt = t && t.value && t.value.points && t.value.points[0];
+        if (pt && pt.customdata) openTile(String(pt.customdata), true);
+        return window.dash_clientside.no_update;
+      },
       // Fragment -> the open tile's key and the viewer's visibility.
       openKey: function (hash, current) {
         var key = hashParams(hash).open || "";
         var cls = key ? "viewer" : "viewer hidden";
+        ringVoxel(key);
         if (key === (current || "")) return [window.dash_clientside.no_update, cls];
         return [key, cls];
       },

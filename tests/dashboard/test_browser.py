@@ -520,3 +520,50 @@ def test_login_logout_and_a_lost_session(browser, run):
         browser.get(url + "/single")
         wait_for(browser, lambda d: urlsplit(d.current_url).path == "/login", "login for a revoked cookie")
         browser.delete_all_cookies()
+
+
+def test_linked_views_brush_filters_and_voxels_open_patches(browser, site):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, catalog = site
+    open_page(browser, url + "/linked?target=md&variant=layercam&per=96", ".brush-plot .main-svg")
+    wait_for(browser, lambda d: d.find_elements(*_by(".voxel-map .main-svg")), "voxel maps")
+    n_before = n_tiles(browser)
+    shot(browser, "linked-views")
+    plot = browser.find_element(*_by(".brush-plot .nsewdrag"))
+    w, h = plot.size["width"], plot.size["height"]
+    ActionChains(browser).move_to_element_with_offset(
+        plot, int(w * 0.2), int(h * 0.2)
+    ).click_and_hold().move_by_offset(int(w * 0.5), int(h * 0.5)).release().perform()
+    wait_for(browser, lambda d: "y" in query(d) and "yh" in query(d), "the brush in the URL")
+    lo, hi = (float(v) for v in query(browser)["y"].split(","))
+    t = catalog.tables["md"]
+    ylo, yhi = (float(v) for v in query(browser)["yh"].split(","))
+    inside = (
+        (t.values["y"] >= lo)
+        & (t.values["y"] <= hi)
+        & (t.values["y_hat"] >= ylo)
+        & (t.values["y_hat"] <= yhi)
+    )
+    wait_for(
+        browser, lambda d: n_tiles(d) == int(inside.sum()), f"{int(inside.sum())} tiles inside the brush"
+    )
+    assert n_tiles(browser) < n_before
+    # a voxel click opens its patch; the open patch's voxel is ringed
+    gd = "document.querySelector('.voxel-map .js-plotly-plot')"
+    key = browser.execute_script(f"const k = {gd}.data[0].customdata; return k[1][2];")
+    browser.execute_script(
+        f"const gd = {gd}; gd.emit('plotly_click', {{points: [{{customdata: gd.data[0].customdata[1][2], x: 2, y: 1}}]}});"
+    )
+    wait_for(browser, viewer_open, "the viewer after a voxel click")
+    assert fragment(browser)["open"] == key
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            f"const r = {gd}.data[1]; return r.x.length === 1 && r.x[0] === 2 && r.y[0] === 1;"
+        ),
+        "the ring on the open voxel",
+    )
+    browser.find_element(*_by("body")).send_keys("\ue00c")  # Escape
+    wait_for(browser, lambda d: not viewer_open(d), "viewer closed")
+    shot(browser, "linked-views-brushed")

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
-from dashboard.catalog import load_catalog
+from dashboard.catalog import FIELDS, load_catalog
 from dashboard.filters import select
 from dashboard.pages import el, to_html
 from dashboard.state import View, parse_view
@@ -152,7 +152,7 @@ def test_missing_store_page_names_the_path(tmp_path):
     new, view, n_pages = sync(cat, None, None, "", "/single")
     props = control_props(cat, view, n_pages)
     assert props[("target", "options")] == [] and props[("target", "value")] is None
-    assert histograms(cat, "") == [[], [], []]
+    assert histograms(cat, "") == [[], [], [], []]
 
 
 def test_unknown_page_is_not_a_traceback(catalog):
@@ -201,10 +201,10 @@ def test_after_a_control_only_what_changed_is_sent(catalog):
     assert ("grid-html", "data") not in update(catalog, "split", "test", search, "", "/")
 
 
-@pytest.mark.parametrize("field", ["y", "delta", "rel_delta"])
+@pytest.mark.parametrize("field", ["y", "y_hat", "delta", "rel_delta"])
 def test_histograms_follow_the_url(catalog, field):
-    all_bars = histograms(catalog, "?target=md")[["y", "delta", "rel_delta"].index(field)]
-    test_bars = histograms(catalog, "?target=md&split=test")[["y", "delta", "rel_delta"].index(field)]
+    all_bars = histograms(catalog, "?target=md")[FIELDS.index(field)]
+    test_bars = histograms(catalog, "?target=md&split=test")[FIELDS.index(field)]
     assert len(all_bars) == len(test_bars) == 40 and all_bars != test_bars
 
 
