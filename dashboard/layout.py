@@ -50,7 +50,7 @@ def shell(default_per: int, user: str | None = None) -> html.Div:
                         children=[
                             html.Div(
                                 className="toolbar",
-                                children=[html.Div(id="status", className="status"), _pager()],
+                                children=[html.Div(id="status", className="status"), _exports(), _pager()],
                             ),
                             html.Div(
                                 id="page-content",
@@ -251,6 +251,30 @@ def _sidebar(default_per: int) -> html.Aside:
             ),
         ],
     )
+
+
+def _exports() -> html.Div:
+    """Download links; their addresses follow the URL (``assets/dashboard.js``)."""
+    links = [
+        html.A(
+            "CSV", id="export-csv", href="/export/table.csv", className="button", title="the filtered table"
+        ),
+        html.A(
+            "PNG",
+            id="export-png",
+            href="/export/single.png",
+            className="button",
+            title="this page as a figure",
+        ),
+        html.A(
+            "PDF",
+            id="export-pdf",
+            href="/export/single.pdf",
+            className="button",
+            title="this page as a figure",
+        ),
+    ]
+    return html.Div(links, id="exports", className="exports")
 
 
 def _pager() -> html.Div:

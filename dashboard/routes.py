@@ -101,6 +101,32 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         except KeyError:
             abort(404)
 
+    @server.route("/export/table.csv")
+    def export_table():
+        from dashboard.export import table_csv
+        from dashboard.state import parse_view
+
+        view = parse_view(request.query_string.decode(), renderer.catalog)
+        resp = Response(table_csv(renderer.catalog, view), mimetype="text/csv")
+        resp.headers["Content-Disposition"] = (
+            f'attachment; filename="histoxai-{view.target}-{view.variant}.csv"'
+        )
+        return resp
+
+    @server.route("/export/<page>.<fmt>")
+    def export_figure(page: str, fmt: str):
+        from dashboard.export import FIGURE_PAGES, grid_figure
+        from dashboard.state import parse_view
+
+        if page not in FIGURE_PAGES or fmt not in ("png", "pdf") or not renderer.catalog.ok:
+            abort(404)
+        view = parse_view(request.query_string.decode(), renderer.catalog)
+        data = grid_figure(renderer.catalog, renderer, view, page, fmt)
+        resp = Response(data, mimetype="image/png" if fmt == "png" else "application/pdf")
+        name = f"histoxai-{page}-{view.target}-{view.variant}-p{view.page}.{fmt}"
+        resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return resp
+
     @server.route("/img/<path:rest>")
     def no_image(rest: str):
         # Anything else under /img/ is 404 (not Dash's catch-all page).

@@ -167,8 +167,14 @@
       nav: function (paths, pathname, search, hash) {
         var h = hashParams(hash); delete h.open;
         var tail = (search || "") + viewHash(h);
+        var q = (search || "?").replace(/^\?/, "");
+        var display = viewHash(h).replace(/^#/, "");
+        var both = "?" + q + (q && display ? "&" : "") + display;
+        var page = {"/single": "single", "/targets": "targets", "/methods": "methods", "/linked": "single"}[pathname];
         return paths.map(function (p) { return p + tail; }).concat(
-          paths.map(function (p) { return p === pathname ? "nav-link active" : "nav-link"; }));
+          paths.map(function (p) { return p === pathname ? "nav-link active" : "nav-link"; }),
+          ["/export/table.csv" + (search || ""), "/export/" + (page || "single") + ".png" + both,
+           "/export/" + (page || "single") + ".pdf" + both, page ? "exports" : "exports hidden"]);
       },
     },
   });

@@ -567,3 +567,27 @@ def test_linked_views_brush_filters_and_voxels_open_patches(browser, site):
     browser.find_element(*_by("body")).send_keys("\ue00c")  # Escape
     wait_for(browser, lambda d: not viewer_open(d), "viewer closed")
     shot(browser, "linked-views-brushed")
+
+
+def test_exports_follow_the_view(browser, site):
+    import io
+    import urllib.request
+
+    import pandas as pd
+
+    url, catalog = site
+    open_page(
+        browser, url + "/methods?target=md&variant=gradcampp&split=test&per=24#cmap=magma", ".groups .tile"
+    )
+    hrefs = wait_for(
+        browser,
+        lambda d: [d.find_element(*_by(f"#export-{k}")).get_attribute("href") for k in ("csv", "png", "pdf")],
+        "export links",
+    )
+    assert "split=test" in hrefs[0] and "/export/methods.png" in hrefs[1] and "cmap=magma" in hrefs[1]
+    table = pd.read_csv(io.BytesIO(urllib.request.urlopen(hrefs[0]).read()))
+    assert len(table) == int((catalog.tables["md"].split == 2).sum()) and set(table["split"]) == {"test"}
+    png = urllib.request.urlopen(hrefs[1]).read()
+    assert png[:4] == b"\x89PNG"
+    (SHOTS / "export-methods.png").write_bytes(png)
+    assert urllib.request.urlopen(hrefs[2]).read()[:5] == b"%PDF-"

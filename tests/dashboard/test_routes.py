@@ -53,3 +53,25 @@ def test_unknown_names_and_ids_are_404(client, url):
 def test_bad_display_parameters_are_400(client, query):
     assert client.get(f"/img/overlay/mdfa/md/gradcampp/1.png?{query}").status_code == 400
     assert client.get(f"/img/legend/mdfa/md/gradcampp.png?{query}").status_code == 400
+
+
+def test_exports_are_the_filtered_table_and_a_figure(client, catalog):
+    import io
+
+    import pandas as pd
+
+    resp = client.get("/export/table.csv?target=fa&variant=layercam&split=val&sort=absdelta&desc=1")
+    table = pd.read_csv(io.BytesIO(resp.data))
+    fa = catalog.tables["fa"]
+    assert len(table) == int((fa.split == 1).sum()) and set(table["split"]) == {"val"}
+    assert (table["delta"].abs().diff().dropna() <= 0).all()
+    assert "attachment" in resp.headers["Content-Disposition"]
+    for page, fmt, magic in (
+        ("single", "png", b"\x89PNG"),
+        ("methods", "pdf", b"%PDF-"),
+        ("targets", "png", b"\x89PNG"),
+    ):
+        resp = client.get(f"/export/{page}.{fmt}?target=md&variant=gradcampp&per=24&cmap=magma&sign=signed")
+        assert resp.status_code == 200 and resp.data[: len(magic)] == magic
+    assert client.get("/export/main.png").status_code == 404
+    assert client.get("/export/single.svg").status_code == 404
