@@ -501,6 +501,13 @@ class DashboardConfig:
     hashes from ``histoxai dashboard --hash-password``). Serving on a non-loopback
     ``host`` without login is refused unless ``insecure_public``. ``cache_size``: rendered
     overlay PNGs kept in memory.
+
+    Serving: requests whose Host header is not a loopback name or in ``allowed_hosts``
+    are refused (DNS rebinding); ``*`` allows any. ``server``: ``auto`` serves loopback
+    addresses with Flask's server and any other with waitress (``threads`` threads),
+    behind a TLS proxy. Login: sessions expire after ``session_hours`` and are revoked
+    server-side at logout; ``login_attempts`` failures within ``lockout_s`` seconds lock
+    the user name and the client address for ``lockout_s`` seconds.
     """
 
     host: str = "127.0.0.1"
@@ -511,6 +518,12 @@ class DashboardConfig:
     users_file: str = ""
     insecure_public: bool = False
     cache_size: int = bounded(4096, ge=0)
+    allowed_hosts: tuple[str, ...] = ()
+    server: Literal["auto", "flask", "waitress"] = "auto"
+    threads: int = bounded(8, ge=1, le=256)
+    session_hours: float = bounded(12.0, gt=0.0)
+    login_attempts: int = bounded(5, ge=1)
+    lockout_s: int = bounded(300, ge=1)
 
 
 def port_number(text: str) -> int:
