@@ -41,7 +41,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test", "out")
 def split_column(scheme: str) -> str:
     """Index column holding the split of ``scheme`` (e.g. ``split_random``)."""
     if scheme not in SPLIT_SCHEMES:
-        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SPLIT_SCHEMES}")
+        raise InputError(f"unknown split scheme {scheme!r}; expected one of {SPLIT_SCHEMES}")
     return f"split_{scheme}"
 
 
@@ -71,26 +71,26 @@ class SampleBlock:
     def check(self) -> None:
         n = len(self.table)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"sample {self.sample}: images must be (n, H, W, 3) uint8, "
                 f"got {self.images.shape} {self.images.dtype}"
             )
         if self.images.shape[0] != n:
-            raise ValueError(f"sample {self.sample}: {self.images.shape[0]} images but {n} table rows")
+            raise InputError(f"sample {self.sample}: {self.images.shape[0]} images but {n} table rows")
         if self.masks is not None and self.masks.shape != self.images.shape[:3]:
-            raise ValueError(
+            raise InputError(
                 f"sample {self.sample}: masks {self.masks.shape} do not match images {self.images.shape[:3]}"
             )
         if self.instances is not None and self.instances.shape != self.images.shape[:3]:
-            raise ValueError(
+            raise InputError(
                 f"sample {self.sample}: instances {self.instances.shape} do not match images "
                 f"{self.images.shape[:3]}"
             )
         missing = {"row", "col"} - set(self.table.columns)
         if missing:
-            raise ValueError(f"sample {self.sample}: table lacks columns {sorted(missing)}")
+            raise InputError(f"sample {self.sample}: table lacks columns {sorted(missing)}")
         if not self.sample.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"sample name {self.sample!r} must be letters, digits, '-' or '_'")
+            raise InputError(f"sample name {self.sample!r} must be letters, digits, '-' or '_'")
 
 
 def write_store(
@@ -122,13 +122,13 @@ def write_store(
                 with_masks = block.masks is not None
                 with_inst = block.instances is not None
             if block.images.shape[1:3] != size:
-                raise ValueError(f"sample {block.sample}: patch size {block.images.shape[1:3]} != {size}")
+                raise InputError(f"sample {block.sample}: patch size {block.images.shape[1:3]} != {size}")
             if (block.masks is not None) != with_masks:
-                raise ValueError(f"sample {block.sample}: masks must be given for all samples or none")
+                raise InputError(f"sample {block.sample}: masks must be given for all samples or none")
             if (block.instances is not None) != with_inst:
-                raise ValueError(f"sample {block.sample}: instances must be given for all samples or none")
+                raise InputError(f"sample {block.sample}: instances must be given for all samples or none")
             if any(f["sample"].iat[0] == block.sample for f in frames):
-                raise ValueError(f"sample {block.sample} appears twice")
+                raise InputError(f"sample {block.sample} appears twice")
             n = len(block.table)
             np.save(tmp / "patches" / f"{block.sample}.npy", np.ascontiguousarray(block.images))
             if block.masks is not None:
@@ -151,7 +151,7 @@ def write_store(
                 extra.setdefault(name, []).append(t)
             next_id += n
         if not frames:
-            raise ValueError(f"no samples to write to {root}")
+            raise InputError(f"no samples to write to {root}")
         index = pd.concat(frames, ignore_index=True)
         index[["row", "col"]] = index[["row", "col"]].astype(np.int32)
         if assign_splits is not None:
@@ -168,18 +168,18 @@ def write_store(
 def _read_card(path: Path) -> dict:
     """``card.json`` with the keys every reader needs, or a ValueError naming the file."""
     if not path.is_file():
-        raise ValueError(f"{path} is missing; run `histoxai prepare`")
+        raise InputError(f"{path} is missing; run `histoxai prepare`")
     try:
         card = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); run `histoxai prepare`") from None
+        raise InputError(f"{path} is not valid JSON ({err}); run `histoxai prepare`") from None
     if not isinstance(card, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(card).__name__}")
+        raise InputError(f"{path}: expected a JSON object, got {type(card).__name__}")
     size = card.get("patch_size_px")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{path}: patch_size_px={size!r}, expected a positive integer")
+        raise InputError(f"{path}: patch_size_px={size!r}, expected a positive integer")
     if not isinstance(card.get("targets"), list):
-        raise ValueError(f"{path}: targets={card.get('targets')!r}, expected a list")
+        raise InputError(f"{path}: targets={card.get('targets')!r}, expected a list")
     return card
 
 
@@ -206,13 +206,13 @@ class PatchStore:
         try:
             self.index = pd.read_parquet(index_path)
         except Exception as err:  # pyarrow raises several types for a damaged file
-            raise ValueError(
+            raise InputError(
                 f"{index_path} is not a readable Parquet index ({err}); run `histoxai prepare`"
             ) from None
         self.card: dict = _read_card(self.root / "card.json")
         missing = sorted({"patch_id", "sample", "offset", "row", "col"} - set(self.index.columns))
         if missing:
-            raise ValueError(f"{index_path}: missing columns {missing}")
+            raise InputError(f"{index_path}: missing columns {missing}")
         if not np.array_equal(self.index["patch_id"].to_numpy(), np.arange(len(self.index))):
             raise InputError(f"{index_path}: patch_id must be 0..n-1 in order")
         self._sample = self.index["sample"].to_numpy()
@@ -242,22 +242,22 @@ class PatchStore:
             for sample in self._samples:
                 path = self.root / folder / f"{sample}.npy"
                 if not path.is_file():
-                    raise ValueError(
+                    raise InputError(
                         f"{path} is missing (sample {sample} of {index_path}); run `histoxai prepare`"
                     )
                 try:
                     array = np.load(path, mmap_mode="r")
                 except (ValueError, OSError, EOFError) as err:
-                    raise ValueError(
+                    raise InputError(
                         f"{path} is damaged (truncated or not a .npy file: {err}); run `histoxai prepare`"
                     ) from None
                 if array.dtype != dtype or array.shape[1:] != shape:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}: expected (n, {', '.join(map(str, shape))}) {np.dtype(dtype).name} as card.json's "
                         f"patch_size_px={size} says, got {array.shape} {array.dtype}"
                     )
                 if int(last[sample]) >= len(array):
-                    raise ValueError(
+                    raise InputError(
                         f"{index_path}: offset {int(last[sample])} of sample {sample} is past the "
                         f"{len(array)} patches in {path}"
                     )
@@ -295,7 +295,7 @@ class PatchStore:
         keep = np.ones(len(self.index), dtype=bool)
         if split is not None:
             if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+                raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
             keep &= self.index[split_column(scheme)].to_numpy() == split
         if samples is not None:
             keep &= np.isin(self._sample, list(samples))

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from histoxai.errors import MissingInputError
 from histoxai.io import atomic_path
 
 PUBLISHED: dict[str, float] = {
@@ -85,7 +86,7 @@ def load_summary(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"MICROMEN summary {path} does not exist (expected ../shared/data/micromen/summary.mat "
             "or --summary PATH)"
         )

@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from histoxai.config import Config
+from histoxai.errors import MissingInputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[Path]:
     )
     out = Path(args.out or cfg.figures.output_dir or Path(cfg.base.reports_dir) / "figures" / model_dir.name)
     if not (model_dir / "predictions.parquet").is_file() and not (saliency / "manifest.json").is_file():
-        raise FileNotFoundError(f"neither {model_dir}/predictions.parquet nor a saliency store at {saliency}")
+        raise MissingInputError(f"neither {model_dir}/predictions.parquet nor a saliency store at {saliency}")
     summary_path = Path(cfg.figures.summary_mat)
     written = write_thesis_outputs(
         cfg,

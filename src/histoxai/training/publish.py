@@ -21,12 +21,13 @@ import numpy as np
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
+from histoxai.errors import UserError
 from histoxai.io import atomic_path, clean_leftovers, output_lock, write_json
 
 FINAL_SPLITS = ("train", "test", "out")  # val was logged per epoch, at the best epoch too
 
 
-class TrainingFailed(ValueError):
+class TrainingFailed(UserError, ValueError):
     """The fit diverged: a loss, prediction or metric is not finite. Nothing was registered."""
 
 
