@@ -1,6 +1,6 @@
 """Search spaces as data: a YAML file mapping dotted config keys to distributions.
 
-A space file (``tuning/spaces/mdfa.yaml``)::
+A space file (``tuning/spaces/light-mdfa.yaml``)::
 
     objective:                      # optional; default: mean validation R2 over targets
       weights: {md: 0.5, fa: 0.5}

@@ -55,6 +55,16 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {  # name: (module, help, logs to M
         "serve the Dash dashboard for the patch and saliency stores",
         False,
     ),
+    "baseline": (
+        "histoxai.stages.baseline",
+        "the MICROMEN per-voxel baseline on summary.mat, as published",
+        False,
+    ),
+    "figures": (
+        "histoxai.stages.figures",
+        "the thesis' figure grids and Table 4.1 (per-sample R², in/out)",
+        False,
+    ),
 }
 
 

@@ -31,8 +31,8 @@ def test_shipped_spaces_parse_and_sample_valid_configs(path):
         assert ("train.weight_decay" in params) == (params["train.optimizer"] == "adamw")
 
 
-def test_published_space_covers_the_published_dimensions():
-    space = load_space(REPO / "tuning" / "spaces" / "mdfa.yaml")
+def test_light_space_covers_its_dimensions():
+    space = load_space(REPO / "tuning" / "spaces" / "light-mdfa.yaml")
     dims = {d.key: d for d in space.dimensions}
     assert set(dims["model.backbone"].spec["choices"]) >= {
         "mobilenetv3_small_100",

@@ -2,8 +2,8 @@
 
 Run::
 
-    histoxai tune --space tuning/spaces/mdfa.yaml --n-trials 50
-    histoxai tune --space tuning/spaces/cc.yaml --study-name histoxai-cc --workers 2
+    histoxai tune --space tuning/spaces/light-mdfa.yaml --n-trials 50
+    histoxai tune --space tuning/spaces/light-cc.yaml --study-name histoxai-cc --workers 2
     histoxai tune --storage postgresql://user:pw@db/optuna --study-name s1   # on each machine
     histoxai tune --study-name s1 --finalize          # re-summarise, (re)set champion
 

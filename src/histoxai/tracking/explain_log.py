@@ -55,3 +55,43 @@ def log_explain_run(
         c.log_artifact(run_id, str(path))
     c.set_terminated(run_id)
     return run_id
+
+
+def log_explain_store(
+    tracking_uri: str, experiment: str, explain: Any, store: Any, model: Mapping[str, Any]
+) -> str:
+    """Record a finished saliency store: the ``explain`` config section as flat params,
+    which model was explained and why, pair counts, timings and precision statistics.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name.
+        explain: the ``ExplainConfig`` section.
+        store: the ``SaliencyStore`` written.
+        model: the explained model (``name``, ``version``, ``run_id``, ``uri``).
+    """
+    import json
+
+    from histoxai.config import flatten
+
+    manifest = store.manifest
+    params = {f"explain.{k}": v for k, v in flatten(explain).items()}
+    params.update(
+        {
+            "explain.resolved_uri": manifest.get("model_uri", ""),
+            "explain.model_version": manifest.get("model_version", ""),
+            "explain.model_source": manifest.get("model_source", ""),
+            "explain.variants": json.dumps(store.variants),
+            "explain.passes_per_call": json.dumps(manifest.get("passes_per_call", {})),
+            "explain.output": str(store.root),
+        }
+    )
+    metrics: dict[str, float] = {
+        "explain/n_patches": len(store.patch_ids),
+        "explain/n_pairs": len(manifest.get("complete", [])),
+    }
+    for pair, t in manifest.get("timings", {}).items():
+        metrics[f"explain/maps_per_s_{pair}"] = t["maps_per_s"]
+        metrics[f"explain/seconds_{pair}"] = t["seconds"]
+        metrics[f"explain/subnormal_fraction_{pair}"] = t.get("subnormal_fraction", float("nan"))
+    return log_explain_run(tracking_uri, experiment, model, params, metrics, [store.root / "manifest.json"])

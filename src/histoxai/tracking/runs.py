@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -141,6 +143,53 @@ def start_run(
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+PID_TAG, HOST_TAG = "histoxai.pid", "histoxai.host"
+
+
+def process_tags() -> dict[str, str]:
+    """Run tags naming this process, so a later run can tell a killed run from a live one."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def run_is_dead(run) -> bool:
+    """Whether an MLflow run's process is gone: the run has ended, or it is RUNNING with
+    :func:`process_tags` naming a process of this host that no longer exists. A RUNNING run
+    of another host, or without the tags, counts as alive."""
+    if run.info.status != "RUNNING":
+        return True
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def end_dead_runs(tracking_uri: str, experiment: str, run_name: str) -> list[str]:
+    """Mark FAILED the runs named ``run_name`` in ``experiment`` left RUNNING by a killed
+    process (see :func:`run_is_dead`). Returns their ids."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"attributes.status = 'RUNNING' and attributes.run_name = '{run_name}'"
+    )
+    ended = []
+    for run in runs:
+        if run_is_dead(run):
+            client.set_terminated(run.info.run_id, "FAILED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def log_metrics(
