@@ -15,7 +15,9 @@
   distribution and differs from the original only where the object and its blur were.
   Each record carries the exact change of the clean targets.
 
-The maps are at the store's patch resolution; with ``um_per_px`` rendering at another
+With ``target_smoothing_vox > 0`` the stored targets also mix in neighbouring voxels; the
+truth here is the voxel's own (unsmoothed) content, ``md_clean``/``fa_clean`` before
+smoothing. The maps are at the store's patch resolution; with ``um_per_px`` rendering at another
 resolution the instance and class masks were resized (nearest), so the truth is exact
 at the rendering resolution and nearest-resampled in the store.
 """
