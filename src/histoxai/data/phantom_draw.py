@@ -259,9 +259,9 @@ def paint_distractors(
     free = labels[ys, xs] == STROMA
     k, ys, xs, rho2 = k[free], ys[free], xs[free], rho2[free]
     level = objects["rbc_level"][objects["rbc_cluster"][keep][k]]
-    conc[:, ys, xs] = 0.0
-    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    conc[0, ys, xs] = 0.0
     conc[1, ys, xs] = 0.1
+    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
     labels[ys, xs] = DISTRACTOR
 
     keep = (np.arange(len(objects["debris_x"])) != drop_debris) & _near(
