@@ -54,8 +54,18 @@ def test_signed_truth_for_cc_without_index_rows_and_bad_calls(store):
         store.index["cc"].to_numpy()[ids],
         atol=1e-4,
     )
-    with pytest.raises(ValueError, match="patches"):
-        signed_truth("md", store.masks(ids), store.instances(ids), store.table("nuclei"))
+    # md/fa without index rows: fibres from the nuclei rows, as xai_eval calls it
+    nuclei = store.table("nuclei")
+    rows = store.index.iloc[ids].reset_index(drop=True)
+    for target in ("md", "fa"):
+        np.testing.assert_array_equal(
+            signed_truth(
+                target, store.masks(ids), store.instances(ids), nuclei[nuclei["patch_id"].isin(ids)]
+            ),
+            signed_truth(target, store.masks(ids), store.instances(ids), nuclei, rows),
+        )
+    with pytest.raises(ValueError, match="pass `patches`"):
+        signed_truth("md", store.masks(ids[:-1]), store.instances(ids[:-1]), nuclei)
     with pytest.raises(ValueError, match="target 'x'"):
         signed_truth("x", store.masks(ids), store.instances(ids), store.table("nuclei"))
 

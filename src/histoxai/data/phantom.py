@@ -289,6 +289,8 @@ def nuclei_table(scene: Scene, gid: np.ndarray) -> tuple[pd.DataFrame, np.ndarra
             "orientation_rad": angle,
             "local_density": nuc["local_density"][i],
             "border": border,
+            "fibre_strength": scene.maps["fibres"].ravel()[offset],
+            "fibre_angle": scene.maps["orientation"].ravel()[offset],
             "cx": nuc["cx"][i] - col * size,
             "cy": nuc["cy"][i] - row * size,
             "a": nuc["a"][i],

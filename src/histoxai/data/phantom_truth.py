@@ -56,11 +56,13 @@ def signed_truth(
         target: ``md``, ``fa`` or ``cc``.
         masks: (N, P, P) mask labels (``MASK_CLASSES``).
         instances: (N, P, P) nucleus instance ids (``PatchStore.instances``).
-        nuclei: ``table("nuclei")`` rows of these patches (``patch_id, nucleus, counted,
-            elongation, orientation_rad``; other rows are ignored).
-        patches: the store's index rows of the N patches, in the same order (``patch_id,
-            fibre_strength, fibre_angle``); needed for ``md`` and ``fa``. For ``cc``
-            without it, the N patches are the distinct ``patch_id`` of ``nuclei`` in order.
+        nuclei: ``table("nuclei")`` (rows of other patches are ignored when ``patches``
+            is given; else it must hold rows of exactly these N patches, in ascending
+            ``patch_id`` order of the masks).
+        patches: optional index rows of the N patches in the order of the masks
+            (``patch_id``, and ``fibre_strength, fibre_angle`` for ``md``/``fa``); without
+            it the patches are the distinct ``patch_id`` of ``nuclei`` (ascending) and the
+            fibres come from the nuclei rows' ``fibre_strength, fibre_angle``.
 
     Returns:
         (N, P, P) float32, in target units per pixel (``md``: um^2/ms; ``cc``: nuclei).
@@ -72,14 +74,13 @@ def signed_truth(
         raise ValueError(f"masks {masks.shape} and instances {instances.shape} differ in shape")
     if patches is not None:
         ids = patches["patch_id"].to_numpy()
-    elif target == "cc":
-        ids = np.unique(nuclei["patch_id"].to_numpy())
     else:
-        raise ValueError(
-            f"signed_truth({target!r}): pass `patches` (index rows with fibre_strength, fibre_angle)"
-        )
+        ids = np.unique(nuclei["patch_id"].to_numpy())
     if len(ids) != n:
-        raise ValueError(f"{len(ids)} patch ids for {n} masks: pass `patches` in the order of the masks")
+        raise ValueError(
+            f"signed_truth: {len(ids)} patch ids for {n} masks; pass `patches` (the index rows of the "
+            "masks' patches, in their order) when some patch has no nucleus row"
+        )
     pos = pd.Series(np.arange(n), index=ids)
     rows = nuclei[nuclei["patch_id"].isin(ids)]
     where = pos[rows["patch_id"]].to_numpy()
@@ -97,7 +98,11 @@ def signed_truth(
     e = rows["elongation"].to_numpy(float)
     k[where, rows["nucleus"]] = ph.K_NUC * (e - 1) / (e + 1)
     t[where, rows["nucleus"]] = rows["orientation_rad"].to_numpy(float)
-    fibre = patches[["fibre_strength", "fibre_angle"]].to_numpy(float)  # type: ignore[index]
+    if patches is not None:
+        fibre = patches[["fibre_strength", "fibre_angle"]].to_numpy(float)
+    else:
+        first = rows.drop_duplicates("patch_id").set_index("patch_id")
+        fibre = first.loc[ids, ["fibre_strength", "fibre_angle"]].to_numpy(float)
     m, q, r = ph.tensor_fields(
         masks,
         k[at, instances],
