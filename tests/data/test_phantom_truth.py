@@ -129,6 +129,13 @@ def test_ablation_is_deterministic_and_limits_objects(store):
             assert sum(r.patch_id == pid and r.kind == kind for r in a) <= 2
 
 
+def test_records_unpack_as_the_agreed_five_fields(store):
+    rec = next(ablate(store.root, [0], kinds=["nucleus"]))
+    patch_id, kind, object_id, image, mask = rec
+    assert (patch_id, kind) == (0, "nucleus") and image.shape == (SIZE, SIZE, 3) and mask.dtype == bool
+    assert set(rec.delta) == {"md", "fa", "cc"}
+
+
 def test_ablate_from_a_config_matches_the_store(store):
     cfg_records = list(ablate((CFG, SIZE, 5), [2], kinds=["nucleus"], max_objects=1))
     store_records = list(ablate(store.root, [2], kinds=["nucleus"], max_objects=1))

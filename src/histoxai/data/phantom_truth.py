@@ -120,15 +120,26 @@ def signed_truth(
     )
 
 
-class Ablation(NamedTuple):
-    """One re-rendered patch without one object."""
-
+class _AblationFields(NamedTuple):
     patch_id: int
     kind: str  # "nucleus", "distractor" (an RBC cluster) or "air" (a connected air blob)
     object_id: int  # nucleus: its instance id in the patch; distractor: cluster index; air: blob label
     image: np.ndarray  # (P, P, 3) uint8, the patch without the object
     object_mask: np.ndarray  # (P, P) bool, the object's pixels in the original patch
-    delta: dict[str, float]  # exact change of md_clean, fa_clean and cc (ablated - original)
+
+
+class Ablation(_AblationFields):
+    """One re-rendered patch without one object: unpacks as ``(patch_id, kind, object_id,
+    image, object_mask)``; ``delta`` holds the exact change of ``md`` and ``fa`` (clean, before
+    any target smoothing) and ``cc`` (ablated - original)."""
+
+    delta: dict[str, float]
+
+    @classmethod
+    def of(cls, patch_id, kind, object_id, image, object_mask, delta) -> Ablation:
+        record = cls(patch_id, kind, object_id, image, object_mask)
+        record.delta = delta
+        return record
 
 
 def ablate(
@@ -227,7 +238,7 @@ def _ablate_patch(scene: Scene, pid, offset, out_size, kinds, max_objects, pick)
         delta = {t: after[t] - before[t] for t in before}
         if out_size != size:
             mask = _resize_mask(mask, out_size)
-        yield Ablation(pid, kind, object_id, image, mask, delta)
+        yield Ablation.of(pid, kind, object_id, image, mask, delta)
 
 
 def original_patch(store_dir_or_cfg, patch_id: int) -> np.ndarray:
