@@ -66,7 +66,7 @@ def test_signed_truth_for_cc_without_index_rows_and_bad_calls(store):
         )
     with pytest.raises(ValueError, match="pass `patches`"):
         signed_truth("md", store.masks(ids[:-1]), store.instances(ids[:-1]), nuclei)
-    with pytest.raises(ValueError, match="target 'x'"):
+    with pytest.raises(ValueError, match="no ground truth for target 'x'"):
         signed_truth("x", store.masks(ids), store.instances(ids), store.table("nuclei"))
 
 

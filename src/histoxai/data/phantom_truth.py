@@ -68,7 +68,7 @@ def signed_truth(
         (N, P, P) float32, in target units per pixel (``md``: um^2/ms; ``cc``: nuclei).
     """
     if target not in TRUTH_TARGETS:
-        raise ValueError(f"target {target!r}: expected one of {TRUTH_TARGETS}")
+        raise ValueError(f"no ground truth for target {target!r}: expected one of {TRUTH_TARGETS}")
     n = len(masks)
     if masks.shape != instances.shape:
         raise ValueError(f"masks {masks.shape} and instances {instances.shape} differ in shape")
