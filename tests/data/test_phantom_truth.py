@@ -54,9 +54,19 @@ def test_signed_truth_for_cc_without_index_rows_and_bad_calls(store):
         store.index["cc"].to_numpy()[ids],
         atol=1e-4,
     )
-    with pytest.raises(ValueError, match="patches"):
-        signed_truth("md", store.masks(ids), store.instances(ids), store.table("nuclei"))
-    with pytest.raises(ValueError, match="target 'x'"):
+    # md/fa without index rows: fibres from the nuclei rows, as xai_eval calls it
+    nuclei = store.table("nuclei")
+    rows = store.index.iloc[ids].reset_index(drop=True)
+    for target in ("md", "fa"):
+        np.testing.assert_array_equal(
+            signed_truth(
+                target, store.masks(ids), store.instances(ids), nuclei[nuclei["patch_id"].isin(ids)]
+            ),
+            signed_truth(target, store.masks(ids), store.instances(ids), nuclei, rows),
+        )
+    with pytest.raises(ValueError, match="pass `patches`"):
+        signed_truth("md", store.masks(ids[:-1]), store.instances(ids[:-1]), nuclei)
+    with pytest.raises(ValueError, match="no ground truth for target 'x'"):
         signed_truth("x", store.masks(ids), store.instances(ids), store.table("nuclei"))
 
 
@@ -117,6 +127,13 @@ def test_ablation_is_deterministic_and_limits_objects(store):
     for pid in (3, 4):
         for kind in ("nucleus", "distractor", "air"):
             assert sum(r.patch_id == pid and r.kind == kind for r in a) <= 2
+
+
+def test_records_unpack_as_the_agreed_five_fields(store):
+    rec = next(ablate(store.root, [0], kinds=["nucleus"]))
+    patch_id, kind, object_id, image, mask = rec
+    assert (patch_id, kind) == (0, "nucleus") and image.shape == (SIZE, SIZE, 3) and mask.dtype == bool
+    assert set(rec.delta) == {"md", "fa", "cc"}
 
 
 def test_ablate_from_a_config_matches_the_store(store):

@@ -54,8 +54,9 @@ __all__ = [
     "tensor_fields",
 ]
 
-# Ex-vivo (fixed tissue, room temperature) diffusivities, um^2/ms: MD lands in the range of
-# MICROMEN's sample means (0.40-0.93 um^2/ms).
+# Ex-vivo (fixed tissue, room temperature) diffusivities, um^2/ms: per-voxel MD spans about
+# 0.42-1.15, covering the range of MICROMEN's sample means (0.40-0.93 um^2/ms); sample means
+# themselves stay close (0.61-0.70 by default) because samples share tissue ranges.
 D_FREE, D_STROMA, D_NUC = 1.4, 0.6, 0.25
 K_NUC, K_FIBRE = 0.8, 0.6  # largest relative anisotropy of a nucleus / of fibrous stroma
 CC_VISIBLE = 0.5  # a nucleus counts in the patch holding more than this share of its area
@@ -71,8 +72,10 @@ FORMULAS = {
     "fa_clean": "|l1 - l2| / sqrt(l1^2 + l2^2) = sqrt(2) A / sqrt(M^2 + A^2) (2-D FA)",
     "target_smoothing": "target_smoothing_vox > 0: M, Q, R smoothed over the voxel grid with a Gaussian "
     "of that sigma (voxels) before md_clean and fa_clean (MR-like point-spread)",
-    "cc": f"number of nuclei with visible_px in the patch > {CC_VISIBLE} * area_px (so at most one patch counts a nucleus) (area_px: the whole "
-    "ellipse's pixel count, visible_px: its pixels in the patch not hidden by a later nucleus)",
+    "cc": f"number of nuclei with visible_px in the patch > {CC_VISIBLE} * area_px, so at most one patch "
+    "counts a nucleus (area_px: the whole ellipse's pixel count at the rendering resolution; visible_px: "
+    "its pixels in the patch not hidden by another nucleus; larger nuclei, by ceil(a) + 1 px, are drawn "
+    "over smaller ones, and among equals the later over the earlier)",
     "nuclear_fraction": "nf = fraction of patch pixels labelled nuclei in the mask",
     "air_fraction": "af = fraction of patch pixels labelled air in the mask",
     "md": "md_clean + N(0, noise_sd_md^2)",
@@ -286,6 +289,8 @@ def nuclei_table(scene: Scene, gid: np.ndarray) -> tuple[pd.DataFrame, np.ndarra
             "orientation_rad": angle,
             "local_density": nuc["local_density"][i],
             "border": border,
+            "fibre_strength": scene.maps["fibres"].ravel()[offset],
+            "fibre_angle": scene.maps["orientation"].ravel()[offset],
             "cx": nuc["cx"][i] - col * size,
             "cy": nuc["cy"][i] - row * size,
             "a": nuc["a"][i],

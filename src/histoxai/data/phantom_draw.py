@@ -70,13 +70,18 @@ def pixel_hash(ys: np.ndarray, xs: np.ndarray, salt: float) -> np.ndarray:
 
 
 def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
-    """Linear interpolation between neighbours along ``axis`` at ``f`` points per step:
-    (n, ...) -> ((n-1)*f, ...) with ``out[f*i + j] = a[i] + (a[i+1] - a[i]) j / f``."""
-    a = np.moveaxis(a, axis, 0)
-    t = (np.arange(f, dtype=a.dtype) / f).reshape(1, f, *([1] * (a.ndim - 1)))
-    lo = a[:-1, None]
-    out = lo + (a[1:, None] - lo) * t
-    return np.moveaxis(out.reshape(-1, *a.shape[1:]), 0, axis)
+    """Linear interpolation between neighbours along ``axis`` (0 or 1 of a 2-D array) at
+    ``f`` points per step: ``out[f*i + j] = a[i] + (a[i+1] - a[i]) j / f``."""
+    t = np.arange(f, dtype=a.dtype) / a.dtype.type(f)
+    if axis == 0:
+        lo = a[:-1, None, :]
+        out = (a[1:, None, :] - lo) * t[None, :, None]
+        out += lo
+        return out.reshape(-1, a.shape[1])
+    lo = a[:, :-1, None]
+    out = (a[:, 1:, None] - lo) * t[None, None, :]
+    out += lo
+    return out.reshape(a.shape[0], -1)
 
 
 def unit_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -259,9 +264,9 @@ def paint_distractors(
     free = labels[ys, xs] == STROMA
     k, ys, xs, rho2 = k[free], ys[free], xs[free], rho2[free]
     level = objects["rbc_level"][objects["rbc_cluster"][keep][k]]
-    conc[:, ys, xs] = 0.0
-    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    conc[0, ys, xs] = 0.0
     conc[1, ys, xs] = 0.1
+    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
     labels[ys, xs] = DISTRACTOR
 
     keep = (np.arange(len(objects["debris_x"])) != drop_debris) & _near(

@@ -188,12 +188,14 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     """Stroma texture in [0, 1]: isotropic where ``fibres`` is 0, parallel fibres along the
     voxel's orientation where it is 1 (same mean, similar spread), mixed in between.
 
-    Computed on the voxel-aligned cover of the window as (rows, size, cols, size) blocks
-    (broadcasting per voxel, no per-pixel gathers), then cropped.
+    Computed on the voxel-aligned cover of the window in (rows, size, cols, size) block
+    layout (per-voxel values broadcast, no per-pixel gathers), then cropped.
     """
     y0, y1, x0, x1 = window
     size, um = scene.size, scene.um_per_px
     r0, r1, c0, c1 = y0 // size, -(-y1 // size), x0 // size, -(-x1 // size)
+    blocks = (r1 - r0, size, c1 - c0, size)
+    cover = (slice(r0 * size, r1 * size), slice(c0 * size, c1 * size))
     local = ((np.arange(size) + 0.5 - size / 2) * (um / FIBRE_STEP_UM)).astype(np.float32)
     theta = scene.maps["orientation"][r0:r1, c0:c1]
     cos = np.cos(theta).astype(np.float32)[:, None, :, None]
@@ -201,21 +203,18 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
     # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
     pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
-    prof = scene.fibre_profile
-    shape = ((r1 - r0) * size, (c1 - c0) * size)
-    fib = prof[np.clip(pos.astype(np.int32), 0, len(prof) - 1)].reshape(shape)
-    fib = fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
-    c = np.broadcast_to(
-        scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None], (r1 - r0, size, c1 - c0, size)
-    ).reshape(shape)[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
-    fib = fib - np.float32(0.5)
-    fib *= np.float32(0.6) + np.float32(0.8) * scene.streak[y0:y1, x0:x1]
+    idx = pos.astype(np.int32)
+    np.clip(idx, 0, len(scene.fibre_profile) - 1, out=idx)
+    fib = scene.fibre_profile[idx]  # (R, S, C, S)
+    fib -= np.float32(0.5)
+    fib *= np.float32(0.8) * scene.streak[cover].reshape(blocks) + np.float32(0.6)
     fib += np.float32(0.5)
-    tex = scene.tex[y0:y1, x0:x1]
+    tex = scene.tex[cover].reshape(blocks)
     fib -= tex
-    fib *= c
+    fib *= scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None]
     fib += tex
-    return fib
+    fib = fib.reshape(blocks[0] * size, blocks[2] * size)
+    return fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
 
 
 def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,9 @@
   distribution and differs from the original only where the object and its blur were.
   Each record carries the exact change of the clean targets.
 
-The maps are at the store's patch resolution; with ``um_per_px`` rendering at another
+With ``target_smoothing_vox > 0`` the stored targets also mix in neighbouring voxels; the
+truth here is the voxel's own (unsmoothed) content, ``md_clean``/``fa_clean`` before
+smoothing. The maps are at the store's patch resolution; with ``um_per_px`` rendering at another
 resolution the instance and class masks were resized (nearest), so the truth is exact
 at the rendering resolution and nearest-resampled in the store.
 """
@@ -54,30 +56,31 @@ def signed_truth(
         target: ``md``, ``fa`` or ``cc``.
         masks: (N, P, P) mask labels (``MASK_CLASSES``).
         instances: (N, P, P) nucleus instance ids (``PatchStore.instances``).
-        nuclei: ``table("nuclei")`` rows of these patches (``patch_id, nucleus, counted,
-            elongation, orientation_rad``; other rows are ignored).
-        patches: the store's index rows of the N patches, in the same order (``patch_id,
-            fibre_strength, fibre_angle``); needed for ``md`` and ``fa``. For ``cc``
-            without it, the N patches are the distinct ``patch_id`` of ``nuclei`` in order.
+        nuclei: ``table("nuclei")`` (rows of other patches are ignored when ``patches``
+            is given; else it must hold rows of exactly these N patches, in ascending
+            ``patch_id`` order of the masks).
+        patches: optional index rows of the N patches in the order of the masks
+            (``patch_id``, and ``fibre_strength, fibre_angle`` for ``md``/``fa``); without
+            it the patches are the distinct ``patch_id`` of ``nuclei`` (ascending) and the
+            fibres come from the nuclei rows' ``fibre_strength, fibre_angle``.
 
     Returns:
         (N, P, P) float32, in target units per pixel (``md``: um^2/ms; ``cc``: nuclei).
     """
     if target not in TRUTH_TARGETS:
-        raise ValueError(f"target {target!r}: expected one of {TRUTH_TARGETS}")
+        raise ValueError(f"no ground truth for target {target!r}: expected one of {TRUTH_TARGETS}")
     n = len(masks)
     if masks.shape != instances.shape:
         raise ValueError(f"masks {masks.shape} and instances {instances.shape} differ in shape")
     if patches is not None:
         ids = patches["patch_id"].to_numpy()
-    elif target == "cc":
-        ids = np.unique(nuclei["patch_id"].to_numpy())
     else:
-        raise ValueError(
-            f"signed_truth({target!r}): pass `patches` (index rows with fibre_strength, fibre_angle)"
-        )
+        ids = np.unique(nuclei["patch_id"].to_numpy())
     if len(ids) != n:
-        raise ValueError(f"{len(ids)} patch ids for {n} masks: pass `patches` in the order of the masks")
+        raise ValueError(
+            f"signed_truth: {len(ids)} patch ids for {n} masks; pass `patches` (the index rows of the "
+            "masks' patches, in their order) when some patch has no nucleus row"
+        )
     pos = pd.Series(np.arange(n), index=ids)
     rows = nuclei[nuclei["patch_id"].isin(ids)]
     where = pos[rows["patch_id"]].to_numpy()
@@ -95,7 +98,11 @@ def signed_truth(
     e = rows["elongation"].to_numpy(float)
     k[where, rows["nucleus"]] = ph.K_NUC * (e - 1) / (e + 1)
     t[where, rows["nucleus"]] = rows["orientation_rad"].to_numpy(float)
-    fibre = patches[["fibre_strength", "fibre_angle"]].to_numpy(float)  # type: ignore[index]
+    if patches is not None:
+        fibre = patches[["fibre_strength", "fibre_angle"]].to_numpy(float)
+    else:
+        first = rows.drop_duplicates("patch_id").set_index("patch_id")
+        fibre = first.loc[ids, ["fibre_strength", "fibre_angle"]].to_numpy(float)
     m, q, r = ph.tensor_fields(
         masks,
         k[at, instances],
@@ -113,15 +120,26 @@ def signed_truth(
     )
 
 
-class Ablation(NamedTuple):
-    """One re-rendered patch without one object."""
-
+class _AblationFields(NamedTuple):
     patch_id: int
     kind: str  # "nucleus", "distractor" (an RBC cluster) or "air" (a connected air blob)
     object_id: int  # nucleus: its instance id in the patch; distractor: cluster index; air: blob label
     image: np.ndarray  # (P, P, 3) uint8, the patch without the object
     object_mask: np.ndarray  # (P, P) bool, the object's pixels in the original patch
-    delta: dict[str, float]  # exact change of md_clean, fa_clean and cc (ablated - original)
+
+
+class Ablation(_AblationFields):
+    """One re-rendered patch without one object: unpacks as ``(patch_id, kind, object_id,
+    image, object_mask)``; ``delta`` holds the exact change of ``md`` and ``fa`` (clean, before
+    any target smoothing) and ``cc`` (ablated - original)."""
+
+    delta: dict[str, float]
+
+    @classmethod
+    def of(cls, patch_id, kind, object_id, image, object_mask, delta) -> Ablation:
+        record = cls(patch_id, kind, object_id, image, object_mask)
+        record.delta = delta
+        return record
 
 
 def ablate(
@@ -220,7 +238,7 @@ def _ablate_patch(scene: Scene, pid, offset, out_size, kinds, max_objects, pick)
         delta = {t: after[t] - before[t] for t in before}
         if out_size != size:
             mask = _resize_mask(mask, out_size)
-        yield Ablation(pid, kind, object_id, image, mask, delta)
+        yield Ablation.of(pid, kind, object_id, image, mask, delta)
 
 
 def original_patch(store_dir_or_cfg, patch_id: int) -> np.ndarray:
