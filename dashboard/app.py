@@ -72,7 +72,7 @@ def create_app(
         suppress_callback_exceptions=True,
         assets_folder=str(Path(__file__).with_name("assets")),
     )
-    app.layout = lambda: shell(cfg.page_size, logged_in_user(users))
+    app.layout = lambda: shell(cfg.page_size, logged_in_user(users), catalog.masks)
     renderer = Renderer(catalog, cfg.cache_size)
     register_routes(server, renderer)
     register(app, catalog, cfg.page_size)

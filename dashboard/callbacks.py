@@ -160,6 +160,7 @@ def control_props(catalog: Catalog, view: View, n_pages: int) -> dict[tuple[str,
         ("norm", "value"): view.norm,
         ("clip", "value"): view.clip,
         ("tile", "value"): view.tile,
+        ("mask", "value"): view.mask,
     }
     table = catalog.tables.get(view.target)
     for name in FIELDS:

@@ -93,6 +93,13 @@ class Catalog:
         return self.patches is not None and bool(self.tables)
 
     @property
+    def masks(self) -> tuple[str, ...]:
+        """Ground-truth outline classes the patch store can show."""
+        from dashboard.masks import mask_choices
+
+        return mask_choices(self.patches)
+
+    @property
     def splits(self) -> tuple[str, ...]:
         """Splits that some explained patch belongs to, in pipeline order."""
         codes = {int(c) for t in self.tables.values() for c in np.unique(t.split) if c >= 0}

@@ -213,6 +213,7 @@ class Renderer:
         self.overlay_png = lru_cache(maxsize=cache_size)(self._overlay_png)
         self.patch_png = lru_cache(maxsize=cache_size)(self._patch_png)
         self.legend_png = lru_cache(maxsize=256)(self._legend_png)
+        self._mask_png = lru_cache(maxsize=cache_size)(self._mask_png_uncached)
 
     def _store(self, source: str, target: str, variant: str):
         store = self.catalog.sources.get(source)
@@ -316,6 +317,18 @@ class Renderer:
         colour_table(cmap)  # KeyError for an unknown colour map
         unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
         return encode_overlay(unit, cmap, sign, follow)
+
+    def mask_png(self, pid: int, cls: str) -> bytes:
+
+        self.check_patch(pid)
+        return self._mask_png(pid, cls)
+
+    def _mask_png_uncached(self, pid: int, cls: str) -> bytes:
+        from dashboard.masks import outline_rgba
+
+        return encode_png(
+            outline_rgba(self.catalog.patches, pid, cls, served_size(self.catalog.patches.patch_size))
+        )
 
     def patch(self, pid: int, limit: int = MAX_PX) -> np.ndarray:
         self.check_patch(pid)

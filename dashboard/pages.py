@@ -18,7 +18,7 @@ from dash import html
 
 from dashboard.catalog import Catalog, TargetTable
 from dashboard.filters import page_of, rows_per_page, select
-from dashboard.routes import legend_base, overlay_base, patch_src, with_query
+from dashboard.routes import legend_base, mask_base, overlay_base, patch_src, with_query
 from dashboard.state import SORTS, View, display_query
 
 
@@ -131,10 +131,18 @@ def tile(key: str, pid: int, lines: list[str], overlay: str | None, view: View, 
                 **{"data-base": overlay},
             )
         )
+    layers.append(mask_layer(pid, view))
     children = [el("Div", layers, className="stack")]
     children += [el("Div", line, className="l") for line in lines]
     tip = "\n".join(([caption] if caption else []) + lines + ["click to enlarge"])
     return el("Div", children, className="tile", title=tip, **{"data-key": key})
+
+
+def mask_layer(pid: int, view: View) -> dict:
+    """Ground-truth outline on top of the tile (src only when a class is chosen)."""
+    base = mask_base(pid)
+    src = f"{base}?cls={view.mask}" if view.mask else None
+    return el("Img", src=src, className="mk", alt="", **{"data-mask": base})
 
 
 def placeholder(text: str) -> dict:
@@ -394,7 +402,8 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
                 html.Figure(
                     [
                         html.Div(
-                            [html.Img(src=patch_src(pid), className="raw"), overlay], className="stack big"
+                            [html.Img(src=patch_src(pid), className="raw"), overlay, mask_layer(pid, view)],
+                            className="stack big",
                         ),
                         html.Figcaption(
                             f"{table.target} · {catalog.variant_label(tkey, variant, limit=None)}"

@@ -25,6 +25,11 @@ def patch_src(pid: int) -> str:
     return f"/img/patch/{int(pid)}.png"
 
 
+def mask_base(pid: int) -> str:
+    """Outline URL without its class (the browser appends ``?cls=<mask>``)."""
+    return f"/img/mask/{int(pid)}.png"
+
+
 def _path(source: str, target: str, variant: str) -> str:
     return "/".join(quote(p, safe="") for p in (source, target, variant))
 
@@ -98,6 +103,16 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
                     source, target, variant, None if pid is None else int(pid), cmap, norm, sign, clip
                 )
             )
+        except KeyError:
+            abort(404)
+
+    @server.route("/img/mask/<int:pid>.png")
+    def mask_image(pid: int):
+        cls = request.args.get("cls", "")
+        if cls not in renderer.catalog.masks:
+            abort(404)
+        try:
+            return png(renderer.mask_png(pid, cls))
         except KeyError:
             abort(404)
 

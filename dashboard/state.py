@@ -46,7 +46,7 @@ TILE_SIZES: tuple[int, ...] = (96, 128, 160, 224)
 PER_PAGE: tuple[int, ...] = (24, 48, 96)
 RANGE_KEYS: dict[str, str] = {"y": "y", "y_hat": "yh", "delta": "d", "rel_delta": "rd"}
 """Field -> query key of its range filter."""
-DISPLAY_KEYS: tuple[str, ...] = ("alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "open")
+DISPLAY_KEYS: tuple[str, ...] = ("alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "mask", "open")
 """Keys of the URL fragment (display and viewer; the browser handles them alone)."""
 
 Range = tuple[float | None, float | None]
@@ -57,7 +57,8 @@ class View:
     """Everything the user chose; ``None`` range ends are open.
 
     ``follow``: overlay opacity follows |saliency| (unattributed tissue stays visible);
-    ``alpha``: overall overlay opacity on top of that; ``open``: the tile in the viewer
+    ``alpha``: overall overlay opacity on top of that; ``mask``: ground-truth outline class
+    drawn over the tiles (empty: none); ``open``: the tile in the viewer
     (``pid|target|variant``, empty: closed).
     """
 
@@ -80,6 +81,7 @@ class View:
     clip: float = 99.0
     follow: bool = True
     tile: int = 128
+    mask: str = ""
     open: str = ""
 
     def filter_key(self) -> tuple:
@@ -140,6 +142,7 @@ def parse_view(search: str | None, catalog: Catalog, default_per: int = 48, hash
         clip=float(_choice(_number(q.get("clip"), base.clip), CLIPS, base.clip)),
         follow=q.get("fa", "1") != "0",
         tile=int(_choice(_int(q.get("tile")), TILE_SIZES, base.tile)),
+        mask=_choice(q.get("mask"), catalog.masks, ""),
         open=q.get("open", "")[:200],
         **{name: _range(q.get(key)) for name, key in RANGE_KEYS.items()},
     )
@@ -181,6 +184,8 @@ def view_hash(view: View) -> str:
         q["fa"] = "0"
     if view.tile != base.tile:
         q["tile"] = str(view.tile)
+    if view.mask:
+        q["mask"] = view.mask
     if view.open:
         q["open"] = view.open
     return "#" + urlencode(q, safe=",:|") if q else ""

@@ -591,3 +591,30 @@ def test_exports_follow_the_view(browser, site):
     assert png[:4] == b"\x89PNG"
     (SHOTS / "export-methods.png").write_bytes(png)
     assert urllib.request.urlopen(hrefs[2]).read()[:5] == b"%PDF-"
+
+
+def test_ground_truth_outlines_toggle_in_the_browser(browser, site):
+    url, _ = site
+    open_page(browser, url + "/single?target=md&variant=layercam", ".grid .tile")
+    assert browser.execute_script("return document.querySelectorAll('#page-content img.mk[src]').length") == 0
+    before = settle(browser)
+    browser.find_element(*_by("#mask input[value='nuclei']")).click()
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "const m = Array.from(document.querySelectorAll('#page-content img.mk'));"
+            "return m.length > 0 && m.every(i => (i.getAttribute('src') || '').endsWith('cls=nuclei'))"
+        ),
+        "nuclei outlines on every tile",
+    )
+    wait_for(browser, images_loaded, "outlines to load")
+    assert settle(browser) == before and fragment(browser)["mask"] == "nuclei"
+    browser.find_elements(*_by("#page-content .tile"))[0].click()
+    wait_for(browser, viewer_open, "viewer")
+    wait_for(
+        browser, lambda d: srcs(d, "#viewer img.mk")[0].endswith("cls=nuclei"), "the outline in the viewer"
+    )
+    wait_for(browser, images_loaded, "viewer images")
+    shot(browser, "ground-truth-outlines")
+    browser.find_element(*_by("body")).send_keys("\ue00c")
+    wait_for(browser, lambda d: not viewer_open(d), "viewer closed")
