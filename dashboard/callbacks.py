@@ -28,7 +28,7 @@ from dashboard.linked import PLOTS
 from dashboard.main_page import main_page
 from dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
 from dashboard.sitemap import PAGES
-from dashboard.state import SORTS, View, parse_view, view_query
+from dashboard.state import View, parse_view, sort_choices, view_query
 
 OPEN = (None, None)
 CONTROLS: dict[str, str] = {
@@ -81,7 +81,11 @@ def apply_control(catalog: Catalog, view: View, trigger: str, value: Any) -> Vie
         a, b = (float(v) for v in value) if value and len(value) == 2 else (lo, hi)
         return view.replace(**{name: (None if a <= lo + half else a, None if b >= hi - half else b)}, page=1)
     if trigger == "sort":
-        return view.replace(sort=value, page=1) if value in SORTS else view
+        return (
+            view.replace(sort=value, page=1)
+            if value in sort_choices(catalog, view.target, view.variant)
+            else view
+        )
     if trigger == "desc":
         return view.replace(desc=bool(value), page=1)
     if trigger == "per" and isinstance(value, int) and value > 0:
@@ -148,6 +152,9 @@ def control_props(catalog: Catalog, view: View, n_pages: int) -> dict[tuple[str,
         ("samples", "value"): list(view.samples),
         ("split", "options"): ["all", *catalog.splits],
         ("split", "value"): view.split,
+        ("sort", "options"): [
+            {"label": v, "value": k} for k, v in sort_choices(catalog, view.target, view.variant).items()
+        ],
         ("sort", "value"): view.sort,
         ("desc", "value"): ["desc"] if view.desc else [],
         ("per", "value"): view.per,
@@ -247,7 +254,7 @@ def update(
     out[("grid-html", "data")] = to_html(content) if grid else ""
     out[("status", "children")] = status
     out[("pager", "className")] = pager
-    if not from_control or old.filter_key()[:-2] != view.filter_key()[:-2]:  # not the order
+    if not from_control or old.mask_key() != view.mask_key():  # not the order
         bars = histograms(catalog, search_now, default_per)
         out[("hist-html", "data")] = {name: to_html(b) for name, b in zip(FIELDS, bars)}
     return out

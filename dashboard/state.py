@@ -85,7 +85,17 @@ class View:
     open: str = ""
 
     def filter_key(self) -> tuple:
-        """The fields that decide which patches match and in which order."""
+        """The fields that decide which patches match and in which order (the variant
+        too when sorting by one of its per-patch metrics, ``m:<metric>``)."""
+        return (
+            *self.mask_key(),
+            self.sort,
+            self.desc,
+            self.variant if self.sort.startswith("m:") else "",
+        )
+
+    def mask_key(self) -> tuple:
+        """The fields that decide which patches match."""
         return (
             self.target,
             self.samples,
@@ -94,8 +104,6 @@ class View:
             self.y_hat,
             self.delta,
             self.rel_delta,
-            self.sort,
-            self.desc,
         )
 
     def range(self, name: str) -> Range:
@@ -103,6 +111,13 @@ class View:
 
     def replace(self, **changes) -> View:
         return dataclasses.replace(self, **changes)
+
+
+def sort_choices(catalog: Catalog, target: str, variant: str) -> dict[str, str]:
+    """Sort keys -> labels: the fixed ones and the variant's per-patch metrics (``m:<name>``)."""
+    table = catalog.tables.get(target)
+    metrics = table.metrics.get(variant, {}) if table is not None else {}
+    return {**SORTS, **{f"m:{m}": f"{m} (xai-eval)" for m in metrics}}
 
 
 def per_page_choices(default_per: int) -> tuple[int, ...]:
@@ -131,7 +146,7 @@ def parse_view(search: str | None, catalog: Catalog, default_per: int = 48, hash
         variant=variant,
         samples=samples,
         split=_choice(q.get("split"), ("all", *catalog.splits), "all"),
-        sort=_choice(q.get("sort"), tuple(SORTS), "id"),
+        sort=_choice(q.get("sort"), sort_choices(catalog, target, variant), "id"),
         desc=q.get("desc") == "1",
         per=int(_choice(_int(q.get("per")), per_page_choices(default_per), default_per)),
         page=max(1, _int(q.get("page")) or 1),

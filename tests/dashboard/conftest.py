@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dashboard.catalog import Catalog, load_catalog
@@ -71,7 +72,17 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
             }
         },
     }
-    (root / "reports" / "xai_eval" / "mdfa").mkdir(parents=True)
+    (root / "reports" / "xai_eval" / "mdfa" / "tables").mkdir(parents=True)
+    ids = np.arange(0, len(patches), 3)
+    per_patch = pd.DataFrame(
+        {
+            "method": np.repeat(["layercam", "gradcampp", "not_a_variant"], len(ids)),
+            "patch_id": np.tile(ids, 3),
+            "mass_accuracy": np.tile((ids % 7) / 7.0, 3),
+            "deletion_auc": np.tile(-ids / 10.0, 3),
+        }
+    )
+    per_patch.to_csv(root / "reports" / "xai_eval" / "mdfa" / "tables" / "per_patch_md.csv", index=False)
     (root / "reports" / "xai_eval" / "mdfa" / "ranking.json").write_text(json.dumps(ranking))
     return {"root": root, "patches": root / "data" / "patches", "saliency": sal, "reports": root / "reports"}
 

@@ -618,3 +618,18 @@ def test_ground_truth_outlines_toggle_in_the_browser(browser, site):
     shot(browser, "ground-truth-outlines")
     browser.find_element(*_by("body")).send_keys("\ue00c")
     wait_for(browser, lambda d: not viewer_open(d), "viewer closed")
+
+
+def test_a_per_patch_metric_sorts_the_grid(browser, site):
+    url, catalog = site
+    open_page(browser, url + "/single?target=md&variant=layercam", ".grid .tile")
+    click_option(browser, "sort", "mass_accuracy (xai-eval)")
+    wait_for(browser, lambda d: query(d).get("sort") == "m:mass_accuracy", "the metric sort in the URL")
+    lines = wait_for(
+        browser,
+        lambda d: [t for t in texts(d, "#page-content .tile .l") if t.startswith("mass_accuracy")],
+        "metric lines",
+    )
+    values = [float(t.split()[-1].replace("−", "-")) for t in lines if not t.endswith("–")]
+    assert len(values) == int((catalog.tables["md"].patch_id % 3 == 0).sum())  # scored patches first
+    assert values == sorted(values) and values[0] == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 
 from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
@@ -229,3 +230,20 @@ def test_to_html_escapes_text_and_attributes():
         '<div class="t" style="grid-template-columns:1fr;--tile:9px">&lt;b&gt;'
         '<img src="/a?x=1&amp;y=&quot;2&quot;" alt=""></div>'
     )
+
+
+def test_sorting_by_a_per_patch_metric_finds_failures(catalog):
+    search = "?target=md&variant=layercam&sort=m:mass_accuracy"
+    view = parse_view(search, catalog)
+    assert view.sort == "m:mass_accuracy"
+    rows = select(catalog, view)
+    acc = catalog.tables["md"].metrics["layercam"]["mass_accuracy"][rows]
+    n = int(np.isfinite(acc).sum())
+    assert (np.diff(acc[:n]) >= 0).all() and np.isnan(acc[n:]).all()  # worst first, unscored last
+    out = update(catalog, None, None, search, "", "/single")
+    assert {"label": "mass_accuracy (xai-eval)", "value": "m:mass_accuracy"} in out[("sort", "options")]
+    assert "mass_accuracy 0" in out[("grid-html", "data")]
+    assert parse_view("?target=md&variant=layercam&sort=m:nope", catalog).sort == "id"
+    assert parse_view("?target=md&variant=smoothgrad_s0.1&sort=m:mass_accuracy", catalog).sort == "id"
+    body = open_viewer(catalog, "3|md|layercam", search)
+    assert "mass_accuracy" in _text(body) and "deletion_auc" in _text(body)
