@@ -342,6 +342,7 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         Output("export-png", "href"),
         Output("export-pdf", "href"),
         Output("exports", "className"),
+        Output("sidebar", "className"),
         Input("url", "pathname"),
         Input("url", "search"),
         Input("url", "hash"),

@@ -45,6 +45,10 @@ def main_page(catalog: Catalog, search: str) -> list:
     ]
 
 
+MAIN_METRICS = 3
+"""Metric columns of a ranking table shown at once; the others are under "all metrics"."""
+
+
 def _dataset_card(catalog: Catalog) -> html.Div:
     store = catalog.patches
     if store is None:
@@ -122,11 +126,24 @@ def _r2_card(name: str, splits: pd.DataFrame, samples: pd.DataFrame, note: str |
 def _rankings(catalog: Catalog) -> list:
     if not catalog.rankings:
         return []
-    cards = [_card(f"Explanation ranking · {name}", _ranking(obj)) for name, obj in catalog.rankings.items()]
+    cards = [
+        _card(f"Explanation ranking · {name}", _ranking(obj, catalog))
+        for name, obj in catalog.rankings.items()
+    ]
     return [html.H3("Explanation quality", className="section-title"), html.Div(cards, className="cards")]
 
 
-def _ranking(obj: Any) -> list:
+def _method_link(catalog: Catalog, target: str, method: str):
+    """The method's name, linking to its grid when the dashboard has its maps."""
+    key = next(
+        (k for k, t in catalog.tables.items() if t.target == target and method in catalog.variants(k)), None
+    )
+    if key is None:
+        return method
+    return dcc.Link(method, href=f"/single?target={key}&variant={method}", className="method-link")
+
+
+def _ranking(obj: Any, catalog: Catalog) -> list:
     """``ranking.json`` of ``histoxai xai_eval``: per target the methods best first."""
     if not isinstance(obj, dict) or not isinstance(obj.get("targets"), dict):
         return [html.Pre(json.dumps(obj, indent=1)[:4000], className="raw")]
@@ -145,11 +162,22 @@ def _ranking(obj: Any) -> list:
         ]
         out.append(html.H4(f"{target}: trust {entry.get('trusted') or '–'}"))
         if rows:
-            out.append(
-                html.Div(
-                    _table(pd.DataFrame(rows).set_index("method"), "method", digits=True), className="wide"
+            frame = pd.DataFrame(rows).set_index("method")
+            shown = list(frame.columns[: 3 + MAIN_METRICS])
+            table = _table(frame[shown], "method", digits=True)
+            for tr, method in zip(table.children[1].children, frame.index):
+                tr.children[0].children = _method_link(catalog, str(target), str(method))
+            out.append(table)
+            if len(frame.columns) > len(shown):
+                out.append(
+                    html.Details(
+                        [
+                            html.Summary(f"all {len(frame.columns) - 3} metrics"),
+                            html.Div(_table(frame, "method", digits=True), className="wide"),
+                        ],
+                        className="more",
+                    )
                 )
-            )
     if obj.get("rule"):
         out.append(html.P(str(obj["rule"]), className="note"))
     return out

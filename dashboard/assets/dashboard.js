@@ -184,7 +184,8 @@
         return paths.map(function (p) { return p + tail; }).concat(
           paths.map(function (p) { return p === pathname ? "nav-link active" : "nav-link"; }),
           ["/export/table.csv" + (search || ""), "/export/" + (page || "single") + ".png" + both,
-           "/export/" + (page || "single") + ".pdf" + both, page ? "exports" : "exports hidden"]);
+           "/export/" + (page || "single") + ".pdf" + both, page ? "exports" : "exports hidden",
+           pathname === "/" ? "sidebar on-main" : "sidebar"]);
       },
     },
   });

@@ -58,7 +58,15 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
                         "passes_sanity": True,
                         "beats_random": 2,
                         "n_metrics": 2,
-                        "metrics": {"deletion_auc": 0.21, "pointing_game": 0.8},
+                        "metrics": {
+                            "deletion_auc": 0.21,
+                            "pointing_game": 0.8,
+                            "insertion_auc_normalised": 0.61,
+                            "road_morf_auc_normalised": 0.33,
+                            "mass_accuracy_counted_nuclei": 0.71,
+                            "signed_correlation_with_truth": 0.52,
+                            "max_sensitivity_under_noise": 0.12,
+                        },
                     },
                     {
                         "method": "gradcampp",
@@ -66,7 +74,15 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
                         "passes_sanity": False,
                         "beats_random": 1,
                         "n_metrics": 2,
-                        "metrics": {"deletion_auc": 0.25, "pointing_game": 0.6},
+                        "metrics": {
+                            "deletion_auc": 0.25,
+                            "pointing_game": 0.6,
+                            "insertion_auc_normalised": 0.51,
+                            "road_morf_auc_normalised": 0.36,
+                            "mass_accuracy_counted_nuclei": 0.55,
+                            "signed_correlation_with_truth": 0.41,
+                            "max_sensitivity_under_noise": 0.2,
+                        },
                     },
                 ],
             }

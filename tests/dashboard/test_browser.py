@@ -633,3 +633,20 @@ def test_a_per_patch_metric_sorts_the_grid(browser, site):
     values = [float(t.split()[-1].replace("−", "-")) for t in lines if not t.endswith("–")]
     assert len(values) == int((catalog.tables["md"].patch_id % 3 == 0).sum())  # scored patches first
     assert values == sorted(values) and values[0] == 0.0
+
+
+def test_main_page_fits_and_links_rankings_to_grids(browser, site):
+    url, _ = site
+    open_page(browser, url + "/", ".card")
+    assert not browser.find_element(*_by("#sidebar")).is_displayed(), "filters do nothing on Main"
+    fits = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.card table.data')).filter(t => t.offsetParent !== null)"
+        ".every(t => t.getBoundingClientRect().right <= t.closest('.card').getBoundingClientRect().right + 1)"
+    )
+    assert fits, "a visible Main-page table is wider than its card"
+    assert "all 7 metrics" in " ".join(texts(browser, "details.more > summary"))
+    browser.find_element(*_by("a.method-link")).click()
+    wait_for(browser, lambda d: d.find_elements(*_by(".grid .tile")), "the method's grid")
+    assert urlsplit(browser.current_url).path == "/single"
+    assert query(browser)["variant"] == "layercam" and query(browser)["target"] == "md"
+    assert browser.find_element(*_by("#sidebar")).is_displayed()
