@@ -99,7 +99,7 @@ def serve(app: Dash, cfg: DashboardConfig, host: str, port: int, login: bool, in
     )
     from dashboard.auth import is_loopback
 
-    if is_loopback(host) and cfg.server == "auto" or cfg.server == "flask":
+    if cfg.server == "flask" or (cfg.server == "auto" and is_loopback(host)):
         app.run(host=host, port=port, debug=False)
         return
     import waitress
