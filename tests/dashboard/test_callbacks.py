@@ -247,3 +247,15 @@ def test_sorting_by_a_per_patch_metric_finds_failures(catalog):
     assert parse_view("?target=md&variant=smoothgrad_s0.1&sort=m:mass_accuracy", catalog).sort == "id"
     body = open_viewer(catalog, "3|md|layercam", search)
     assert "mass_accuracy" in _text(body) and "deletion_auc" in _text(body)
+
+
+def test_a_brush_sets_range_filters_and_clearing_it_opens_them(catalog):
+    view = View(target="md", variant="gradcampp", page=3)
+    box = {"range": {"x": [1.6, 1.2], "y": [1.1, 1.7]}}
+    view = apply_control(catalog, view, "brush-fit", box)
+    assert (view.y, view.y_hat, view.page) == ((1.2, 1.6), (1.1, 1.7), 1)
+    view = apply_control(catalog, view, "brush-delta", {"range": {"x": [1.0, 2.0], "y": [-0.01, 0.02]}})
+    assert view.delta == (-0.01, 0.02) and view.y == (1.0, 2.0)
+    view = apply_control(catalog, view, "brush-fit", None)
+    assert view.y == (None, None) and view.y_hat == (None, None) and view.delta == (-0.01, 0.02)
+    assert apply_control(catalog, view, "brush-fit", {"lassoPoints": {}}).y_hat == (None, None)
