@@ -75,7 +75,7 @@ def create_app(
     app.layout = lambda: shell(cfg.page_size, logged_in_user(users), catalog.masks)
     renderer = Renderer(catalog, cfg.cache_size)
     register_routes(server, renderer)
-    register(app, catalog, cfg.page_size)
+    register(app, catalog, cfg.page_size, renderer)
     app.catalog = catalog  # for tests and the CLI summary
     app.image_renderer = renderer
     return app

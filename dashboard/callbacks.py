@@ -268,8 +268,22 @@ def open_viewer(
     return body or []
 
 
-def register(app: Dash, catalog: Catalog, default_per: int) -> None:
-    """Wire the callbacks of ``app`` to ``catalog``."""
+def next_page(catalog: Catalog, view: View, pathname: str) -> tuple[str, str, str, list[int]] | None:
+    """(source, target, variant, patch ids) of the page after the view's, on the grid pages."""
+    table = catalog.tables.get(view.target)
+    if table is None or pathname not in ("/single", "/linked"):
+        return None
+    rows = select(catalog, view)
+    per = rows_per_page(catalog, view, pathname)
+    page, n_pages, _ = page_of(len(rows), view, per)
+    if page >= n_pages:
+        return None
+    ids = table.patch_id[rows[page * per : (page + 1) * per]].tolist()
+    return table.source, table.target, view.variant, ids
+
+
+def register(app: Dash, catalog: Catalog, default_per: int, renderer=None) -> None:
+    """Wire the callbacks of ``app`` to ``catalog`` (``renderer``: warms the next page's images)."""
     sample = control_props(catalog, parse_view("", catalog, default_per), 1)
     outputs = [*PAGE_OUTPUTS, *sample]
 
@@ -297,6 +311,11 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         if trigger == "page" and value is None:
             return [no_update] * len(outputs)  # box emptied while typing
         out = update(catalog, trigger, value, search or "", hash or "", pathname or "/", default_per)
+        if renderer is not None and ("grid-html", "data") in out:
+            view = parse_view(out.get(("url", "search"), search), catalog, default_per, hash or "")
+            upcoming = next_page(catalog, view, pathname or "/")
+            if upcoming:
+                renderer.warm(*upcoming, (view.cmap, view.norm, view.sign, view.clip, view.follow))
         return [out.get(k, no_update) for k in outputs]
 
     @app.callback(

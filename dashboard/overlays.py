@@ -19,6 +19,7 @@ Rendered PNGs are kept in an LRU cache keyed by everything that changes the pixe
 from __future__ import annotations
 
 import io
+import threading
 import zlib
 from functools import cache, lru_cache
 
@@ -214,6 +215,26 @@ class Renderer:
         self.patch_png = lru_cache(maxsize=cache_size)(self._patch_png)
         self.legend_png = lru_cache(maxsize=256)(self._legend_png)
         self._mask_png = lru_cache(maxsize=cache_size)(self._mask_png_uncached)
+        self._warming = threading.Lock()
+
+    def warm(self, source: str, target: str, variant: str, pids, display: tuple) -> bool:
+        """Render the overlays and patches of ``pids`` into the cache in a background thread
+        (the next page while the user looks at this one); skipped while a warm-up runs."""
+        if not self._warming.acquire(blocking=False):
+            return False
+
+        def run():
+            try:
+                for pid in pids:
+                    self.patch_png(int(pid))
+                    self.overlay_png(source, target, variant, int(pid), *display)
+            except KeyError:
+                pass
+            finally:
+                self._warming.release()
+
+        threading.Thread(target=run, daemon=True, name="histoxai-warm").start()
+        return True
 
     def _store(self, source: str, target: str, variant: str):
         store = self.catalog.sources.get(source)
