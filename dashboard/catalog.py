@@ -89,6 +89,8 @@ class Catalog:
     problems: list[Problem] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     rankings: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    """xai-eval report -> its tissue-share charts (``plots/shares_<target>.png``)."""
     paths: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -286,6 +288,8 @@ def _load_reports(cat: Catalog, reports: Path) -> None:
             )
         except (OSError, ValueError, KeyError) as err:
             cat.problems.append(Problem(str(path), _describe(err)))
+    for path in sorted(reports.glob("xai_eval/*/plots/shares_*.png")):
+        cat.figures.setdefault(path.parents[1].name, []).append(path)
     for path in sorted(reports.glob("xai_eval/*/ranking.json")):
         try:
             cat.rankings[path.parent.name] = json.loads(path.read_text())

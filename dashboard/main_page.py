@@ -127,10 +127,32 @@ def _rankings(catalog: Catalog) -> list:
     if not catalog.rankings:
         return []
     cards = [
-        _card(f"Explanation ranking · {name}", _ranking(obj, catalog))
+        _card(f"Explanation ranking · {name}", [*_ranking(obj, catalog), *_shares(catalog, name)])
         for name, obj in catalog.rankings.items()
     ]
     return [html.H3("Explanation quality", className="section-title"), html.Div(cards, className="cards")]
+
+
+def _shares(catalog: Catalog, name: str) -> list:
+    """The report's tissue-share charts (attribution per tissue class, per method)."""
+    paths = catalog.figures.get(name, [])
+    return (
+        [
+            html.Details(
+                [
+                    html.Summary("attribution per tissue class"),
+                    *[
+                        html.Img(src=f"/img/report/{name}/{i}.png", className="report-figure", alt=p.name)
+                        for i, p in enumerate(paths)
+                    ],
+                ],
+                className="more",
+                open=True,
+            )
+        ]
+        if paths
+        else []
+    )
 
 
 def _method_link(catalog: Catalog, target: str, method: str):

@@ -116,6 +116,14 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         except KeyError:
             abort(404)
 
+    @server.route("/img/report/<name>/<int:i>.png")
+    def report_figure(name: str, i: int):
+        # Only charts found at start-up, by position: nothing from the request is a path.
+        paths = renderer.catalog.figures.get(name, [])
+        if not 0 <= i < len(paths):
+            abort(404)
+        return png(paths[i].read_bytes())
+
     @server.route("/export/table.csv")
     def export_table():
         from dashboard.export import table_csv

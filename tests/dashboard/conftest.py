@@ -99,8 +99,28 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
         }
     )
     per_patch.to_csv(root / "reports" / "xai_eval" / "mdfa" / "tables" / "per_patch_md.csv", index=False)
+    (root / "reports" / "xai_eval" / "mdfa" / "plots").mkdir()
+    _shares_chart(root / "reports" / "xai_eval" / "mdfa" / "plots" / "shares_md.png")
     (root / "reports" / "xai_eval" / "mdfa" / "ranking.json").write_text(json.dumps(ranking))
     return {"root": root, "patches": root / "data" / "patches", "saliency": sal, "reports": root / "reports"}
+
+
+def _shares_chart(path: Path) -> None:
+    """A stand-in for xai-eval's tissue-share chart (stacked bars per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2))
+    bottom = np.zeros(2)
+    for share, name in zip(([0.5, 0.3], [0.3, 0.4], [0.2, 0.3]), ("nuclei", "stroma", "air")):
+        ax.bar(["layercam", "gradcampp"], share, bottom=bottom, label=name)
+        bottom += share
+    ax.legend(fontsize=6)
+    ax.set_title("attribution share per tissue class (md)", fontsize=8)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 @pytest.fixture(scope="session")

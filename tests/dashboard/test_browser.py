@@ -645,6 +645,16 @@ def test_main_page_fits_and_links_rankings_to_grids(browser, site):
     )
     assert fits, "a visible Main-page table is wider than its card"
     assert "all 7 metrics" in " ".join(texts(browser, "details.more > summary"))
+    chart = wait_for(browser, lambda d: d.find_elements(*_by("img.report-figure")), "the tissue-share chart")[
+        0
+    ]
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return arguments[0].naturalWidth", chart) > 0,
+        "the chart to load",
+    )
+    browser.execute_script("arguments[0].closest('.card').scrollIntoView()", chart)
+    shot(browser, "main-ranking")
     browser.find_element(*_by("a.method-link")).click()
     wait_for(browser, lambda d: d.find_elements(*_by(".grid .tile")), "the method's grid")
     assert urlsplit(browser.current_url).path == "/single"
