@@ -222,7 +222,10 @@ def _table(df: pd.DataFrame, index_name: str | None, digits: bool = False) -> ht
 
     numeric = {c: pd.api.types.is_numeric_dtype(df[c]) for c in df.columns}
     head = [html.Th(index_name or "")] if index_name is not None else []
-    head += [html.Th(str(c), className="num" if numeric[c] else None) for c in df.columns]
+    # a zero-width space after "_" lets long metric names wrap at their parts
+    head += [
+        html.Th(str(c).replace("_", "_\u200b"), className="num" if numeric[c] else None) for c in df.columns
+    ]
     body = [
         html.Tr(([html.Th(str(i))] if index_name is not None else []) + [cell(v) for v in row])
         for i, row in zip(df.index, df.itertuples(index=False))
