@@ -34,6 +34,7 @@ from flask import Flask, redirect, request, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from histoxai.config import DashboardConfig
+from histoxai.errors import InputError, MissingInputError
 
 _OPEN_PATHS = ("/login", "/logout")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -66,7 +67,7 @@ def parse_users(text: str, where: str = "users") -> dict[str, str]:
             continue
         name, sep, hashed = item.partition(":")
         if not sep or not name or "$" not in hashed:
-            raise ValueError(
+            raise InputError(
                 f"{where}: entry {n} ({name or item[:20]!r}...) is not 'user:hash'; "
                 "make a hash with `histoxai dashboard --hash-password`"
             )
@@ -78,7 +79,7 @@ def read_users_file(path: str | Path) -> dict[str, str]:
     """Users from a file of ``user:hash`` lines."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"dashboard users file {path} does not exist")
+        raise MissingInputError(f"dashboard users file {path} does not exist")
     return parse_users(path.read_text(), where=str(path))
 
 
@@ -94,7 +95,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, login: bool, insecure_public: bool) -> None:
     """Refuse to serve on a non-loopback ``host`` without login (unless ``insecure_public``)."""
     if not is_loopback(host) and not login and not insecure_public:
-        raise ValueError(
+        raise InputError(
             f"refusing to serve the dashboard on {host} without login: anyone on the network could "
             "browse the data. Set HISTOXAI_DASH_USERS or dashboard.users_file (hashes from "
             "`histoxai dashboard --hash-password`), bind 127.0.0.1, or pass --insecure-public"

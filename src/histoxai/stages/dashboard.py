@@ -19,12 +19,12 @@ import getpass
 import os
 import sys
 
-from histoxai.config import Config
+from histoxai.config import Config, port_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default: dashboard.host)")
-    parser.add_argument("--port", type=int, help="port (default: dashboard.port)")
+    parser.add_argument("--port", type=port_number, help="port 1..65535 (default: dashboard.port)")
     parser.add_argument(
         "--insecure-public",
         action="store_true",
