@@ -12,7 +12,7 @@ CSS (changing it loads nothing). Its pixels depend on:
 - ``follow``: the overlay's own alpha is the normalised magnitude (Captum's
   ``alpha_scaling``), so tissue without attribution stays visible under it.
 
-Maps are read through :func:`read_maps` (``SaliencyStore.read`` when available).
+Maps are read through :func:`read_maps` (``SaliencyStore.read``).
 Rendered PNGs are kept in an LRU cache keyed by everything that changes the pixels.
 """
 
@@ -36,19 +36,9 @@ MAX_PX = 224
 
 
 def read_maps(store, target: str, variant: str, rows) -> np.ndarray:
-    """(n, H, W) float32 maps of ``rows`` (positions in the store's patch-id order).
-
-    ``SaliencyStore.read`` is the one way to read maps; older stores without it are read
-    from their memory-mapped arrays (opened once per store and pair).
-    """
-    if hasattr(store, "read"):
-        return np.asarray(store.read(target, variant, np.asarray(rows)), dtype=np.float32)
-    return np.asarray(_memmap(store, target, variant)[np.asarray(rows)], dtype=np.float32)
-
-
-@lru_cache(maxsize=256)
-def _memmap(store, target: str, variant: str) -> np.ndarray:
-    return store.maps(target, variant)
+    """(n, H, W) float32 maps of ``rows`` (positions in the store's patch-id order), in real
+    units: through ``SaliencyStore.read``, the one way to read maps."""
+    return np.asarray(store.read(target, variant, np.asarray(rows)), dtype=np.float32)
 
 
 @cache
