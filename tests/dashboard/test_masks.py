@@ -40,3 +40,15 @@ def test_outline_image_follows_the_mask(catalog, pipeline):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(resp.data))), rgba)
     assert client.get(f"/img/mask/{pid}.png?cls=bone").status_code == 404
     assert client.get("/img/mask/99999.png?cls=nuclei").status_code == 404
+
+
+def test_counted_nuclei_are_nuclei_that_count(catalog):
+    patches = catalog.patches
+    if not getattr(patches, "has_instances", False):
+        return  # a store without nucleus instances offers no "counted" outline
+    assert "counted" in catalog.masks
+    nuclei = patches.table("nuclei")
+    for pid in range(4):
+        counted, all_nuclei = region(patches, pid, "counted"), region(patches, pid, "nuclei")
+        assert counted.any() == bool(nuclei[(nuclei.patch_id == pid) & nuclei.counted].shape[0])
+        assert (counted & all_nuclei).sum() >= 0.9 * counted.sum()
