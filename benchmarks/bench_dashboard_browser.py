@@ -47,7 +47,7 @@ const sig = () => [q('#status') && q('#status').innerText, q('#page-content .til
   q('#page-content .tile').getAttribute('data-key'), q('#page-content .page-heading') &&
   q('#page-content .page-heading').innerText].join('|');
 const loaded = () => Array.from(document.querySelectorAll('#page-content img'))
-  .every(i => i.complete && i.naturalWidth > 0);
+  .every(i => !i.getAttribute('src') || (i.complete && i.naturalWidth > 0));
 const opacity = () => getComputedStyle(q('#page-content img.ov')).opacity;
 const before = sig(), op = opacity();
 const t0 = performance.now();
@@ -143,7 +143,7 @@ def wait_ready(d, css: str) -> None:
     while time.monotonic() < end:
         ok = d.execute_script(
             "return document.querySelectorAll(arguments[0]).length > 0 && Array.from("
-            "document.querySelectorAll('#page-content img')).every(i => i.complete && i.naturalWidth > 0)",
+            "document.querySelectorAll('#page-content img[src]')).every(i => i.complete && i.naturalWidth > 0)",
             css,
         )
         if ok:

@@ -72,10 +72,10 @@ def create_app(
         suppress_callback_exceptions=True,
         assets_folder=str(Path(__file__).with_name("assets")),
     )
-    app.layout = lambda: shell(cfg.page_size, logged_in_user(users))
+    app.layout = lambda: shell(cfg.page_size, logged_in_user(users), catalog.masks)
     renderer = Renderer(catalog, cfg.cache_size)
     register_routes(server, renderer)
-    register(app, catalog, cfg.page_size)
+    register(app, catalog, cfg.page_size, renderer)
     app.catalog = catalog  # for tests and the CLI summary
     app.image_renderer = renderer
     return app
@@ -99,7 +99,7 @@ def serve(app: Dash, cfg: DashboardConfig, host: str, port: int, login: bool, in
     )
     from dashboard.auth import is_loopback
 
-    if is_loopback(host) and cfg.server == "auto" or cfg.server == "flask":
+    if cfg.server == "flask" or (cfg.server == "auto" and is_loopback(host)):
         app.run(host=host, port=port, debug=False)
         return
     import waitress

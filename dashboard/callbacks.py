@@ -28,7 +28,7 @@ from dashboard.linked import PLOTS
 from dashboard.main_page import main_page
 from dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
 from dashboard.sitemap import PAGES
-from dashboard.state import SORTS, View, parse_view, view_query
+from dashboard.state import View, parse_view, sort_choices, view_query
 
 OPEN = (None, None)
 CONTROLS: dict[str, str] = {
@@ -81,7 +81,11 @@ def apply_control(catalog: Catalog, view: View, trigger: str, value: Any) -> Vie
         a, b = (float(v) for v in value) if value and len(value) == 2 else (lo, hi)
         return view.replace(**{name: (None if a <= lo + half else a, None if b >= hi - half else b)}, page=1)
     if trigger == "sort":
-        return view.replace(sort=value, page=1) if value in SORTS else view
+        return (
+            view.replace(sort=value, page=1)
+            if value in sort_choices(catalog, view.target, view.variant)
+            else view
+        )
     if trigger == "desc":
         return view.replace(desc=bool(value), page=1)
     if trigger == "per" and isinstance(value, int) and value > 0:
@@ -148,6 +152,9 @@ def control_props(catalog: Catalog, view: View, n_pages: int) -> dict[tuple[str,
         ("samples", "value"): list(view.samples),
         ("split", "options"): ["all", *catalog.splits],
         ("split", "value"): view.split,
+        ("sort", "options"): [
+            {"label": v, "value": k} for k, v in sort_choices(catalog, view.target, view.variant).items()
+        ],
         ("sort", "value"): view.sort,
         ("desc", "value"): ["desc"] if view.desc else [],
         ("per", "value"): view.per,
@@ -160,6 +167,7 @@ def control_props(catalog: Catalog, view: View, n_pages: int) -> dict[tuple[str,
         ("norm", "value"): view.norm,
         ("clip", "value"): view.clip,
         ("tile", "value"): view.tile,
+        ("mask", "value"): view.mask,
     }
     table = catalog.tables.get(view.target)
     for name in FIELDS:
@@ -246,7 +254,7 @@ def update(
     out[("grid-html", "data")] = to_html(content) if grid else ""
     out[("status", "children")] = status
     out[("pager", "className")] = pager
-    if not from_control or old.filter_key()[:-2] != view.filter_key()[:-2]:  # not the order
+    if not from_control or old.mask_key() != view.mask_key():  # not the order
         bars = histograms(catalog, search_now, default_per)
         out[("hist-html", "data")] = {name: to_html(b) for name, b in zip(FIELDS, bars)}
     return out
@@ -260,8 +268,22 @@ def open_viewer(
     return body or []
 
 
-def register(app: Dash, catalog: Catalog, default_per: int) -> None:
-    """Wire the callbacks of ``app`` to ``catalog``."""
+def next_page(catalog: Catalog, view: View, pathname: str) -> tuple[str, str, str, list[int]] | None:
+    """(source, target, variant, patch ids) of the page after the view's, on the grid pages."""
+    table = catalog.tables.get(view.target)
+    if table is None or pathname not in ("/single", "/linked"):
+        return None
+    rows = select(catalog, view)
+    per = rows_per_page(catalog, view, pathname)
+    page, n_pages, _ = page_of(len(rows), view, per)
+    if page >= n_pages:
+        return None
+    ids = table.patch_id[rows[page * per : (page + 1) * per]].tolist()
+    return table.source, table.target, view.variant, ids
+
+
+def register(app: Dash, catalog: Catalog, default_per: int, renderer=None) -> None:
+    """Wire the callbacks of ``app`` to ``catalog`` (``renderer``: warms the next page's images)."""
     sample = control_props(catalog, parse_view("", catalog, default_per), 1)
     outputs = [*PAGE_OUTPUTS, *sample]
 
@@ -289,6 +311,11 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         if trigger == "page" and value is None:
             return [no_update] * len(outputs)  # box emptied while typing
         out = update(catalog, trigger, value, search or "", hash or "", pathname or "/", default_per)
+        if renderer is not None and ("grid-html", "data") in out:
+            view = parse_view(out.get(("url", "search"), search), catalog, default_per, hash or "")
+            upcoming = next_page(catalog, view, pathname or "/")
+            if upcoming:
+                renderer.warm(*upcoming, (view.cmap, view.norm, view.sign, view.clip, view.follow))
         return [out.get(k, no_update) for k in outputs]
 
     @app.callback(
@@ -334,6 +361,7 @@ def register(app: Dash, catalog: Catalog, default_per: int) -> None:
         Output("export-png", "href"),
         Output("export-pdf", "href"),
         Output("exports", "className"),
+        Output("sidebar", "className"),
         Input("url", "pathname"),
         Input("url", "search"),
         Input("url", "hash"),

@@ -48,6 +48,9 @@ class TargetTable:
         grid: patch_id, sample, row, col, split per row (for the tile viewer).
         sample_names: the catalog's sample names.
         decimals: decimals that give typical values of y three significant digits.
+        metrics: per-patch explanation metrics of ``histoxai xai-eval`` (its
+            ``tables/per_patch_<target>.csv``): variant -> metric -> (n,) float64, NaN
+            where a patch was not scored.
     """
 
     key: str
@@ -61,6 +64,7 @@ class TargetTable:
     grid: pd.DataFrame
     sample_names: list[str]
     decimals: int = 3
+    metrics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.patch_id)
@@ -85,12 +89,21 @@ class Catalog:
     problems: list[Problem] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     rankings: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    """xai-eval report -> its tissue-share charts (``plots/shares_<target>.png``)."""
     paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """True when patches and at least one explained target are available."""
         return self.patches is not None and bool(self.tables)
+
+    @property
+    def masks(self) -> tuple[str, ...]:
+        """Ground-truth outline classes the patch store can show."""
+        from dashboard.masks import mask_choices
+
+        return mask_choices(self.patches)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -268,11 +281,45 @@ def _load_reports(cat: Catalog, reports: Path) -> None:
             cat.metrics[path.parent.name] = _flatten(json.loads(path.read_text()))
         except (OSError, ValueError) as err:
             cat.problems.append(Problem(str(path), _describe(err)))
+    for path in sorted(reports.glob("xai_eval/*/tables/per_patch_*.csv")):
+        try:
+            _attach_metrics(
+                cat, path.parents[1].name, path.stem.removeprefix("per_patch_"), pd.read_csv(path)
+            )
+        except (OSError, ValueError, KeyError) as err:
+            cat.problems.append(Problem(str(path), _describe(err)))
+    for path in sorted(reports.glob("xai_eval/*/plots/shares_*.png")):
+        cat.figures.setdefault(path.parents[1].name, []).append(path)
     for path in sorted(reports.glob("xai_eval/*/ranking.json")):
         try:
             cat.rankings[path.parent.name] = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             cat.problems.append(Problem(str(path), _describe(err)))
+
+
+def _attach_metrics(cat: Catalog, source: str, target: str, frame: pd.DataFrame) -> None:
+    """Per-patch metrics (long table: method, patch_id, one column per metric) onto the
+    target table of ``source``; methods that are not variants of the store are skipped."""
+    table = next((t for t in cat.tables.values() if t.source == source and t.target == target), None)
+    if table is None or "patch_id" not in frame or "method" not in frame:
+        return
+    numeric = [
+        c
+        for c in frame.columns
+        if c not in ("patch_id", "method") and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    variants = set(cat.variants(table.key))
+    for method, rows in frame.groupby("method"):
+        if str(method) not in variants:
+            continue
+        pos = table.positions(rows["patch_id"].to_numpy(np.int64))
+        ok = pos >= 0
+        out = {}
+        for c in numeric:
+            a = np.full(len(table), np.nan)
+            a[pos[ok]] = rows[c].to_numpy(np.float64)[ok]
+            out[c] = a
+        table.metrics[str(method)] = out
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:

@@ -47,7 +47,7 @@ def select(catalog: Catalog, view: View) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _select(catalog: Catalog, key: tuple) -> np.ndarray:
-    target, samples, split, y, y_hat, delta, rel_delta, sort, desc = key
+    target, samples, split, y, y_hat, delta, rel_delta, sort, desc, variant = key
     table = catalog.tables.get(target)
     if table is None:
         return np.empty(0, dtype=np.int64)
@@ -59,6 +59,8 @@ def _select(catalog: Catalog, key: tuple) -> np.ndarray:
         order = table.patch_id[rows]
     elif sort == "y":
         order = table.values["y"][rows]
+    elif sort.startswith("m:"):
+        order = table.metrics.get(variant, {}).get(sort[2:], np.full(len(table), np.nan))[rows]
     else:
         order = np.abs(table.values["delta" if sort == "absdelta" else "rel_delta"][rows])
     if desc:

@@ -20,6 +20,7 @@ DISPLAY_CONTROLS: dict[str, str] = {
     "norm": "value",
     "clip": "value",
     "tile": "value",
+    "mask": "value",
 }
 """Controls handled in the browser alone (they only change image URLs and CSS)."""
 
@@ -29,7 +30,7 @@ def content_style(view: View) -> dict:
     return {"--tile": f"{view.tile}px", "--alpha": f"{view.alpha:g}"}
 
 
-def shell(default_per: int, user: str | None = None) -> html.Div:
+def shell(default_per: int, user: str | None = None, masks: tuple[str, ...] = ()) -> html.Div:
     """The whole page; ``page-dash`` (Main page, messages) or ``page-grid`` is filled per URL."""
     return html.Div(
         id="shell",
@@ -42,7 +43,7 @@ def shell(default_per: int, user: str | None = None) -> html.Div:
             html.Div(
                 className="body",
                 children=[
-                    _sidebar(default_per),
+                    _sidebar(default_per, masks),
                     html.Main(
                         id="content",
                         className="content",
@@ -132,7 +133,7 @@ def _range_filter(name: str) -> html.Div:
     )
 
 
-def _sidebar(default_per: int) -> html.Aside:
+def _sidebar(default_per: int, masks: tuple[str, ...]) -> html.Aside:
     radio = dict(inline=True, className="radio", inputClassName="radio-input", labelClassName="radio-label")
     return html.Aside(
         id="sidebar",
@@ -246,6 +247,19 @@ def _sidebar(default_per: int) -> html.Aside:
                     _field(
                         "Tile size (px)",
                         dcc.RadioItems(id="tile", options=list(TILE_SIZES), value=View().tile, **radio),
+                    ),
+                    _field(
+                        "Ground truth outline",
+                        dcc.RadioItems(
+                            id="mask",
+                            options=[
+                                {"label": "none", "value": ""},
+                                *[{"label": m, "value": m} for m in masks],
+                            ],
+                            value="",
+                            **radio,
+                        ),
+                        "outline of a ground-truth class over the tiles (phantom stores)",
                     ),
                 ],
             ),

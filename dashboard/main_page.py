@@ -45,6 +45,10 @@ def main_page(catalog: Catalog, search: str) -> list:
     ]
 
 
+MAIN_METRICS = 3
+"""Metric columns of a ranking table shown at once; the others are under "all metrics"."""
+
+
 def _dataset_card(catalog: Catalog) -> html.Div:
     store = catalog.patches
     if store is None:
@@ -122,11 +126,46 @@ def _r2_card(name: str, splits: pd.DataFrame, samples: pd.DataFrame, note: str |
 def _rankings(catalog: Catalog) -> list:
     if not catalog.rankings:
         return []
-    cards = [_card(f"Explanation ranking · {name}", _ranking(obj)) for name, obj in catalog.rankings.items()]
+    cards = [
+        _card(f"Explanation ranking · {name}", [*_ranking(obj, catalog), *_shares(catalog, name)])
+        for name, obj in catalog.rankings.items()
+    ]
     return [html.H3("Explanation quality", className="section-title"), html.Div(cards, className="cards")]
 
 
-def _ranking(obj: Any) -> list:
+def _shares(catalog: Catalog, name: str) -> list:
+    """The report's tissue-share charts (attribution per tissue class, per method)."""
+    paths = catalog.figures.get(name, [])
+    return (
+        [
+            html.Details(
+                [
+                    html.Summary("attribution per tissue class"),
+                    *[
+                        html.Img(src=f"/img/report/{name}/{i}.png", className="report-figure", alt=p.name)
+                        for i, p in enumerate(paths)
+                    ],
+                ],
+                className="more",
+                open=True,
+            )
+        ]
+        if paths
+        else []
+    )
+
+
+def _method_link(catalog: Catalog, target: str, method: str):
+    """The method's name, linking to its grid when the dashboard has its maps."""
+    key = next(
+        (k for k, t in catalog.tables.items() if t.target == target and method in catalog.variants(k)), None
+    )
+    if key is None:
+        return method
+    return dcc.Link(method, href=f"/single?target={key}&variant={method}", className="method-link")
+
+
+def _ranking(obj: Any, catalog: Catalog) -> list:
     """``ranking.json`` of ``histoxai xai_eval``: per target the methods best first."""
     if not isinstance(obj, dict) or not isinstance(obj.get("targets"), dict):
         return [html.Pre(json.dumps(obj, indent=1)[:4000], className="raw")]
@@ -145,11 +184,22 @@ def _ranking(obj: Any) -> list:
         ]
         out.append(html.H4(f"{target}: trust {entry.get('trusted') or '–'}"))
         if rows:
-            out.append(
-                html.Div(
-                    _table(pd.DataFrame(rows).set_index("method"), "method", digits=True), className="wide"
+            frame = pd.DataFrame(rows).set_index("method")
+            shown = list(frame.columns[: 3 + MAIN_METRICS])
+            table = _table(frame[shown], "method", digits=True)
+            for tr, method in zip(table.children[1].children, frame.index):
+                tr.children[0].children = _method_link(catalog, str(target), str(method))
+            out.append(table)
+            if len(frame.columns) > len(shown):
+                out.append(
+                    html.Details(
+                        [
+                            html.Summary(f"all {len(frame.columns) - 3} metrics"),
+                            html.Div(_table(frame, "method", digits=True), className="wide"),
+                        ],
+                        className="more",
+                    )
                 )
-            )
     if obj.get("rule"):
         out.append(html.P(str(obj["rule"]), className="note"))
     return out
@@ -172,7 +222,10 @@ def _table(df: pd.DataFrame, index_name: str | None, digits: bool = False) -> ht
 
     numeric = {c: pd.api.types.is_numeric_dtype(df[c]) for c in df.columns}
     head = [html.Th(index_name or "")] if index_name is not None else []
-    head += [html.Th(str(c), className="num" if numeric[c] else None) for c in df.columns]
+    # a zero-width space after "_" lets long metric names wrap at their parts
+    head += [
+        html.Th(str(c).replace("_", "_\u200b"), className="num" if numeric[c] else None) for c in df.columns
+    ]
     body = [
         html.Tr(([html.Th(str(i))] if index_name is not None else []) + [cell(v) for v in row])
         for i, row in zip(df.index, df.itertuples(index=False))

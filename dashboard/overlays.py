@@ -12,13 +12,14 @@ CSS (changing it loads nothing). Its pixels depend on:
 - ``follow``: the overlay's own alpha is the normalised magnitude (Captum's
   ``alpha_scaling``), so tissue without attribution stays visible under it.
 
-Maps are read through :func:`read_maps` (``SaliencyStore.read`` when available).
+Maps are read through :func:`read_maps` (``SaliencyStore.read``).
 Rendered PNGs are kept in an LRU cache keyed by everything that changes the pixels.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import zlib
 from functools import cache, lru_cache
 
@@ -35,19 +36,9 @@ MAX_PX = 224
 
 
 def read_maps(store, target: str, variant: str, rows) -> np.ndarray:
-    """(n, H, W) float32 maps of ``rows`` (positions in the store's patch-id order).
-
-    ``SaliencyStore.read`` is the one way to read maps; older stores without it are read
-    from their memory-mapped arrays (opened once per store and pair).
-    """
-    if hasattr(store, "read"):
-        return np.asarray(store.read(target, variant, np.asarray(rows)), dtype=np.float32)
-    return np.asarray(_memmap(store, target, variant)[np.asarray(rows)], dtype=np.float32)
-
-
-@lru_cache(maxsize=256)
-def _memmap(store, target: str, variant: str) -> np.ndarray:
-    return store.maps(target, variant)
+    """(n, H, W) float32 maps of ``rows`` (positions in the store's patch-id order), in real
+    units: through ``SaliencyStore.read``, the one way to read maps."""
+    return np.asarray(store.read(target, variant, np.asarray(rows)), dtype=np.float32)
 
 
 @cache
@@ -213,6 +204,27 @@ class Renderer:
         self.overlay_png = lru_cache(maxsize=cache_size)(self._overlay_png)
         self.patch_png = lru_cache(maxsize=cache_size)(self._patch_png)
         self.legend_png = lru_cache(maxsize=256)(self._legend_png)
+        self._mask_png = lru_cache(maxsize=cache_size)(self._mask_png_uncached)
+        self._warming = threading.Lock()
+
+    def warm(self, source: str, target: str, variant: str, pids, display: tuple) -> bool:
+        """Render the overlays and patches of ``pids`` into the cache in a background thread
+        (the next page while the user looks at this one); skipped while a warm-up runs."""
+        if not self._warming.acquire(blocking=False):
+            return False
+
+        def run():
+            try:
+                for pid in pids:
+                    self.patch_png(int(pid))
+                    self.overlay_png(source, target, variant, int(pid), *display)
+            except KeyError:
+                pass
+            finally:
+                self._warming.release()
+
+        threading.Thread(target=run, daemon=True, name="histoxai-warm").start()
+        return True
 
     def _store(self, source: str, target: str, variant: str):
         store = self.catalog.sources.get(source)
@@ -316,6 +328,18 @@ class Renderer:
         colour_table(cmap)  # KeyError for an unknown colour map
         unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
         return encode_overlay(unit, cmap, sign, follow)
+
+    def mask_png(self, pid: int, cls: str) -> bytes:
+
+        self.check_patch(pid)
+        return self._mask_png(pid, cls)
+
+    def _mask_png_uncached(self, pid: int, cls: str) -> bytes:
+        from dashboard.masks import outline_rgba
+
+        return encode_png(
+            outline_rgba(self.catalog.patches, pid, cls, served_size(self.catalog.patches.patch_size))
+        )
 
     def patch(self, pid: int, limit: int = MAX_PX) -> np.ndarray:
         self.check_patch(pid)

@@ -18,7 +18,7 @@ from dash import html
 
 from dashboard.catalog import Catalog, TargetTable
 from dashboard.filters import page_of, rows_per_page, select
-from dashboard.routes import legend_base, overlay_base, patch_src, with_query
+from dashboard.routes import legend_base, mask_base, overlay_base, patch_src, with_query
 from dashboard.state import SORTS, View, display_query
 
 
@@ -118,6 +118,14 @@ def title_lines(table: TargetTable, row: int) -> list[str]:
     ]
 
 
+def metric_line(table: TargetTable, view: View, row: int) -> list[str]:
+    """The sorted-by per-patch metric of the row (none unless sorting by one)."""
+    if not view.sort.startswith("m:"):
+        return []
+    values = table.metrics.get(view.variant, {}).get(view.sort[2:])
+    return [] if values is None else [f"{view.sort[2:]} {fmt(float(values[row]))}"]
+
+
 def tile(key: str, pid: int, lines: list[str], overlay: str | None, view: View, caption: str = "") -> dict:
     """One tile: raw patch, overlay on it (``overlay``: its base URL; None: raw only), title lines."""
     layers = [el("Img", src=patch_src(pid), className="raw", alt=f"patch {pid}")]
@@ -131,10 +139,18 @@ def tile(key: str, pid: int, lines: list[str], overlay: str | None, view: View, 
                 **{"data-base": overlay},
             )
         )
+    layers.append(mask_layer(pid, view))
     children = [el("Div", layers, className="stack")]
     children += [el("Div", line, className="l") for line in lines]
     tip = "\n".join(([caption] if caption else []) + lines + ["click to enlarge"])
     return el("Div", children, className="tile", title=tip, **{"data-key": key})
+
+
+def mask_layer(pid: int, view: View) -> dict:
+    """Ground-truth outline on top of the tile (src only when a class is chosen)."""
+    base = mask_base(pid)
+    src = f"{base}?cls={view.mask}" if view.mask else None
+    return el("Img", src=src, className="mk", alt="", **{"data-mask": base})
 
 
 def placeholder(text: str) -> dict:
@@ -195,7 +211,8 @@ def heading(text: str, sub: str, extra: dict | None = None) -> dict:
 
 
 def _order_text(view: View) -> str:
-    return f"sorted by {SORTS[view.sort]}{' descending' if view.desc else ''}"
+    name = SORTS.get(view.sort, view.sort.removeprefix("m:"))
+    return f"sorted by {name}{' descending' if view.desc else ''}"
 
 
 def grid_page(catalog: Catalog, view: View, pathname: str, build) -> tuple[list, str, int]:
@@ -233,7 +250,7 @@ def single_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndar
         tile(
             tile_key(pid, view.target, view.variant),
             pid,
-            title_lines(table, r),
+            title_lines(table, r) + metric_line(table, view, r),
             overlay_base(table.source, table.target, view.variant, pid),
             view,
         )
@@ -394,7 +411,8 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
                 html.Figure(
                     [
                         html.Div(
-                            [html.Img(src=patch_src(pid), className="raw"), overlay], className="stack big"
+                            [html.Img(src=patch_src(pid), className="raw"), overlay, mask_layer(pid, view)],
+                            className="stack big",
                         ),
                         html.Figcaption(
                             f"{table.target} · {catalog.variant_label(tkey, variant, limit=None)}"
@@ -405,7 +423,21 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
             className="pair",
         ),
         html.Div(
-            [html.Table(rows, className="numbers"), legend(table, variant, view, pid)],
+            [
+                html.Table(rows, className="numbers"),
+                _metrics_table(table, variant, r),
+                legend(table, variant, view, pid),
+            ],
             className="viewer-foot",
         ),
     ]
+
+
+def _metrics_table(table: TargetTable, variant: str, row: int):
+    """This patch's per-patch explanation metrics for ``variant`` (xai-eval), if any."""
+    metrics = table.metrics.get(variant)
+    if not metrics:
+        return None
+    cells = [html.Tr([html.Td(m), html.Td(fmt(float(a[row])))]) for m, a in metrics.items()]
+    head = html.Tr([html.Th("xai-eval"), html.Th(variant)])
+    return html.Table([head, *cells], className="numbers", id="viewer-metrics")

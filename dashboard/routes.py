@@ -25,6 +25,11 @@ def patch_src(pid: int) -> str:
     return f"/img/patch/{int(pid)}.png"
 
 
+def mask_base(pid: int) -> str:
+    """Outline URL without its class (the browser appends ``?cls=<mask>``)."""
+    return f"/img/mask/{int(pid)}.png"
+
+
 def _path(source: str, target: str, variant: str) -> str:
     return "/".join(quote(p, safe="") for p in (source, target, variant))
 
@@ -100,6 +105,24 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
             )
         except KeyError:
             abort(404)
+
+    @server.route("/img/mask/<int:pid>.png")
+    def mask_image(pid: int):
+        cls = request.args.get("cls", "")
+        if cls not in renderer.catalog.masks:
+            abort(404)
+        try:
+            return png(renderer.mask_png(pid, cls))
+        except KeyError:
+            abort(404)
+
+    @server.route("/img/report/<name>/<int:i>.png")
+    def report_figure(name: str, i: int):
+        # Only charts found at start-up, by position: nothing from the request is a path.
+        paths = renderer.catalog.figures.get(name, [])
+        if not 0 <= i < len(paths):
+            abort(404)
+        return png(paths[i].read_bytes())
 
     @server.route("/export/table.csv")
     def export_table():

@@ -46,7 +46,7 @@ TILE_SIZES: tuple[int, ...] = (96, 128, 160, 224)
 PER_PAGE: tuple[int, ...] = (24, 48, 96)
 RANGE_KEYS: dict[str, str] = {"y": "y", "y_hat": "yh", "delta": "d", "rel_delta": "rd"}
 """Field -> query key of its range filter."""
-DISPLAY_KEYS: tuple[str, ...] = ("alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "open")
+DISPLAY_KEYS: tuple[str, ...] = ("alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "mask", "open")
 """Keys of the URL fragment (display and viewer; the browser handles them alone)."""
 
 Range = tuple[float | None, float | None]
@@ -57,7 +57,8 @@ class View:
     """Everything the user chose; ``None`` range ends are open.
 
     ``follow``: overlay opacity follows |saliency| (unattributed tissue stays visible);
-    ``alpha``: overall overlay opacity on top of that; ``open``: the tile in the viewer
+    ``alpha``: overall overlay opacity on top of that; ``mask``: ground-truth outline class
+    drawn over the tiles (empty: none); ``open``: the tile in the viewer
     (``pid|target|variant``, empty: closed).
     """
 
@@ -80,10 +81,21 @@ class View:
     clip: float = 99.0
     follow: bool = True
     tile: int = 128
+    mask: str = ""
     open: str = ""
 
     def filter_key(self) -> tuple:
-        """The fields that decide which patches match and in which order."""
+        """The fields that decide which patches match and in which order (the variant
+        too when sorting by one of its per-patch metrics, ``m:<metric>``)."""
+        return (
+            *self.mask_key(),
+            self.sort,
+            self.desc,
+            self.variant if self.sort.startswith("m:") else "",
+        )
+
+    def mask_key(self) -> tuple:
+        """The fields that decide which patches match."""
         return (
             self.target,
             self.samples,
@@ -92,8 +104,6 @@ class View:
             self.y_hat,
             self.delta,
             self.rel_delta,
-            self.sort,
-            self.desc,
         )
 
     def range(self, name: str) -> Range:
@@ -101,6 +111,13 @@ class View:
 
     def replace(self, **changes) -> View:
         return dataclasses.replace(self, **changes)
+
+
+def sort_choices(catalog: Catalog, target: str, variant: str) -> dict[str, str]:
+    """Sort keys -> labels: the fixed ones and the variant's per-patch metrics (``m:<name>``)."""
+    table = catalog.tables.get(target)
+    metrics = table.metrics.get(variant, {}) if table is not None else {}
+    return {**SORTS, **{f"m:{m}": f"{m} (xai-eval)" for m in metrics}}
 
 
 def per_page_choices(default_per: int) -> tuple[int, ...]:
@@ -129,7 +146,7 @@ def parse_view(search: str | None, catalog: Catalog, default_per: int = 48, hash
         variant=variant,
         samples=samples,
         split=_choice(q.get("split"), ("all", *catalog.splits), "all"),
-        sort=_choice(q.get("sort"), tuple(SORTS), "id"),
+        sort=_choice(q.get("sort"), sort_choices(catalog, target, variant), "id"),
         desc=q.get("desc") == "1",
         per=int(_choice(_int(q.get("per")), per_page_choices(default_per), default_per)),
         page=max(1, _int(q.get("page")) or 1),
@@ -140,6 +157,7 @@ def parse_view(search: str | None, catalog: Catalog, default_per: int = 48, hash
         clip=float(_choice(_number(q.get("clip"), base.clip), CLIPS, base.clip)),
         follow=q.get("fa", "1") != "0",
         tile=int(_choice(_int(q.get("tile")), TILE_SIZES, base.tile)),
+        mask=_choice(q.get("mask"), catalog.masks, ""),
         open=q.get("open", "")[:200],
         **{name: _range(q.get(key)) for name, key in RANGE_KEYS.items()},
     )
@@ -181,6 +199,8 @@ def view_hash(view: View) -> str:
         q["fa"] = "0"
     if view.tile != base.tile:
         q["tile"] = str(view.tile)
+    if view.mask:
+        q["mask"] = view.mask
     if view.open:
         q["open"] = view.open
     return "#" + urlencode(q, safe=",:|") if q else ""

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var DEFAULTS = {alpha: "0.8", cmap: "viridis", norm: "image", sign: "abs", clip: "99", fa: "1", tile: "128"};
-  var ORDER = ["alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "open"];
+  var ORDER = ["alpha", "cmap", "norm", "sign", "clip", "fa", "tile", "mask", "open"];
 
   function hashParams(hash) {
     var out = {};
@@ -66,6 +66,14 @@
     });
   }
 
+  function rewriteMasks(cls) {
+    document.querySelectorAll("img[data-mask]").forEach(function (img) {
+      var src = cls ? img.getAttribute("data-mask") + "?cls=" + cls : null;
+      if (src === null) img.removeAttribute("src");
+      else if (img.getAttribute("src") !== src) img.setAttribute("src", src);
+    });
+  }
+
   function openTile(key, push) {
     var p = hashParams(location.hash);
     p.open = key;
@@ -122,13 +130,14 @@
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     histoxai: {
       // Display controls -> fragment, overlay/legend URLs and CSS variables of #content.
-      display: function (alpha, follow, cmap, sign, norm, clip, tile) {
+      display: function (alpha, follow, cmap, sign, norm, clip, tile, mask) {
         var p = hashParams(location.hash);
         var a = Math.round(Number(alpha) * 100) / 100;
         p.alpha = String(a); p.cmap = cmap; p.sign = sign; p.norm = norm; p.clip = String(clip);
-        p.fa = follow && follow.length ? "1" : "0"; p.tile = String(tile);
+        p.fa = follow && follow.length ? "1" : "0"; p.tile = String(tile); p.mask = mask || "";
         setHash(viewHash(p), false);
         rewriteImages(displayQuery(p));
+        rewriteMasks(p.mask);
         return {"--tile": tile + "px", "--alpha": String(a)};
       },
       // A grid page's HTML text -> #page-grid, with the current display query.
@@ -137,6 +146,7 @@
         if (host) host.innerHTML = text || "";
         var p = hashParams(location.hash);
         rewriteImages(displayQuery(p));
+        rewriteMasks(p.mask || "");
         return text ? "page-grid" : "page-grid empty";
       },
       // Histogram bars (HTML text per field) -> their boxes.
@@ -174,7 +184,8 @@
         return paths.map(function (p) { return p + tail; }).concat(
           paths.map(function (p) { return p === pathname ? "nav-link active" : "nav-link"; }),
           ["/export/table.csv" + (search || ""), "/export/" + (page || "single") + ".png" + both,
-           "/export/" + (page || "single") + ".pdf" + both, page ? "exports" : "exports hidden"]);
+           "/export/" + (page || "single") + ".pdf" + both, page ? "exports" : "exports hidden",
+           pathname === "/" ? "sidebar on-main" : "sidebar"]);
       },
     },
   });

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dashboard.catalog import Catalog, load_catalog
@@ -57,7 +58,15 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
                         "passes_sanity": True,
                         "beats_random": 2,
                         "n_metrics": 2,
-                        "metrics": {"deletion_auc": 0.21, "pointing_game": 0.8},
+                        "metrics": {
+                            "deletion_auc": 0.21,
+                            "pointing_game": 0.8,
+                            "insertion_auc_normalised": 0.61,
+                            "road_morf_auc_normalised": 0.33,
+                            "mass_accuracy_counted_nuclei": 0.71,
+                            "signed_correlation_with_truth": 0.52,
+                            "max_sensitivity_under_noise": 0.12,
+                        },
                     },
                     {
                         "method": "gradcampp",
@@ -65,15 +74,53 @@ def make_pipeline(root: Path, n_samples: int = 2, grid: int = 5, size: int = 32)
                         "passes_sanity": False,
                         "beats_random": 1,
                         "n_metrics": 2,
-                        "metrics": {"deletion_auc": 0.25, "pointing_game": 0.6},
+                        "metrics": {
+                            "deletion_auc": 0.25,
+                            "pointing_game": 0.6,
+                            "insertion_auc_normalised": 0.51,
+                            "road_morf_auc_normalised": 0.36,
+                            "mass_accuracy_counted_nuclei": 0.55,
+                            "signed_correlation_with_truth": 0.41,
+                            "max_sensitivity_under_noise": 0.2,
+                        },
                     },
                 ],
             }
         },
     }
-    (root / "reports" / "xai_eval" / "mdfa").mkdir(parents=True)
+    (root / "reports" / "xai_eval" / "mdfa" / "tables").mkdir(parents=True)
+    ids = np.arange(0, len(patches), 3)
+    per_patch = pd.DataFrame(
+        {
+            "method": np.repeat(["layercam", "gradcampp", "not_a_variant"], len(ids)),
+            "patch_id": np.tile(ids, 3),
+            "mass_accuracy": np.tile((ids % 7) / 7.0, 3),
+            "deletion_auc": np.tile(-ids / 10.0, 3),
+        }
+    )
+    per_patch.to_csv(root / "reports" / "xai_eval" / "mdfa" / "tables" / "per_patch_md.csv", index=False)
+    (root / "reports" / "xai_eval" / "mdfa" / "plots").mkdir()
+    _shares_chart(root / "reports" / "xai_eval" / "mdfa" / "plots" / "shares_md.png")
     (root / "reports" / "xai_eval" / "mdfa" / "ranking.json").write_text(json.dumps(ranking))
     return {"root": root, "patches": root / "data" / "patches", "saliency": sal, "reports": root / "reports"}
+
+
+def _shares_chart(path: Path) -> None:
+    """A stand-in for xai-eval's tissue-share chart (stacked bars per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2))
+    bottom = np.zeros(2)
+    for share, name in zip(([0.5, 0.3], [0.3, 0.4], [0.2, 0.3]), ("nuclei", "stroma", "air")):
+        ax.bar(["layercam", "gradcampp"], share, bottom=bottom, label=name)
+        bottom += share
+    ax.legend(fontsize=6)
+    ax.set_title("attribution share per tissue class (md)", fontsize=8)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 @pytest.fixture(scope="session")

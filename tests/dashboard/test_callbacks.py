@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 
 from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
@@ -230,3 +231,32 @@ def test_to_html_escapes_text_and_attributes():
         '<div class="t" style="grid-template-columns:1fr;--tile:9px">&lt;b&gt;'
         '<img src="/a?x=1&amp;y=&quot;2&quot;" alt=""></div>'
     )
+
+
+def test_sorting_by_a_per_patch_metric_finds_failures(catalog):
+    search = "?target=md&variant=layercam&sort=m:mass_accuracy"
+    view = parse_view(search, catalog)
+    assert view.sort == "m:mass_accuracy"
+    rows = select(catalog, view)
+    acc = catalog.tables["md"].metrics["layercam"]["mass_accuracy"][rows]
+    n = int(np.isfinite(acc).sum())
+    assert (np.diff(acc[:n]) >= 0).all() and np.isnan(acc[n:]).all()  # worst first, unscored last
+    out = update(catalog, None, None, search, "", "/single")
+    assert {"label": "mass_accuracy (xai-eval)", "value": "m:mass_accuracy"} in out[("sort", "options")]
+    assert "mass_accuracy 0" in out[("grid-html", "data")]
+    assert parse_view("?target=md&variant=layercam&sort=m:nope", catalog).sort == "id"
+    assert parse_view("?target=md&variant=smoothgrad_s0.1&sort=m:mass_accuracy", catalog).sort == "id"
+    body = open_viewer(catalog, "3|md|layercam", search)
+    assert "mass_accuracy" in _text(body) and "deletion_auc" in _text(body)
+
+
+def test_a_brush_sets_range_filters_and_clearing_it_opens_them(catalog):
+    view = View(target="md", variant="gradcampp", page=3)
+    box = {"range": {"x": [1.6, 1.2], "y": [1.1, 1.7]}}
+    view = apply_control(catalog, view, "brush-fit", box)
+    assert (view.y, view.y_hat, view.page) == ((1.2, 1.6), (1.1, 1.7), 1)
+    view = apply_control(catalog, view, "brush-delta", {"range": {"x": [1.0, 2.0], "y": [-0.01, 0.02]}})
+    assert view.delta == (-0.01, 0.02) and view.y == (1.0, 2.0)
+    view = apply_control(catalog, view, "brush-fit", None)
+    assert view.y == (None, None) and view.y_hat == (None, None) and view.delta == (-0.01, 0.02)
+    assert apply_control(catalog, view, "brush-fit", {"lassoPoints": {}}).y_hat == (None, None)

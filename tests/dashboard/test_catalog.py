@@ -78,3 +78,12 @@ def test_reports_are_read(catalog, tmp_path, pipeline):
     )
     assert cat.rankings["mdfa"]["targets"]["md"]["trusted"] == "layercam"
     assert [p.path for p in cat.problems] == [str(tmp_path / "reports" / "evaluate" / "cc" / "metrics.json")]
+
+
+def test_per_patch_xai_eval_metrics_become_fields(catalog):
+    md = catalog.tables["md"]
+    assert set(md.metrics) == {"layercam", "gradcampp"}  # methods that are not variants are skipped
+    acc = md.metrics["layercam"]["mass_accuracy"]
+    scored = md.patch_id % 3 == 0
+    assert np.isfinite(acc[scored]).all() and np.isnan(acc[~scored]).all()
+    np.testing.assert_allclose(acc[scored], (md.patch_id[scored] % 7) / 7.0)

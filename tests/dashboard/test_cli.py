@@ -49,3 +49,29 @@ def test_settings_come_from_params_and_env(tmp_path, pipeline, monkeypatch):
     assert (seen["h"], seen["p"], seen["login"]) == ("0.0.0.0", 8123, True)
     assert seen["cfg"].page_size == 24 and list(seen["app"].catalog.sources) == ["cc"]
     assert str(seen["app"].catalog.patches.root) == str(pipeline["patches"])
+
+
+def test_public_serving_uses_waitress_and_loopback_flask(pipeline, catalog, monkeypatch):
+    import waitress
+
+    from dashboard.app import create_app, serve
+    from histoxai.config import DashboardConfig
+
+    seen = []
+    monkeypatch.setattr(
+        waitress, "serve", lambda wsgi, **kw: seen.append(("waitress", kw["host"], kw["threads"]))
+    )
+    cfg = DashboardConfig(threads=3)
+    app = create_app(cfg, pipeline["patches"], catalog=catalog)
+    monkeypatch.setattr(app, "run", lambda host, port, debug: seen.append(("flask", host, debug)))
+    serve(app, cfg, "0.0.0.0", 8050, login=True, insecure_public=False)
+    serve(app, cfg, "127.0.0.1", 8050, login=False, insecure_public=False)
+    serve(
+        app,
+        DashboardConfig(server="waitress", threads=3),
+        "127.0.0.1",
+        8050,
+        login=False,
+        insecure_public=False,
+    )
+    assert seen == [("waitress", "0.0.0.0", 3), ("flask", "127.0.0.1", False), ("waitress", "127.0.0.1", 3)]

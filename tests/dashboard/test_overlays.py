@@ -129,3 +129,21 @@ def test_dataset_scale_is_the_percentile_over_the_variant(catalog):
 def test_unknown_names_and_patches_raise_key_error(catalog, args):
     with pytest.raises(KeyError):
         Renderer(catalog).overlay_png(*args, "viridis", "image", "abs", 99.0, True)
+
+
+def test_the_next_page_is_rendered_in_the_background(catalog):
+    from dashboard.callbacks import next_page
+    from dashboard.state import parse_view
+
+    view = parse_view("?target=md&variant=layercam&per=24", catalog)
+    source, target, variant, ids = next_page(catalog, view, "/single")
+    assert ids == list(range(24, 48))
+    assert next_page(catalog, view.replace(page=3), "/single") is None  # the last page
+    r = Renderer(catalog)
+    display = ("viridis", "image", "abs", 99.0, True)
+    assert r.warm(source, target, variant, ids, display)
+    with r._warming:  # wait for the warm-up to finish
+        pass
+    assert r.overlay_png.cache_info().currsize == 24 and r.patch_png.cache_info().currsize == 24
+    r.overlay_png(source, target, variant, 30, *display)
+    assert r.overlay_png.cache_info().hits == 1

@@ -75,3 +75,10 @@ def test_exports_are_the_filtered_table_and_a_figure(client, catalog):
         assert resp.status_code == 200 and resp.data[: len(magic)] == magic
     assert client.get("/export/main.png").status_code == 404
     assert client.get("/export/single.svg").status_code == 404
+
+
+def test_report_charts_are_served_by_position_only(client, catalog):
+    assert [p.name for p in catalog.figures["mdfa"]] == ["shares_md.png"]
+    assert client.get("/img/report/mdfa/0.png").data[:4] == b"\x89PNG"
+    for url in ("/img/report/mdfa/1.png", "/img/report/nope/0.png", "/img/report/..%2F..%2Fetc/0.png"):
+        assert client.get(url).status_code == 404
