@@ -320,7 +320,13 @@ def statistics(
         if meta.normalised:
             for name in table["method"]:
                 rnd, orc = references_of(rows[name]["resolution"], size)
-                if rnd in boots and orc in boots:
+                gap = (
+                    stats.interval(boots[orc] - boots[rnd], cfg.confidence)
+                    if rnd in boots and orc in boots
+                    else None
+                )
+                # the ceiling must beat chance at this resolution, or nothing can be normalised
+                if gap is not None and (gap[0] > 0 if meta.higher else gap[1] < 0):
                     nb = stats.normalised(boots[name], boots[rnd], boots[orc])
                     lo, hi = stats.interval(nb, cfg.confidence)
                     mean = stats.normalised(
