@@ -52,19 +52,31 @@ class BaseConfig:
 class PhantomConfig:
     """Synthetic H&E phantom (see ``histoxai.data.phantom``).
 
-    Tissue geometry is in micrometres; ``um_per_px`` sets the rendering resolution, so
-    a voxel (patch) spans ``patch_size_px * um_per_px`` um. ``smoothness_vox`` is the
-    correlation length of the tissue-parameter maps; ``shortcut_strength`` the largest
-    relative darkening of the MD-correlated border line drawn when ``shortcut`` is on.
+    ``geometry`` sets the voxel size and the shared tissue-parameter ranges (``demo``:
+    64 um voxels; ``micromen``: MICROMEN's 200 um voxels and meningioma nuclei, see
+    ``phantom_profile.GEOMETRIES``). ``um_per_px`` is the rendering resolution; 0 renders
+    straight at ``data.patch_size_px`` per voxel, another value renders at it (e.g. 0.5,
+    MICROMEN's H&E) and resizes to the patch size. ``tissue_overlap``: share of the
+    geometry's tissue-parameter span each sample covers (1: all samples alike in tissue;
+    stain, blur and noise always differ). ``smoothness_vox``: correlation length of the
+    tissue maps. ``target_smoothing_vox``: Gaussian sigma (voxels) applied to the MD/FA
+    tensor maps, as MR's point-spread (0: none). ``distractor_density``: expected share of
+    the canvas covered by red-cell clusters and debris before they are kept to stroma.
+    ``shortcut_strength``: largest relative darkening of the MD-correlated border line
+    drawn when ``shortcut`` is on.
     """
 
-    n_samples: int = bounded(6, ge=1)
-    grid_vox: tuple[int, int] = bounded((20, 20), ge=1)
-    um_per_px: float = bounded(1.0, gt=0)
-    noise_sd_md: float = bounded(0.05, ge=0)
+    n_samples: int = bounded(12, ge=1)
+    grid_vox: tuple[int, int] = bounded((14, 14), ge=1)
+    geometry: Literal["demo", "micromen"] = "demo"
+    um_per_px: float = bounded(0.0, ge=0)
+    tissue_overlap: float = bounded(0.7, gt=0, le=1)
+    noise_sd_md: float = bounded(0.02, ge=0)
     noise_sd_fa: float = bounded(0.02, ge=0)
     smoothness_vox: float = bounded(3.0, gt=0)
+    target_smoothing_vox: float = bounded(0.0, ge=0)
     distractors: bool = True
+    distractor_density: float = bounded(0.12, ge=0, le=1)
     shortcut: bool = False
     shortcut_strength: float = bounded(0.15, ge=0, le=1)
 
@@ -115,7 +127,7 @@ class SplitConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["phantom", "micromen"] = "phantom"
-    patch_size_px: int = bounded(64, ge=8)
+    patch_size_px: int = bounded(128, ge=8)
     phantom: PhantomConfig = PhantomConfig()
     micromen: MicromenConfig = MicromenConfig()
     split: SplitConfig = SplitConfig()

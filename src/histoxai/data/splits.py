@@ -30,9 +30,13 @@ def assign_splits(index: pd.DataFrame, cfg: SplitConfig, seed: int) -> pd.DataFr
     rng = np.random.default_rng(seed)
 
     out["split_random"] = _by_units(np.arange(len(index)), cfg.fractions, rng, held)
-    blocks = index.groupby(
-        [index["sample"], index["row"] // cfg.block_vox, index["col"] // cfg.block_vox], sort=False
-    ).ngroup().to_numpy()
+    blocks = (
+        index.groupby(
+            [index["sample"], index["row"] // cfg.block_vox, index["col"] // cfg.block_vox], sort=False
+        )
+        .ngroup()
+        .to_numpy()
+    )
     out["split_spatial_block"] = _by_units(blocks, cfg.fractions, rng, held)
 
     train_samples = cfg.train_samples or tuple(samples[: max(1, len(samples) - max(1, len(samples) // 3))])

@@ -7,6 +7,7 @@ Layout of a store directory::
     card.json              dataset card: source, generator, targets, ceilings
     patches/<sample>.npy   (n_sample, H, W, 3) uint8
     masks/<sample>.npy     (n_sample, H, W) uint8 labels, see ``MASK_CLASSES`` (optional)
+    instances/<sample>.npy (n_sample, H, W) int32 nucleus id per pixel, 0 = none (optional)
     <table>.parquet        optional per-patch tables (e.g. ``nuclei``), keyed by ``patch_id``
 
 A store is written to a temporary directory and renamed into place when complete, so a
@@ -55,6 +56,8 @@ class SampleBlock:
         masks: (n, H, W) uint8 labels (``MASK_CLASSES``), or None.
         tables: extra per-patch tables with an ``offset`` column (0..n-1 within the
             block); written as ``<name>.parquet`` with ``patch_id`` instead of offset.
+        instances: (n, H, W) int32 nucleus instance id per pixel (0: none; ids unique
+            within a patch), or None.
     """
 
     sample: str
@@ -62,6 +65,7 @@ class SampleBlock:
     table: pd.DataFrame
     masks: np.ndarray | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    instances: np.ndarray | None = None
 
     def check(self) -> None:
         n = len(self.table)
@@ -75,6 +79,11 @@ class SampleBlock:
         if self.masks is not None and self.masks.shape != self.images.shape[:3]:
             raise ValueError(
                 f"sample {self.sample}: masks {self.masks.shape} do not match images {self.images.shape[:3]}"
+            )
+        if self.instances is not None and self.instances.shape != self.images.shape[:3]:
+            raise ValueError(
+                f"sample {self.sample}: instances {self.instances.shape} do not match images "
+                f"{self.images.shape[:3]}"
             )
         missing = {"row", "col"} - set(self.table.columns)
         if missing:
@@ -104,16 +113,19 @@ def write_store(
     root = Path(root)
     with atomic_path(root) as tmp:
         (tmp / "patches").mkdir(parents=True)
-        frames, extra, next_id, size, with_masks = [], {}, 0, None, None
+        frames, extra, next_id, size, with_masks, with_inst = [], {}, 0, None, None, None
         for block in blocks:
             block.check()
             if size is None:
                 size = block.images.shape[1:3]
                 with_masks = block.masks is not None
+                with_inst = block.instances is not None
             if block.images.shape[1:3] != size:
                 raise ValueError(f"sample {block.sample}: patch size {block.images.shape[1:3]} != {size}")
             if (block.masks is not None) != with_masks:
                 raise ValueError(f"sample {block.sample}: masks must be given for all samples or none")
+            if (block.instances is not None) != with_inst:
+                raise ValueError(f"sample {block.sample}: instances must be given for all samples or none")
             if any(f["sample"].iat[0] == block.sample for f in frames):
                 raise ValueError(f"sample {block.sample} appears twice")
             n = len(block.table)
@@ -121,6 +133,9 @@ def write_store(
             if block.masks is not None:
                 (tmp / "masks").mkdir(exist_ok=True)
                 np.save(tmp / "masks" / f"{block.sample}.npy", block.masks.astype(np.uint8))
+            if block.instances is not None:
+                (tmp / "instances").mkdir(exist_ok=True)
+                np.save(tmp / "instances" / f"{block.sample}.npy", block.instances.astype(np.int32))
             table = block.table.reset_index(drop=True).copy()
             table.insert(0, "patch_id", np.arange(next_id, next_id + n, dtype=np.int64))
             table.insert(1, "sample", block.sample)
@@ -178,6 +193,7 @@ class PatchStore:
         self._samples = list(dict.fromkeys(self._sample))
         self._images: dict[str, np.ndarray] = {}
         self._masks: dict[str, np.ndarray] = {}
+        self._instances: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -198,6 +214,11 @@ class PatchStore:
     @property
     def has_masks(self) -> bool:
         return (self.root / "masks").is_dir()
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether nucleus instance masks are stored (the phantom; never MICROMEN)."""
+        return (self.root / "instances").is_dir()
 
     def ids(
         self, split: str | None = None, scheme: str = "random", samples: Iterable[str] | None = None
@@ -221,6 +242,13 @@ class PatchStore:
         if not self.has_masks:
             raise FileNotFoundError(f"store {self.root} has no masks (masks/ is missing)")
         return self._gather(ids, self._masks, "masks")
+
+    def instances(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """(B, H, W) int32 nucleus instance id per pixel for ``ids`` (0: no nucleus; ids
+        are unique within a patch and match the ``nucleus`` column of ``table("nuclei")``)."""
+        if not self.has_instances:
+            raise FileNotFoundError(f"store {self.root} has no instance masks (instances/ is missing)")
+        return self._gather(ids, self._instances, "instances")
 
     def table(self, name: str) -> pd.DataFrame:
         """An extra per-patch table (e.g. ``nuclei``) keyed by ``patch_id``."""
