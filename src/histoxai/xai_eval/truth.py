@@ -76,7 +76,10 @@ def load_truth(store, ids: np.ndarray, target: str) -> Truth | None:
         instances = store.instances(ids).astype(np.int32)
         nuclei = store.table("nuclei")
         nuclei = nuclei[nuclei["patch_id"].isin(ids)].reset_index(drop=True)
-        signed = phantom_truth.signed_truth(target, masks, instances, nuclei).astype(np.float32)
+        patches = store.index.set_index("patch_id").loc[ids].reset_index()
+        kind = "fa" if target == "faip" else target
+        signed = phantom_truth.signed_truth(kind, masks, instances, nuclei, patches).astype(np.float32)
+        nuclei = nuclei.reindex(columns=list(NUCLEUS_COLUMNS))
         counted = _counted_only(instances, ids, nuclei)
         return Truth(target, signed, counted, (masks == NUCLEI) & (counted == 0), masks == DISTRACTOR,
                      nuclei, "phantom_truth", np.asarray(ids))  # fmt: skip
