@@ -84,9 +84,10 @@ def infer_resolution(maps: Tensor, size: tuple[int, int]) -> tuple[int, int]:
 def native_resolution(
     sal, variant: str, method_spec: dict, model, size: tuple[int, int], device
 ) -> tuple[int, int]:
-    """(h, w) of a stored variant: the saliency store's record when it has one, the
-    explained layer's spatial size for CAMs, the patch size for pixel methods."""
-    if hasattr(sal, "native_resolution"):
+    """(h, w) of a stored variant: the saliency store's record when it has one; for
+    stores written before it was recorded, the explained layer's spatial size for CAMs,
+    patch / stride for occlusion, the patch size for pixel methods."""
+    if variant in getattr(sal, "manifest", {}).get("native_resolution", {}):
         return tuple(int(v) for v in sal.native_resolution(variant))
     method = method_spec.get("method", variant)
     params = method_spec.get("params", {})
