@@ -80,6 +80,8 @@ def test_the_ground_truth_oracle_ranks_first_on_localisation(meta):
     assert meta.verdict["metric"] == "mass_accuracy"
     assert meta.verdict["order"][0] == "truth"
     assert row(meta, "truth", "mass_accuracy")["p_top"] >= 0.9
+    paired = row(meta, "content", "mass_accuracy")  # paired with the leader, the truth
+    assert paired["leader"] == "truth" and paired["vs_leader_lo"] > 0
 
 
 @pytest.mark.slow

@@ -199,6 +199,12 @@ def property_table(res: TargetResult, family: str) -> pd.DataFrame:
             ]
         if meta.primary:
             out["P(top)"] = [_fmt(part.loc[m, "p_top"]) if m in part.index else "–" for m in names]
+            out["leader − row [CI]"] = [
+                f"[{_fmt(part.loc[m, 'vs_leader_lo'])}, {_fmt(part.loc[m, 'vs_leader_hi'])}]"
+                if m in part.index and np.isfinite(part.loc[m, "vs_leader_lo"])
+                else "–"
+                for m in names
+            ]
     return out
 
 
