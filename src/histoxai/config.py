@@ -458,8 +458,9 @@ class XaiEvalConfig:
     ``sanity_patches``/``robustness_patches`` patches stratified over samples (0: skip).
     ``bootstrap`` cluster resamples of samples give every interval (``confidence``);
     ``normalised_bar``: the oracle-normalised localisation a method must reach to be
-    named. ``intervention_patches``: patches re-rendered without each object
-    (``histoxai.data.phantom_truth.ablate``; 0: skip). ``shortcut`` auto: report the
+    named. ``intervention_patches``: patches re-rendered without one object at a time
+    (``histoxai.data.phantom_truth.ablate``; 0: skip), at most
+    ``intervention_objects`` objects of each kind per patch (0: all). ``shortcut`` auto: report the
     border band when the store has a non-zero ``shortcut_cue`` column.
     ``nuclei_threshold`` 0: Otsu on the haematoxylin channel (tissue classes of stores
     without masks).
@@ -481,6 +482,7 @@ class XaiEvalConfig:
     confidence: float = bounded(0.95, gt=0, le=1)
     normalised_bar: float = bounded(0.5, gt=0, le=1)
     intervention_patches: int = bounded(16, ge=0)
+    intervention_objects: int = bounded(8, ge=0)
     n_bins: int = bounded(4, ge=1)
     shortcut: Literal["auto", "on", "off"] = "auto"
     shortcut_band_px: int = bounded(2, ge=1)

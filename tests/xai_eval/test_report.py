@@ -83,3 +83,38 @@ def test_target_not_in_the_model_is_a_clear_error():
             y=np.zeros(1), y_hat=np.zeros(1), labels=torch.zeros(1, SIZE, SIZE, dtype=torch.long),
             score="higher", resolutions={}, cfg=XaiEvalConfig(),
         )  # fmt: skip
+
+
+def test_a_failed_write_leaves_the_previous_report_whole(result, tmp_path, monkeypatch):
+    from histoxai.xai_eval import report
+
+    out = tmp_path / "rep"
+    write_report(out, {"cc": result}, {"model": "tiny"})
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "plot_cascade", broken)  # fails after the tables were built
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(out, {"cc": result}, {"model": "tiny", "run": "second"})
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_dvc_yaml_declares_every_file_the_report_writes(result, tmp_path, repo_root):
+    import yaml
+
+    stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["xai_eval"]["do"]
+    prefix = "reports/xai_eval/histoxai-${key}/"
+    declared = []
+    for section in ("outs", "metrics", "plots"):
+        for entry in stage.get(section, []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            assert path.startswith(prefix), path
+            declared.append(path[len(prefix) :])
+    out = tmp_path / "declared"
+    files = write_report(out, {"cc": result}, {"model": "tiny"})
+    for f in files:
+        rel = f.relative_to(out).as_posix()
+        assert any(rel == d or rel.startswith(d + "/") for d in declared), rel

@@ -30,3 +30,10 @@ def test_smooth_random_is_seeded_and_at_its_resolution():
     assert torch.equal(a, b) and a.shape == (2, 16, 16)
     assert infer_resolution(a, (16, 16)) == (4, 4)
     assert res_name("oracle", (8, 8)) == "oracle@8x8"
+
+
+def test_a_one_by_one_map_upsamples_to_an_exact_constant():
+    up = upsample(torch.rand(4, 1, 1), (32, 32))
+    assert (up.amax(dim=(1, 2)) == up.amin(dim=(1, 2))).all()
+    pooled = pool_to(torch.rand(4, 32, 32), (1, 1))
+    assert (pooled.amax(dim=(1, 2)) == pooled.amin(dim=(1, 2))).all()

@@ -86,3 +86,16 @@ def test_a_method_that_changes_only_deep_in_the_cascade_fails_the_first_block_cr
     assert not passed  # the average over blocks (0.4) is below, but the head block is not
     cascade["head"]["rank_corr"][:] = 0.3
     assert sanity_summary(cascade, threshold=0.5)[1]
+
+
+def test_a_map_constant_up_to_rounding_noise_fails_instead_of_passing(tiny_model, images):
+    """A 1x1 CAM upsampled in float32 is constant up to ~1e-7: ranking that noise would
+    give rho ~ 0 (a spurious pass); snapped, it is flat and unchanged."""
+    g = torch.Generator().manual_seed(0)
+
+    def near_constant(model, x):
+        return 1.0 + 1e-7 * torch.rand(x.shape[0], *x.shape[-2:], generator=g)
+
+    cascade = randomisation_cascade(tiny_model, images[:2], near_constant, seed=0)
+    per, passed = sanity_summary(cascade)
+    assert not passed and per["mprt_similarity"].numpy() == pytest.approx(1.0)

@@ -38,6 +38,15 @@ def test_md_truth_is_negative_on_nuclei_and_positive_on_air(store):
     assert air > nuc > 0
 
 
+def test_the_derived_md_truth_of_a_store_without_instances_matches_the_phantoms(store):
+    from histoxai.xai_eval.truth import derived_truth
+
+    ids = store.ids()[:10]
+    exact = load_truth(store, ids, "md")
+    derived = derived_truth("md", store.masks(ids), ids, None, store.index.loc[ids])
+    np.testing.assert_allclose(derived.signed, exact.signed, atol=1e-7)
+
+
 def test_fa_truth_is_negative_on_air_and_signed_on_nuclei_by_their_order_contribution(store):
     ids = store.ids()[:20]
     truth = load_truth(store, ids, "fa")
@@ -47,5 +56,5 @@ def test_fa_truth_is_negative_on_air_and_signed_on_nuclei_by_their_order_contrib
 
 
 def test_unknown_target_is_a_clear_error(store):
-    with pytest.raises(ValueError, match="no ground truth for target 'xx'"):
+    with pytest.raises(ValueError, match="target 'xx'"):
         load_truth(store, store.ids()[:2], "xx")

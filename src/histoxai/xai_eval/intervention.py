@@ -30,7 +30,8 @@ def object_effects(
     """Run the model on ablated patches: one row per object (patch_id, kind, object_id,
     s_without, mask) where ``mask`` is the (P, P) bool object mask."""
     rows, images = [], []
-    for patch_id, kind, object_id, image, mask in records:
+    for record in records:  # phantom_truth.Ablation (or any tuple starting with these five)
+        patch_id, kind, object_id, image, mask = tuple(record)[:5]
         img = np.asarray(image)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
         images.append(torch.from_numpy(img).permute(2, 0, 1))

@@ -52,7 +52,7 @@ def evaluate_saliency(
     score = sal.manifest.get("score", cfg.explain.score)
     pairs = variant_pairs(sal.variants)
     size = tuple(images.shape[-2:])
-    records = _ablations(store, ids, samples, x.intervention_patches, seed)
+    records = _ablations(store, ids, samples, x.intervention_patches, x.intervention_objects, seed)
 
     results: dict[str, TargetResult] = {}
     truths = {}
@@ -114,7 +114,7 @@ def _read(sal, target: str, variant: str, rows: np.ndarray) -> np.ndarray:
     return np.asarray(sal.maps(target, variant)[rows], dtype=np.float32)
 
 
-def _ablations(store, ids: np.ndarray, samples: np.ndarray, n: int, seed: int) -> list:
+def _ablations(store, ids: np.ndarray, samples: np.ndarray, n: int, per_kind: int, seed: int) -> list:
     """Ablation records of ``n`` stratified patches, or [] when the store cannot make them."""
     if n <= 0:
         return []
@@ -125,4 +125,4 @@ def _ablations(store, ids: np.ndarray, samples: np.ndarray, n: int, seed: int) -
     if not hasattr(phantom_truth, "ablate") or not getattr(store, "has_instances", False):
         return []
     pick = ids[inputs.stratified(samples, n, seed)]
-    return list(phantom_truth.ablate(store.root, pick, seed))
+    return list(phantom_truth.ablate(store.root, pick, seed, max_objects=per_kind))

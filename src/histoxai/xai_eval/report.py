@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import matplotlib
@@ -99,38 +100,38 @@ def write_report(
 ) -> list[Path]:
     """Write the report into ``out_dir`` (created if needed, never replaced).
 
-    ``metrics/``, ``tables/`` and ``plots/`` are rebuilt in a temporary directory and
-    swapped in as a whole; ``ranking.json`` and ``report.md`` are each written
-    atomically. Returns every file written.
+    ``metrics/``, ``tables/`` and ``plots/`` are all built in temporary directories
+    first and only then swapped in (a failure leaves the previous report whole);
+    ``ranking.json`` and ``report.md`` are each written atomically. Returns every file
+    written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank = ranking(results)
-    with atomic_path(out_dir / "tables") as tmp:
-        tmp.mkdir(parents=True)
+    text = report_markdown(results, rank, info)
+    with ExitStack() as stack:  # all three folders are built before any is swapped in
+        tables, plots, metrics = (
+            stack.enter_context(atomic_path(out_dir / d)) for d in ("tables", "plots", "metrics")
+        )
+        for d in (tables, plots, metrics):
+            d.mkdir(parents=True)
         for target, res in results.items():
-            res.stats.to_csv(tmp / f"stats_{target}.csv", index=False)
-            res.per_patch.to_csv(tmp / f"per_patch_{target}.csv", index=False)
-            binned_table(res).to_csv(tmp / f"shares_by_bin_{target}.csv", index=False)
-            res.nuclei.to_csv(tmp / f"nuclei_{target}.csv", index=False)
-            res.nuclei_summary.to_csv(tmp / f"nuclei_summary_{target}.csv", index=False)
-    with atomic_path(out_dir / "plots") as tmp:
-        tmp.mkdir(parents=True)
-        for target, res in results.items():
-            plot_curves(res, tmp / f"curves_{target}.png")
-            plot_shares(res, tmp / f"shares_{target}.png")
-            plot_binned(res, tmp / f"shares_by_bin_{target}.png")
-            plot_properties(res, tmp / f"properties_{target}.png")
+            res.stats.to_csv(tables / f"stats_{target}.csv", index=False)
+            res.per_patch.to_csv(tables / f"per_patch_{target}.csv", index=False)
+            binned_table(res).to_csv(tables / f"shares_by_bin_{target}.csv", index=False)
+            res.nuclei.to_csv(tables / f"nuclei_{target}.csv", index=False)
+            res.nuclei_summary.to_csv(tables / f"nuclei_summary_{target}.csv", index=False)
+            write_json(metrics / f"{target}.json", headline(res))
+            plot_curves(res, plots / f"curves_{target}.png")
+            plot_shares(res, plots / f"shares_{target}.png")
+            plot_binned(res, plots / f"shares_by_bin_{target}.png")
+            plot_properties(res, plots / f"properties_{target}.png")
             if res.cascade:
-                plot_cascade(res, tmp / f"randomisation_{target}.png")
+                plot_cascade(res, plots / f"randomisation_{target}.png")
             if len(res.nuclei):
-                plot_nuclei(res, tmp / f"nuclei_{target}.png")
+                plot_nuclei(res, plots / f"nuclei_{target}.png")
     write_json(out_dir / "ranking.json", rank)
-    write_text(out_dir / "report.md", report_markdown(results, rank, info))
-    with atomic_path(out_dir / "metrics") as tmp:
-        tmp.mkdir(parents=True)
-        for target, res in results.items():
-            write_json(tmp / f"{target}.json", headline(res))
+    write_text(out_dir / "report.md", text)
     return [out_dir / f for f in ("ranking.json", "report.md")] + sorted(
         p for d in ("metrics", "tables", "plots") for p in (out_dir / d).iterdir()
     )
@@ -198,6 +199,12 @@ def property_table(res: TargetResult, family: str) -> pd.DataFrame:
             ]
         if meta.primary:
             out["P(top)"] = [_fmt(part.loc[m, "p_top"]) if m in part.index else "–" for m in names]
+            out["leader − row [CI]"] = [
+                f"[{_fmt(part.loc[m, 'vs_leader_lo'])}, {_fmt(part.loc[m, 'vs_leader_hi'])}]"
+                if m in part.index and np.isfinite(part.loc[m, "vs_leader_lo"])
+                else "–"
+                for m in names
+            ]
     return out
 
 

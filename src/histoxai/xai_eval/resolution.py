@@ -20,10 +20,14 @@ from torch import Tensor
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, h, w) -> (B, H, W) bilinear with half-pixel centres (as ``explain.cams``)."""
+    """(B, h, w) -> (B, H, W) bilinear with half-pixel centres (as ``explain.cams``).
+
+    Computed in float64 and cast back, so a constant map stays exactly constant (its
+    ties, and so its chance-level scores, must not depend on rounding)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    up = F.interpolate(maps[:, None].double(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return up.to(maps.dtype)
 
 
 def pool_to(maps: Tensor, res: tuple[int, int]) -> Tensor:
@@ -31,7 +35,7 @@ def pool_to(maps: Tensor, res: tuple[int, int]) -> Tensor:
     size = tuple(maps.shape[-2:])
     if tuple(res) == size:
         return maps
-    return upsample(F.adaptive_avg_pool2d(maps[:, None].float(), res)[:, 0], size)
+    return upsample(F.adaptive_avg_pool2d(maps[:, None].double(), res)[:, 0], size).to(maps.dtype)
 
 
 def smooth_random(shape: tuple[int, int, int], res: tuple[int, int], generator: torch.Generator) -> Tensor:
@@ -80,9 +84,10 @@ def infer_resolution(maps: Tensor, size: tuple[int, int]) -> tuple[int, int]:
 def native_resolution(
     sal, variant: str, method_spec: dict, model, size: tuple[int, int], device
 ) -> tuple[int, int]:
-    """(h, w) of a stored variant: the saliency store's record when it has one, the
-    explained layer's spatial size for CAMs, the patch size for pixel methods."""
-    if hasattr(sal, "native_resolution"):
+    """(h, w) of a stored variant: the saliency store's record when it has one; for
+    stores written before it was recorded, the explained layer's spatial size for CAMs,
+    patch / stride for occlusion, the patch size for pixel methods."""
+    if variant in getattr(sal, "manifest", {}).get("native_resolution", {}):
         return tuple(int(v) for v in sal.native_resolution(variant))
     method = method_spec.get("method", variant)
     params = method_spec.get("params", {})

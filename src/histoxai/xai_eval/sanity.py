@@ -128,8 +128,18 @@ def randomisation_cascade(
     return out
 
 
+def snap(maps: Tensor, rel: float = 1e-5) -> Tensor:
+    """|map| rounded to a grid of ``rel`` x its max: differences at the level of float
+    rounding (a 1x1 CAM upsampled in float32 is constant up to ~1e-7) become ties, so a
+    map without structure compares as flat (rho 1: nothing changed) instead of as
+    rounding noise (rho ~ 0, a spurious pass)."""
+    m = maps.abs().double()
+    step = (m.flatten(1).amax(dim=1) * rel).clamp_min(1e-300)[:, None, None]
+    return torch.round(m / step) * step
+
+
 def _similarity(a: Tensor, b: Tensor) -> dict[str, Tensor]:
-    a, b = a.abs(), b.abs()
+    a, b = snap(a), snap(b)
     out = {"rank_corr": rank_correlation(a, b).cpu(), "entropy": entropy(b).cpu()}
     if min(a.shape[-2:]) >= 7:
         out["ssim"] = ssim(a, b).cpu()

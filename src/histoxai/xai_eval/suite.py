@@ -47,7 +47,8 @@ class TargetResult:
             abs_delta, every per-patch metric, ``share_<class>``.
         rows: row name -> ``{"kind": "method"|"reference", "resolution": [h, w]}``.
         stats: one row per (method, metric): mean, lo, hi, n, and for normalised
-            metrics norm_mean, norm_lo, norm_hi; p_top for primary metrics.
+            metrics norm_mean, norm_lo, norm_hi; p_top (among methods); the leader and
+            the paired interval of leader − method (oriented: > 0 = leader better).
         verdict: :func:`histoxai.xai_eval.ranking.verdict`.
         curves: row -> curve name -> mean curve (steps + 1,) of the score drop.
         cascade: method -> step -> {"rank_corr", "ssim"} mean similarity of |map|.
@@ -320,7 +321,13 @@ def statistics(
         if meta.normalised:
             for name in table["method"]:
                 rnd, orc = references_of(rows[name]["resolution"], size)
-                if rnd in boots and orc in boots:
+                gap = (
+                    stats.interval(boots[orc] - boots[rnd], cfg.confidence)
+                    if rnd in boots and orc in boots
+                    else None
+                )
+                # the ceiling must beat chance at this resolution, or nothing can be normalised
+                if gap is not None and (gap[0] > 0 if meta.higher else gap[1] < 0):
                     nb = stats.normalised(boots[name], boots[rnd], boots[orc])
                     lo, hi = stats.interval(nb, cfg.confidence)
                     mean = stats.normalised(
@@ -332,5 +339,16 @@ def statistics(
         table["norm_hi"] = [norm.get(n, (np.nan,) * 3)[2] for n in table["method"]]
         ptop = stats.p_top({m: boots[m] for m in methods if m in boots}, meta.higher)
         table["p_top"] = [ptop.get(n, np.nan) for n in table["method"]]
+        # paired comparison with the leader (same bootstrap draws): leader − row, oriented
+        # so that > 0 means the leader is better; an interval containing 0 is a tie
+        sign = 1.0 if meta.higher else -1.0
+        ranked = [m for m in methods if m in boots]
+        leader = max(ranked, key=lambda m: sign * np.nanmean(boots[m])) if ranked else None
+        pairs = {
+            m: stats.paired(sign * boots[leader], sign * boots[m], cfg.confidence) for m in ranked if leader
+        }
+        table["leader"] = leader
+        for key, col in (("lo", "vs_leader_lo"), ("hi", "vs_leader_hi")):
+            table[col] = [pairs[n][key] if n in pairs and n != leader else np.nan for n in table["method"]]
         out.append(table)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

@@ -13,10 +13,11 @@ centred in the patch, exactly the ones ``cc`` counts) and intersected with the n
 mask, and the signed influence as finite differences of ``FORMULAS``:
 
 - cc: each counted nucleus adds one count, spread evenly over its visible pixels.
-- md: a nucleus pixel moves MD by md(nf, af) − md(nf − 1/N, af) (negative), an air
-  pixel by md(nf, af) − md(nf, af − 1/N) (positive); stroma and distractors 0.
-- fa: an air pixel by −order/N; a counted nucleus by (1 − af)(order − order without
-  it), spread over its pixels.
+- md: MD is the mean pixel diffusivity, so a nucleus pixel moves it by
+  (D_NUC − D_STROMA) / N (negative), an air pixel by (D_FREE − D_STROMA) / N
+  (positive); stroma and distractors 0 (exact, as ``phantom_truth``).
+- fa (approximate): an air pixel by −order/N; a counted nucleus by (1 − af)(order −
+  order without it), spread over its pixels (fibres are ignored).
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def load_truth(store, ids: np.ndarray, target: str) -> Truth | None:
         instances = store.instances(ids).astype(np.int32)
         nuclei = store.table("nuclei")
         nuclei = nuclei[nuclei["patch_id"].isin(ids)].reset_index(drop=True)
-        rows = store.index.set_index("patch_id").loc[ids].reset_index()  # in the order of ids
-        signed = phantom_truth.signed_truth(target, masks, instances, nuclei, rows).astype(np.float32)
-        nuclei = nuclei[list(NUCLEUS_COLUMNS)]  # the interface columns (the store keeps a few more)
+        patches = store.index.set_index("patch_id").loc[ids].reset_index()
+        kind = "fa" if target == "faip" else target
+        signed = phantom_truth.signed_truth(kind, masks, instances, nuclei, patches).astype(np.float32)
+        nuclei = nuclei.reindex(columns=list(NUCLEUS_COLUMNS))
         counted = _counted_only(instances, ids, nuclei)
         return Truth(target, signed, counted, (masks == NUCLEI) & (counted == 0), masks == DISTRACTOR,
                      nuclei, "phantom_truth", np.asarray(ids))  # fmt: skip
@@ -131,14 +133,14 @@ def derived_truth(
             for k, vis in zip(nuc["nucleus"], nuc["visible_px"]):
                 signed[i][instances[i] == k] = 1.0 / max(vis, 1)
             continue
-        nf = float((masks[i] == NUCLEI).mean())
         af = float((masks[i] == AIR).mean())
         if target == "md":
-            from histoxai.data.phantom import md_from_fractions
+            from histoxai.data.phantom import D_FREE, D_NUC, D_STROMA
 
-            md = md_from_fractions(np.array(nf), np.array(af))
-            signed[i][masks[i] == NUCLEI] = md - md_from_fractions(np.array(nf - 1 / n), np.array(af))
-            signed[i][masks[i] == AIR] = md - md_from_fractions(np.array(nf), np.array(af - 1 / n))
+            # md_clean = mean of the pixel diffusivities (FORMULAS): a pixel's content moves
+            # it by (D_content - D_STROMA) / N relative to plain stroma
+            signed[i][masks[i] == NUCLEI] = (D_NUC - D_STROMA) / n
+            signed[i][masks[i] == AIR] = (D_FREE - D_STROMA) / n
         elif target in ("fa", "faip"):
             order = _order(nuc)
             signed[i][masks[i] == AIR] = -order / n
