@@ -15,6 +15,7 @@ Run (minutes per model and seed on a 2-core CPU)::
 
     .venv/bin/python benchmarks/bench_train_r2.py
     .venv/bin/python benchmarks/bench_train_r2.py --schemes random --seeds 0,1 --set train.epochs=5
+    .venv/bin/python benchmarks/bench_train_r2.py --store data/patches   # reuse `histoxai prepare`'s store
     .venv/bin/python benchmarks/bench_train_r2.py --schemes leave_sample_out --models mdfa \\
         --variant none= --variant jitter=train.augment.stain_jitter=0.05 \\
         --variant macenko=train.stain_normalize=true --variant blur=train.augment.blur_sigma_px=1.2
