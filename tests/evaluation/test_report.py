@@ -41,14 +41,17 @@ def test_markdown_table_formats_numbers_and_missing_values():
     assert lines[3] == "| s2 | – | 3 |"
 
 
-def test_write_report_writes_everything_and_replaces_the_directory_whole(frames, tmp_path):
+def test_write_report_writes_everything_inside_the_directory_it_keeps(frames, tmp_path):
     pred, base = frames
     ev = evaluate(pred, ["md", "fa"], base, {"ceiling": {"md": 0.93}})
     out = tmp_path / "evaluate" / "m"
     out.mkdir(parents=True)
-    (out / "stale.txt").write_text("old")
+    (out / ".gitignore").write_text("/report.md\n")  # DVC's, beside its outputs: kept
+    (out / "plots").mkdir()
+    (out / "plots" / "maps_gone.png").write_bytes(b"old")  # the plots folder is replaced whole
     write_report(out, ev, pred, base, {"model": "m"}, ["a note"])
-    assert not (out / "stale.txt").exists()
+    assert (out / ".gitignore").read_text() == "/report.md\n"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or ".old-" in p.name]
     headline = json.loads((out / "metrics.json").read_text())
     assert headline == pytest.approx({k: ev.metrics[k] for k in headline}, abs=1e-4)
     assert len(headline) == 9  # r2, r2within, two baselines per target + md's ceiling
@@ -61,6 +64,8 @@ def test_write_report_writes_everything_and_replaces_the_directory_whole(frames,
     models = ("CNN", "baseline", "sample-mean")
     assert set(per_sample.index) == {(m, s) for m in models for s in ("s1", "s2", "s3")}
     assert len(pd.read_parquet(out / "baseline_predictions.parquet")) == len(pred)
+    write_report(out, evaluate(pred, ["md", "fa"]), pred, None, {"model": "m"})  # baseline turned off
+    assert not (out / "baseline_predictions.parquet").exists()  # a stale report file goes
 
 
 def test_a_failed_report_leaves_the_previous_one_untouched(frames, tmp_path, monkeypatch):

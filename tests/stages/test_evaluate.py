@@ -95,27 +95,21 @@ def test_results_are_logged_to_the_run_in_run_json(workdir, monkeypatch):
     (root / MODEL / "run.json").write_text(
         json.dumps({**info, "run_id": "abc", "tracking_uri": "sqlite:///x.db"})
     )
+    (root / "x.db").touch()
     calls = []
-    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda uri, repo: uri, raising=False)
-    monkeypatch.setattr(tracking, "log_metrics", lambda *a: calls.append(("metrics", *a)), raising=False)
-    monkeypatch.setattr(tracking, "log_artifacts", lambda *a: calls.append(("artifacts", *a)), raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "log_report", lambda *a: calls.append(a))
     stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
-    kinds = {c[0]: c for c in calls if c[0] == "metrics"}
-    _, run_id, metrics, uri = kinds["metrics"]
+    [(run_id, uri, metrics, report_dir, artifact_path)] = calls
     assert run_id == "abc" and uri == "sqlite:///x.db" and "test/r2_md" in metrics
-    files = {(p.name, c[3]) for c in calls if c[0] == "artifacts" for p in c[2]}
-    assert {
-        ("report.md", "evaluate"),
-        ("metrics.json", "evaluate"),
-        ("scatter_md.png", "evaluate/plots"),
-    } <= files
+    assert artifact_path == "evaluate" and (report_dir / "report.md").is_file()
 
 
 def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
     def fail(*a):
         raise AssertionError("must not log")
 
-    monkeypatch.setattr(tracking, "log_metrics", fail, raising=False)
+    monkeypatch.setattr(tracking, "log_report", fail)
     assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
 
 
@@ -137,6 +131,45 @@ def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
     assert "sample/s3/out/r2_md" in logged and "test/ev_md" in logged  # MLflow gets every metric
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= names
+
+
+def _record(root, **facts):
+    path = root / MODEL / "run.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "run_id": "r-of-another-model", **facts}))
+
+
+def test_a_model_dir_mixing_two_runs_is_refused_before_logging(workdir, capsys):
+    root, _ = workdir
+    _record(root, predictions_sha256="0" * 64)  # run.json of one run, predictions of another
+    assert cli.main(["evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.parquet is not the predictions file of" in err and "run.json" in err
+    assert not (root / "reports").exists() and not (root / "mlflow.db").exists()  # nothing logged
+
+
+@pytest.mark.parametrize(
+    "facts, message",
+    [
+        ({"patch_size_px": 64}, "was trained on 64 px patches but the patch store"),
+        ({"index_sha256": "f" * 64}, "was trained on another patch store than"),
+    ],
+)
+def test_a_model_of_another_store_is_refused(workdir, capsys, facts, message):
+    root, _ = workdir
+    _record(root, **facts)
+    assert cli.main(["evaluate"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (root / "reports").exists()
+
+
+def test_the_report_dir_is_written_into_not_replaced(workdir):
+    root, _ = workdir
+    out = root / "reports/evaluate/histoxai-mdfa"
+    out.mkdir(parents=True)
+    (out / ".gitignore").write_text("/metrics.json\n")
+    assert cli.main(["evaluate", "--set", "evaluate.baseline=false"]) == 0
+    assert (out / ".gitignore").read_text() == "/metrics.json\n" and (out / "metrics.json").is_file()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import ndimage
 
 from histoxai.data import phantom as ph
-from histoxai.data.phantom_draw import AIR, DISTRACTOR, EOSIN_OD, HAEMATOXYLIN_OD, NUCLEI
+from histoxai.data.phantom_draw import AIR, DISTRACTOR, EOSIN_OD, HAEMATOXYLIN_OD, NUCLEI, STROMA
 from histoxai.data.store import SampleBlock
 
 TARGET_NAMES = ("md", "fa", "cc")
@@ -128,6 +128,10 @@ def oracle_features(block: SampleBlock) -> np.ndarray:
     stains = np.stack([HAEMATOXYLIN_OD, EOSIN_OD, np.cross(HAEMATOXYLIN_OD, EOSIN_OD)])
     conc = od @ np.linalg.inv(stains).astype(np.float32)  # colour deconvolution (Ruifrok 2001)
     h, e = conc[..., 0], conc[..., 1]
+    # stroma away from nuclei, air and distractors: where fibres are the only structure
+    stroma = ndimage.binary_erosion(masks == STROMA, np.ones((1, 5, 5), bool))
+    weight = stroma / np.maximum(stroma.sum(axis=(1, 2), keepdims=True), 1)
+    feats.append(stroma.mean(axis=(1, 2)))
     vectors = []
     for chan in (h, e):
         feats.append(chan.mean(axis=(1, 2)))
@@ -135,19 +139,24 @@ def oracle_features(block: SampleBlock) -> np.ndarray:
             s = s * size / 128
             gy = ndimage.gaussian_filter(chan, (0, s, s), order=(0, 1, 0))
             gx = ndimage.gaussian_filter(chan, (0, s, s), order=(0, 0, 1))
-            jxx, jyy, jxy = (gx * gx).mean((1, 2)), (gy * gy).mean((1, 2)), (gx * gy).mean((1, 2))
-            tr = np.maximum(jxx + jyy, 1e-12)
-            # fibres run across the gradient: the nematic vector is the negative of the gradient's
-            v = np.stack([-(jxx - jyy) / tr, -2 * jxy / tr], axis=1)
-            vectors.append(v)
-            feats.append(np.hypot(*v.T))
+            for w in (None, weight):
+                jxx, jyy, jxy = (_mean(g, w) for g in (gx * gx, gy * gy, gx * gy))
+                tr = np.maximum(jxx + jyy, 1e-12)
+                # fibres run across the gradient: the nematic vector is the negative of the gradient's
+                v = np.stack([-(jxx - jyy) / tr, -2 * jxy / tr], axis=1)
+                vectors.append(v)
+                feats += [np.hypot(*v.T), np.log(tr)]
     nuc_vec = _nuclear_vector(inst, n)
     feats += [nuc_vec[:, 0], nuc_vec[:, 1], np.hypot(*nuc_vec.T)]
-    for v in vectors[len(ST_SCALES_PX) :]:  # eosin (stroma) vectors vs the nuclear vector
+    for v in vectors[2 * len(ST_SCALES_PX) :]:  # eosin (stroma) vectors vs the nuclear vector
         feats.append((v * nuc_vec).sum(1))
         for w in (0.5, 1.0, 2.0):
             feats.append(np.hypot(*(nuc_vec + w * v).T))
     return np.column_stack(feats).astype(np.float64)
+
+
+def _mean(x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    return x.mean(axis=(1, 2)) if weight is None else (x * weight).sum(axis=(1, 2))
 
 
 def _instance_features(inst: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -48,6 +48,10 @@ GEOMETRIES: dict[str, dict] = {
 """Voxel size and the shared tissue-parameter ranges of each phantom geometry."""
 
 
+MIN_STAIN_ANGLE_DEG = 18.0
+"""Smallest angle between a sample's haematoxylin and eosin OD vectors (reference: 22 deg)."""
+
+
 @dataclass(frozen=True)
 class SampleProfile:
     """What makes one phantom sample different from the others."""
@@ -94,9 +98,12 @@ def draw_profile(rng: np.random.Generator, name: str, geometry: str, tissue_over
         width = tissue_overlap * (hi - lo)
         start = lo + tissue_rng.random() * (hi - lo - width)
         ranges[k] = (float(start), float(start + width))
-    stains = np.stack([draw.HAEMATOXYLIN_OD, draw.EOSIN_OD, draw.RBC_OD])
-    stains[:2] = np.abs(stains[:2] + look_rng.normal(0, 0.07, (2, 3)))
-    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
+    while True:  # stain vectors jittered, but haematoxylin and eosin stay distinguishable
+        stains = np.stack([draw.HAEMATOXYLIN_OD, draw.EOSIN_OD, draw.RBC_OD])
+        stains[:2] = np.abs(stains[:2] + look_rng.normal(0, 0.07, (2, 3)))
+        stains /= np.linalg.norm(stains, axis=1, keepdims=True)
+        if np.degrees(np.arccos(min(1.0, float(stains[0] @ stains[1])))) >= MIN_STAIN_ANGLE_DEG:
+            break
     return SampleProfile(
         name=name,
         ranges=ranges,

@@ -35,14 +35,14 @@ class Scene:
     grid: tuple[int, int]
     maps: dict[str, np.ndarray]  # (rows, cols) voxel maps incl. ``orientation``
     air: np.ndarray  # (H, W) bool
-    nuc: dict[str, np.ndarray]  # cx, cy, a, b, angle, dark, area_px, local_density
+    nuc: dict[str, np.ndarray]  # cx, cy, a, b, angle, dark, area_px (set by compose), local_density
     tex: np.ndarray  # (H, W) isotropic eosin texture in [0, 1]
-    grain: np.ndarray  # (H, W) nuclear chromatin texture in [0, 1]
+    grain_salt: float  # seed of the per-pixel nuclear chromatin grain (``draw.pixel_hash``)
     streak: np.ndarray  # (H, W) along-fibre modulation in [0, 1]
     fibre_profile: np.ndarray  # 1-D fibre intensity across fibres, in [0, 1]
     fibre_offset: np.ndarray  # (rows, cols) um: where each voxel reads the profile
     distractors: dict[str, np.ndarray]
-    noise: np.ndarray  # (H, W, 3) float32 sensor noise in grey levels
+    noise: np.ndarray  # (3, H, W) float32 sensor noise in grey levels
     label_noise: tuple[np.ndarray, np.ndarray]  # (n,) standard normals for md, fa
 
     @property
@@ -81,13 +81,11 @@ def build_scene(
     nuc = _place_nuclei(maps, size, um, rng)
     keep = ~air[nuc["cy"].astype(np.int64), nuc["cx"].astype(np.int64)]
     nuc = {k: x[keep] for k, x in nuc.items()}
-    area = np.zeros(len(nuc["cx"]), dtype=np.int64)
-    draw.ellipse_pixels(nuc["cx"], nuc["cy"], nuc["a"], nuc["b"], nuc["angle"], (0, 0), area=area)
-    nuc["area_px"] = area
+    nuc["area_px"] = np.full(len(nuc["cx"]), -1, dtype=np.int64)  # filled by the first full compose
     nuc["local_density"] = local_density(nuc["cx"], nuc["cy"], um)
-    tex = draw.smooth_field(rng, shape, 2.0 / um)
-    grain = draw.smooth_field(rng, shape, 0.8 / um)
-    streak = draw.smooth_field(rng, shape, 4.0 / um)
+    tex = draw.smooth_field(rng, shape, 2.0 / um, uniform=False)
+    grain_salt = float(rng.uniform(0, 1000))
+    streak = draw.smooth_field(rng, shape, 4.0 / um, uniform=False)
     diag_um = float(np.hypot(*shape)) * um
     voxel_um = size * um
     n_prof = int((diag_um + 3 * voxel_um) / FIBRE_STEP_UM) + 8
@@ -98,10 +96,13 @@ def build_scene(
     distractor_rng = np.random.default_rng(rng.integers(2**63))
     density = cfg.distractor_density if cfg.distractors else 0.0
     objects = draw.draw_distractors(distractor_rng, shape, um, density)
-    noise = rng.standard_normal((*shape, 3), dtype=np.float32) * np.float32(profile.noise_gray)
+    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows)
+    noise = rng.random((3, *shape), dtype=np.float32)
+    noise -= np.float32(0.5)
+    noise *= np.float32(np.sqrt(12.0) * profile.noise_gray)
     label_noise = (rng.standard_normal(rows * cols), rng.standard_normal(rows * cols))
     return Scene(
-        cfg, profile, size, um, (rows, cols), maps, air, nuc, tex, grain, streak, prof, fibre_offset,
+        cfg, profile, size, um, (rows, cols), maps, air, nuc, tex, grain_salt, streak, prof, fibre_offset,
         objects, noise, label_noise,
     )  # fmt: skip
 
@@ -162,13 +163,21 @@ def compose(
     if drop_nucleus >= 0:
         near[drop_nucleus] = False
     idx = np.flatnonzero(near)
+    area = np.zeros(len(idx), dtype=np.int64)
     k, ys, xs, rho2 = draw.ellipse_pixels(
-        nuc["cx"][idx] - x0, nuc["cy"][idx] - y0, nuc["a"][idx], nuc["b"][idx], nuc["angle"][idx], shape
+        nuc["cx"][idx] - x0,
+        nuc["cy"][idx] - y0,
+        nuc["a"][idx],
+        nuc["b"][idx],
+        nuc["angle"][idx],
+        shape,
+        area=area,
     )
+    nuc["area_px"][idx] = area  # whole-ellipse pixel counts (before clipping): the same in every window
     gid = np.zeros(shape, dtype=np.int64)
-    gid[ys, xs] = idx[k] + 1  # later nuclei hide earlier ones (numpy keeps the last write)
+    gid[ys, xs] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
     labels[ys, xs] = NUCLEI
-    grain = scene.grain[y0:y1, x0:x1][ys, xs]
+    grain = draw.pixel_hash(ys + y0, xs + x0, scene.grain_salt)
     conc[0, ys, xs] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
     conc[1, ys, xs] = 0.15 * e_scale
     draw.paint_distractors(labels, conc, scene.distractors, (y0, x0), drop_cluster, drop_debris)
@@ -177,34 +186,43 @@ def compose(
 
 def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarray:
     """Stroma texture in [0, 1]: isotropic where ``fibres`` is 0, parallel fibres along the
-    voxel's orientation where it is 1 (same mean and spread), mixed in between."""
+    voxel's orientation where it is 1 (same mean, similar spread), mixed in between.
+
+    Computed on the voxel-aligned cover of the window as (rows, size, cols, size) blocks
+    (broadcasting per voxel, no per-pixel gathers), then cropped.
+    """
     y0, y1, x0, x1 = window
     size, um = scene.size, scene.um_per_px
-    ys, xs = np.arange(y0, y1), np.arange(x0, x1)
-    vr, vc = ys // size, xs // size
+    r0, r1, c0, c1 = y0 // size, -(-y1 // size), x0 // size, -(-x1 // size)
+    local = ((np.arange(size) + 0.5 - size / 2) * (um / FIBRE_STEP_UM)).astype(np.float32)
+    theta = scene.maps["orientation"][r0:r1, c0:c1]
+    cos = np.cos(theta).astype(np.float32)[:, None, :, None]
+    sin = np.sin(theta).astype(np.float32)[:, None, :, None]
+    off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
     # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
-    dy = ((ys - (vr + 0.5) * size) * (um / FIBRE_STEP_UM)).astype(np.float32)
-    dx = ((xs - (vc + 0.5) * size) * (um / FIBRE_STEP_UM)).astype(np.float32)
-    theta = scene.maps["orientation"]
-    cos = np.cos(theta).astype(np.float32)[vr[:, None], vc[None, :]]
-    sin = np.sin(theta).astype(np.float32)[vr[:, None], vc[None, :]]
-    off = (scene.fibre_offset / FIBRE_STEP_UM).astype(np.float32)[vr[:, None], vc[None, :]]
-    pos = dy[:, None] * cos
-    pos -= dx[None, :] * sin
-    pos += off
+    pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
     prof = scene.fibre_profile
-    fib = prof[np.clip(pos.astype(np.int64), 0, len(prof) - 1)] - np.float32(0.5)
+    shape = ((r1 - r0) * size, (c1 - c0) * size)
+    fib = prof[np.clip(pos.astype(np.int32), 0, len(prof) - 1)].reshape(shape)
+    fib = fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    c = np.broadcast_to(
+        scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None], (r1 - r0, size, c1 - c0, size)
+    ).reshape(shape)[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    fib = fib - np.float32(0.5)
     fib *= np.float32(0.6) + np.float32(0.8) * scene.streak[y0:y1, x0:x1]
-    c = scene.maps["fibres"].astype(np.float32)[vr[:, None], vc[None, :]]
+    fib += np.float32(0.5)
     tex = scene.tex[y0:y1, x0:x1]
-    return tex + c * (fib + np.float32(0.5) - tex)
+    fib -= tex
+    fib *= c
+    fib += tex
+    return fib
 
 
 def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.ndarray:
     """Beer-Lambert RGB of a composed window (blur at the scene's resolution, its noise)."""
     y0, x0 = origin
     h, w = canvas.labels.shape
-    noise = scene.noise[y0 : y0 + h, x0 : x0 + w]
+    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w]
     return draw.render_rgb(
         canvas.conc, scene.profile.stains_od, scene.profile.background, scene.blur_px, noise
     )

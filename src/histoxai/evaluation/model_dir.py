@@ -8,16 +8,15 @@ the registered model and, when ``base.seeds`` lists more seeds, each further see
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from histoxai.config import EvaluateConfig
+from histoxai.data.provenance import check_model_store, file_sha256
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.evaluation.baseline import baseline_predictions
 from histoxai.evaluation.predictions import (
     check_against_store,
@@ -139,13 +138,27 @@ def card_ceilings(store: PatchStore) -> dict[str, dict[str, float]]:
         if not isinstance(values, Mapping) or not all(
             v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
         ):
-            raise ValueError(
+            raise InputError(
                 f"{store.root / 'card.json'}: {key!r} must map targets to numbers or null, got {values!r}"
             )
         values = {str(k): float(v) for k, v in values.items() if v is not None}
         if values:
             out[kind] = values
     return out
+
+
+def check_model_dir(model_dir: Path, info: Mapping[str, object], store: PatchStore) -> None:
+    """Refuse a model directory whose files come from different runs (its predictions are
+    not the ones ``run.json`` recorded: evaluating would log into another model's run) or
+    whose model was trained on another patch store."""
+    recorded = info.get("predictions_sha256")
+    pred_path = Path(model_dir) / "predictions.parquet"
+    if recorded and recorded != file_sha256(pred_path):
+        raise InputError(
+            f"{pred_path} is not the predictions file of {Path(model_dir) / 'run.json'} "
+            f"(run {info.get('run_id')}); the model directory mixes two runs: run `histoxai train` again"
+        )
+    check_model_store(info, store, str(model_dir))
 
 
 def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str, float]) -> str | None:
@@ -160,33 +173,8 @@ def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str,
     run_id = info.get("run_id")
     if not run_id:
         return None
-    tracking = _tracking()
-    if tracking is None:
-        print(
-            f"evaluate: warning: histoxai.tracking has no log_metrics/log_artifacts; run {run_id} not updated"
-        )
-        return None
-    import histoxai.tracking as package
+    from histoxai.tracking import log_report, resolve_tracking_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri") or None
-    if hasattr(package, "resolve_tracking_uri"):
-        uri = package.resolve_tracking_uri(uri, Path.cwd())
-    uri = uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    tracking.log_metrics(str(run_id), {k: v for k, v in metrics.items() if np.isfinite(v)}, uri)
-    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    tracking.log_artifacts(str(run_id), top, "evaluate", uri)
-    tracking.log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "evaluate/plots", uri)
+    uri = resolve_tracking_uri(recorded=info.get("tracking_uri"), must_exist=True)
+    log_report(str(run_id), uri, metrics, out_dir, "evaluate")
     return str(run_id)
-
-
-def _tracking():
-    """The module with ``log_metrics``/``log_artifacts``: ``histoxai.tracking`` itself, or
-    its ``xai_log`` module while the package does not re-export them."""
-    for name in ("histoxai.tracking", "histoxai.tracking.xai_log"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "log_metrics") and hasattr(module, "log_artifacts"):
-            return module
-    return None

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from histoxai.evaluation.baseline import sample_mean_predictions
 from histoxai.evaluation.metrics import flat_metrics, per_sample_table, per_split_table
 from histoxai.evaluation.plots import label, plot_sample_maps, plot_scatter
-from histoxai.io import atomic_path, write_json
+from histoxai.io import atomic_files, write_json
 
 CNN, BASELINE, SAMPLE_MEAN = "CNN", "baseline", "sample-mean"
 PREFIX: dict[str, str] = {CNN: "", BASELINE: "baseline/", SAMPLE_MEAN: "samplemean/"}
@@ -219,6 +219,12 @@ def render_markdown(
     return "\n".join(out)
 
 
+REPORT_FILES = (
+    "metrics.json", "report.md", "per_split.csv", "per_sample.csv", "baseline_predictions.parquet", "plots",
+)  # fmt: skip
+"""Everything :func:`write_report` may write into a report directory."""
+
+
 def write_report(
     out_dir: str | Path,
     ev: Evaluation,
@@ -227,7 +233,11 @@ def write_report(
     info: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """Write the report directory atomically (replaced as a whole when complete).
+    """Write the report into ``out_dir``, every file renamed into place once all are done.
+
+    The directory itself is kept (DVC's ``.gitignore`` in it survives); report files an
+    earlier run wrote and this one does not (``baseline_predictions.parquet`` after the
+    baseline was turned off) are removed.
 
     Contents: ``metrics.json`` (the headline numbers), ``report.md``, ``per_split.csv``,
     ``per_sample.csv``, ``per_seed.csv`` (the CNN per seed; empty for one seed),
@@ -236,7 +246,7 @@ def write_report(
     """
     info = dict(info or {})
     name = str(info.get("model", ""))
-    with atomic_path(out_dir) as tmp:
+    with atomic_files(out_dir, REPORT_FILES) as tmp:
         plots = tmp / "plots"
         plots.mkdir(parents=True)
         figures = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
-from histoxai.evaluation.model_dir import evaluate_model_dir, log_results
+from histoxai.evaluation.model_dir import check_model_dir, evaluate_model_dir, log_results
 from histoxai.evaluation.predictions import load_run_info
 from histoxai.evaluation.report import comparison_table, write_report
 
@@ -40,6 +40,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     model_dir = getattr(args, "model_dir", None) or Path(cfg.base.models_dir) / cfg.model.registered_name
     model_dir = Path(model_dir)
     store = PatchStore(cfg.base.patches_dir)
+    check_model_dir(model_dir, load_run_info(model_dir / "run.json"), store)
     ev, pred, baseline, info, notes = evaluate_model_dir(
         model_dir, store, cfg.evaluate, cfg.data.split.scheme
     )

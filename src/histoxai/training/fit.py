@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from histoxai.config import TrainConfig
 from histoxai.data.datasets import PatchBatches, target_matrix, to_model_input
+from histoxai.errors import UserError
 from histoxai.models.regressor import Regressor
 from histoxai.training.augment import augment_batch
 from histoxai.training.metrics import TargetMetrics
@@ -37,7 +38,7 @@ from histoxai.training.schedules import lr_schedule, set_lr
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-class NonFiniteTrainingError(ValueError):
+class NonFiniteTrainingError(UserError, ValueError):
     """The training loss or a validation metric became NaN or infinite (e.g. a learning
     rate far too high). Raised by :func:`fit`; nothing of the run may be saved or
     registered."""
