@@ -220,7 +220,8 @@ def render_markdown(
 
 
 REPORT_FILES = (
-    "metrics.json", "report.md", "per_split.csv", "per_sample.csv", "baseline_predictions.parquet", "plots",
+    "metrics.json", "report.md", "per_split.csv", "per_sample.csv", "per_seed.csv",
+    "baseline_predictions.parquet", "plots",
 )  # fmt: skip
 """Everything :func:`write_report` may write into a report directory."""
 
