@@ -116,6 +116,18 @@ def test_bad_configs_and_missing_store_are_rejected(tmp_path, monkeypatch, capsy
     assert "train.lr=-1" in capsys.readouterr().err
     assert main(["train", "--params", str(REPO / "params.yaml")]) == 2
     assert "histoxai prepare" in capsys.readouterr().err  # no data/patches here
+    assert main(["train", "--params", str(REPO / "params.yaml"), "--set", "train.lr=.nan"]) == 2
+    assert "train.lr=nan: expected a finite number" in capsys.readouterr().err
+
+
+def test_unknown_backbone_is_named_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    phantom_store(tmp_path / "data" / "patches", n_samples=2, grid=4, size=16)
+    capsys.readouterr()
+    assert main(["train", "--params", str(REPO / "params.yaml"), "--set", "model.backbone=resnet_nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.backbone='resnet_nope' is not a timm model" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no MLflow store, no run, no model dir
 
 
 @pytest.mark.slow

@@ -54,7 +54,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model checkpoint at {path} (run `histoxai train`)")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, garbage, foreign pickle: torch raises several types
+        raise ValueError(
+            f"{path} is damaged or not a histoxai checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            "run `histoxai train` again"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a histoxai checkpoint (expected format {FORMAT!r})")
     raw = {**payload["model"], "pretrained": False, "pretrained_file": ""}

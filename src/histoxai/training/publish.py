@@ -65,10 +65,11 @@ def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
     from histoxai.tracking.registry import recover_registrations
     from histoxai.tracking.runs import TrackedRun, end_dead_runs, run_is_dead
 
-    committed = _read_json(out_dir / "run.json").get("model_version")
+    committed = _read_json(out_dir / "run.json")
     client = TrackedRun("", "", tracking_uri).client
-    done = recover_registrations(client, cfg.model.registered_name, committed, run_is_dead)
-    done["failed_runs"] += end_dead_runs(tracking_uri, cfg.train.experiment, cfg.model.registered_name)
+    name = cfg.model.registered_name
+    done = recover_registrations(client, name, committed.get("model_version"), run_is_dead)
+    done["failed_runs"] += end_dead_runs(tracking_uri, cfg.train.experiment, name, committed.get("run_id"))
     if any(done.values()):
         print(f"train: cleaned up after a killed run: {done}")
     return done
