@@ -69,7 +69,9 @@ def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
     client = TrackedRun("", "", tracking_uri).client
     name = cfg.model.registered_name
     done = recover_registrations(client, name, committed.get("model_version"), run_is_dead)
-    done["failed_runs"] += end_dead_runs(tracking_uri, cfg.train.experiment, name, committed.get("run_id"))
+    ended = end_dead_runs(tracking_uri, cfg.train.experiment, name, committed.get("run_id"))
+    done["failed_runs"] += [run for run, status in ended.items() if status == "FAILED"]
+    done["finished_runs"] = [run for run, status in ended.items() if status == "FINISHED"]
     if any(done.values()):
         print(f"train: cleaned up after a killed run: {done}")
     return done
