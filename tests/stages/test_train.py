@@ -200,3 +200,21 @@ def test_mlproject_train_entry_point_uses_the_repo_params(tmp_path):
     repo_params = load_config(REPO / "params.yaml")
     assert run.data.params["data.phantom.um_per_px"] == str(repo_params.data.phantom.um_per_px)
     assert run.data.params["model.backbone"] == "test_resnet" and run.data.params["train.epochs"] == "2"
+
+
+@pytest.mark.slow
+def test_a_half_registered_version_cannot_be_promoted_and_the_next_run_removes_it(repo):
+    from histoxai.tracking import promote, start_run
+    from histoxai.tracking.registry import register_regressor
+    from histoxai.training.publish import recover
+
+    before = _registry_state(repo.uri, "histoxai-cc")
+    x = repo.store.images([0]).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    with start_run(repo.uri, repo.cfg.train.experiment, run_name="histoxai-cc") as run:
+        pending = register_regressor(run, load_checkpoint(repo.out / "model.pt"), "histoxai-cc", x)
+    version = pending["model_version"]  # what a training killed before its directory swap leaves
+    with pytest.raises(ValueError, match=f"version {version} is half-registered"):
+        promote("histoxai-cc", version, repo.uri)
+    done = recover(repo.cfg, repo.uri, repo.out)
+    assert done["deleted"] == [version]
+    assert _registry_state(repo.uri, "histoxai-cc") == before
