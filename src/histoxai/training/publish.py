@@ -51,9 +51,9 @@ def train_and_publish(
     """
     from histoxai.models.backbones import check_backbone
 
-    check_backbone(cfg.model.backbone)  # before the store, the run or any work
+    store = PatchStore(cfg.base.patches_dir)  # verifies itself: a damaged file is named at once
+    check_backbone(cfg.model.backbone)  # before the run or any work
     out_dir = Path(cfg.base.models_dir) / cfg.model.registered_name
-    store = PatchStore(cfg.base.patches_dir)
     with output_lock(out_dir):
         clean_leftovers(out_dir)
         recover(cfg, tracking_uri, out_dir)
