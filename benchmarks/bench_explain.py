@@ -12,7 +12,11 @@
   captum (``NoiseTunnel(Saliency)``, ``IntegratedGradients``, ``Occlusion``,
   ``Saliency``) for the rest.
 
-Prints maps/s and ``floor/ours`` (time of ours over the floor's; aim <= 1.3).
+- **default**: the variant as configured (``noise_batch``/``step_batch`` 0: passes per
+  forward sized from the memory budget, ``histoxai.explain.methods.passes_per_call``) at
+  the runner's default batch (``--default-batch``, ``explain.batch_size``).
+
+Prints maps/s, ``ours/floor`` and ``default/floor`` (time over the floor's; aim <= 1.2).
 
 Run::
 
@@ -141,6 +145,9 @@ def main() -> None:
     parser.add_argument("--peer-images", type=int, default=8, help="images for the per-image library loop")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--methods", nargs="*", default=list(SPECS))
+    parser.add_argument(
+        "--default-batch", type=int, default=32, help="explain.batch_size for the default column"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -162,7 +169,10 @@ def main() -> None:
         "fwd+bwd images/s by batch: " + ", ".join(f"{b}: {r:.0f}" for b, r in fb.items()) + f"; best {best_b}"
     )
     images = pool[: args.images]
-    head = f"{'variant':<22}{'passes':>7}{'batch':>7}{'floor/s':>10}{'ours/s':>10}{'ours/floor':>11}{'per-img/s':>11}{'speedup':>9}"
+    head = (
+        f"{'variant':<22}{'passes':>7}{'batch':>7}{'floor/s':>10}{'ours/s':>10}{'ours/floor':>11}"
+        f"{'default/s':>10}{'dflt/floor':>11}{'per-img/s':>11}{'speedup':>9}"
+    )
     print(head + "\n" + "-" * len(head))
     for name in args.methods:
         method, params, passes_fn, forward_only = SPECS[name]
@@ -185,12 +195,21 @@ def main() -> None:
                 run_variant(full, model, x, 0, SCORES["higher"])
 
         ours_rate = batch / timed(ours, device)
+        default = resolve_variants([VariantConfig(name, method, params)])[name]
+        xd = images[: args.default_batch]
+
+        def configured(default=default, xd=xd):
+            with autocast(device, args.precision):
+                run_variant(default, model, xd, 0, SCORES["higher"])
+
+        default_rate = len(xd) / timed(configured, device)
         # The floor is measured again right after, so both see the same machine load.
         floor = floor_rates(model, pool, device, args.precision, [best_b], forward_only)[best_b] / passes
         peer = 1.0 / per_image(method, p, model, pool[: args.peer_images], device)
         print(
             f"{name:<22}{passes:>7}{batch:>7}{floor:>10.1f}{ours_rate:>10.1f}"
-            f"{floor / ours_rate:>11.2f}{peer:>11.1f}{ours_rate / peer:>8.1f}x"
+            f"{floor / ours_rate:>11.2f}{default_rate:>10.1f}{floor / default_rate:>11.2f}"
+            f"{peer:>11.1f}{ours_rate / peer:>8.1f}x"
         )
 
 

@@ -30,7 +30,15 @@ TINY = {
     "explain": {
         "methods": ["gradcampp", {"name": "sg", "method": "smoothgrad", "params": {"sigma": 0.2, "n": 2}}]
     },
-    "xai_eval": {"max_patches": 8, "steps": 3, "sanity_patches": 2, "stability_patches": 2},
+    "xai_eval": {
+        "max_patches": 8,
+        "steps": 3,
+        "sanity_patches": 2,
+        "robustness_patches": 2,
+        "robustness_draws": 2,
+        "bootstrap": 50,
+        "intervention_patches": 0,
+    },
 }
 
 

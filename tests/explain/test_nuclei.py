@@ -51,7 +51,7 @@ def test_smoothgrad_attribution_on_nuclei_exceeds_their_area_share(tmp_path):
 
     meta = store.meta
     assert np.corrcoef(meta["y"], meta["y_hat"])[0, 1] > 0.8  # the model did learn to count
-    attribution = np.abs(np.asarray(store.maps("cc", "smoothgrad_s0.2"), dtype=np.float32))
+    attribution = np.abs(store.read("cc", "smoothgrad_s0.2"))
     nuclei = patches.masks(store.patch_ids) == MASK_CLASSES.index("nuclei")
     share = (attribution * nuclei).sum() / attribution.sum()
     area = nuclei.mean()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,7 @@ from histoxai.config import VariantConfig
 from histoxai.explain import methods, runner
 from histoxai.explain.methods import resolve_variants
 from histoxai.explain.runner import explain_patches
-from histoxai.explain.store import META_COLUMNS, SaliencyStore
+from histoxai.explain.store import META_COLUMNS, SaliencyStore, quantise
 
 from .conftest import tiny_regressor
 
@@ -43,8 +46,8 @@ def test_store_holds_every_pair_with_meta(model32, patches, tmp_path):
     assert reopened.manifest["model_version"] == "3"
     assert reopened.variants == VARIANTS
     for pair in ("md", "gradcam"), ("fa", "sg"):
-        maps = reopened.maps(*pair)
-        assert maps.shape == (n, 32, 32) and maps.dtype == np.float16
+        maps = reopened.read(*pair)
+        assert maps.shape == (n, 32, 32) and maps.dtype == np.float32 and np.isfinite(maps).all()
     meta = store.meta
     assert list(meta.columns) == list(META_COLUMNS) and len(meta) == 2 * n
     md = meta[meta["target"] == "md"].set_index("patch_id")
@@ -59,65 +62,123 @@ def test_store_holds_every_pair_with_meta(model32, patches, tmp_path):
     np.testing.assert_allclose(md["delta"], md["y_hat"] - md["y"])
     np.testing.assert_allclose(md["rel_delta"], (md["y_hat"] / md["y"] - 1) * 100)
     assert {"seconds", "maps_per_s"} <= set(reopened.manifest["timings"]["md__sg"])
+    assert reopened.manifest["passes_per_call"] == {"sg": 2}  # both noise copies fit the CPU budget
 
 
-def test_maps_load_back_exactly(model32, patches, tmp_path, monkeypatch):
-    written = {}
-    original = SaliencyStore.write_maps
+def test_maps_load_back_to_float16_precision_in_real_units(model32, patches, tmp_path, monkeypatch):
+    computed = []
+    original = runner.run_variant
 
-    def spy(self, target, variant, maps, info=None):
-        written[(target, variant)] = maps.copy()
-        original(self, target, variant, maps, info)
+    def spy(variant, *args, **kw):
+        m = original(variant, *args, **kw)
+        computed.append((variant["method"], m.detach().float().clone()))
+        return m
 
-    monkeypatch.setattr(SaliencyStore, "write_maps", spy)
-    store = run(model32, patches, tmp_path / "sal")
-    assert len(written) == 4
-    for (target, variant), maps in written.items():
-        assert maps.dtype == np.float16
-        np.testing.assert_array_equal(np.asarray(store.maps(target, variant)), maps)
-    assert np.abs(written["md", "sg"].astype(np.float32)).max() > 0
+    def tiny(model, images, target, score_fn, params, y=None):
+        return (images[:, 0] - 0.5) * 1e-9  # raw float16 would flush these to zero
+
+    monkeypatch.setattr(runner, "run_variant", spy)
+    monkeypatch.setitem(methods.METHODS, "tiny", methods.Method(tiny, {}))
+    variants = resolve_variants(["gradient", "tiny"])
+    store = run(
+        model32, patches, tmp_path / "sal", variants=variants, targets=["md"], batch_size=8, chunk_size=8
+    )
+    for name in "gradient", "tiny":
+        want = torch.cat([m for k, m in computed if k == name]).numpy()
+        got = store.read("md", name)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        peak = np.abs(want).reshape(len(want), -1).max(axis=1)[:, None, None]
+        assert np.abs(want).max() > 0
+        # 11 significant bits for every value within 29 binades of its map's maximum
+        assert np.all(np.abs(got - want) <= 2.0**-11 * np.abs(want) + peak * 2.0**-39)
+    stats = store.manifest["timings"]["md__tiny"]
+    assert stats["subnormal_fraction"] == 0 and stats["nonfinite_fraction"] == 0
+    assert stats["abs_max"] == pytest.approx(float(np.abs(want).max()), rel=1e-6)
 
 
-@pytest.mark.slow
-def test_a_killed_run_resumes_without_redoing_complete_pairs(model32, patches, tmp_path, monkeypatch):
-    full = run(model32, patches, tmp_path / "full")
-    calls = []
-    original_write, original_run = SaliencyStore.write_maps, runner.run_variant
+def test_numpy_and_device_quantisation_agree():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(5, 8, 8, generator=g) * torch.tensor([1e-8, 1e-3, 1.0, 3e4, 0.0]).view(5, 1, 1)
+    maps[1, 0, 0] = float("inf")
+    stored_t, scale_t, stats_t = runner.quantise(maps)
+    stored_n, scale_n, stats_n = quantise(maps.numpy())
+    np.testing.assert_array_equal(stored_t.numpy(), stored_n)
+    np.testing.assert_array_equal(scale_t.numpy(), scale_n)
+    np.testing.assert_array_equal(stats_t.numpy(), stats_n)
+    assert stats_n[1] == 1 and scale_n[4] == 1  # one non-finite value; an all-zero map
+    assert np.all(np.log2(scale_n) == np.round(np.log2(scale_n)))  # powers of two: exact
 
-    def count(variant, *args, **kw):
+
+def test_a_failed_run_resumes_redoing_only_unfinished_chunks(model32, patches, tmp_path, monkeypatch):
+    kw = {"batch_size": 2, "chunk_size": 4}  # 18 patches: 5 chunks of <= 2 batches
+    full = run(model32, patches, tmp_path / "full", **kw)
+    calls, die_at = [], [9 + 5]  # md__gradcam (9 batches), then the 5th batch of md__sg
+    original = runner.run_variant
+
+    def count(variant, *args, **k):
         calls.append(variant["method"])
-        return original_run(variant, *args, **kw)
-
-    def write_then_die(self, target, variant, maps, info=None):
-        original_write(self, target, variant, maps, info)
-        raise Killed
+        if len(calls) == die_at[0]:
+            raise Killed
+        return original(variant, *args, **k)
 
     monkeypatch.setattr(runner, "run_variant", count)
-    monkeypatch.setattr(SaliencyStore, "write_maps", write_then_die)
     with pytest.raises(Killed):
-        run(model32, patches, tmp_path / "sal")
-    half = SaliencyStore(tmp_path / "sal")
+        run(model32, patches, tmp_path / "sal", **kw)
+    assert not (tmp_path / "sal").exists()  # nothing swapped in before the run succeeds
+    half = SaliencyStore(tmp_path / ".sal.new")
     assert half.manifest["complete"] == ["md__gradcam"]
-    assert [p.name for p in (tmp_path / "sal" / "maps").iterdir()] == ["md__gradcam.npy"]  # no partial files
+    assert half.chunk_table("md", "sg")[:, 0].tolist() == [1, 1, 0, 0, 0]  # the 3rd chunk was in progress
 
-    monkeypatch.setattr(SaliencyStore, "write_maps", original_write)
     calls.clear()
-    resumed = run(model32, patches, tmp_path / "sal")
-    n_batches = -(-len(patches) // 4)
-    assert calls.count("gradcam") == n_batches  # fa only: md's maps were kept
-    assert calls.count("smoothgrad") == 2 * n_batches
+    die_at[0] = -1
+    resumed = run(model32, patches, tmp_path / "sal", **kw)
+    assert calls.count("smoothgrad") == 5 + 9  # md__sg from its 3rd chunk on, then fa__sg
+    assert calls.count("gradcam") == 9
     assert sorted(resumed.manifest["complete"]) == sorted(full.manifest["complete"])
+    assert not (tmp_path / ".sal.new").exists()
     for pair in ("md", "gradcam"), ("md", "sg"), ("fa", "sg"):
         np.testing.assert_array_equal(np.asarray(resumed.maps(*pair)), np.asarray(full.maps(*pair)))
+        np.testing.assert_array_equal(resumed.read(*pair), full.read(*pair))
+
+
+def test_a_failed_run_with_other_methods_keeps_the_finished_maps(model32, patches, tmp_path, monkeypatch):
+    first = run(model32, patches, tmp_path / "sal", targets=["md"])
+    before = first.read("md", "sg")
+
+    def broken(*args, **kw):
+        raise ValueError("sigma must be >= 0")
+
+    monkeypatch.setattr(runner, "run_variant", broken)
+    with pytest.raises(ValueError, match="sigma"):
+        run(model32, patches, tmp_path / "sal", targets=["md"], variants=resolve_variants(["gradient"]))
+    kept = SaliencyStore(tmp_path / "sal")
+    assert sorted(kept.manifest["complete"]) == ["md__gradcam", "md__sg"]
+    np.testing.assert_array_equal(kept.read("md", "sg"), before)
+    assert not (tmp_path / ".sal.lock").exists()
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_cleaned(model32, patches, tmp_path):
+    lock = tmp_path / ".sal.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{holder.pid}\n")
+        with pytest.raises(RuntimeError, match=rf"{tmp_path / 'sal'} is being written.*pid {holder.pid}"):
+            run(model32, patches, tmp_path / "sal", targets=["md"])
+        assert lock.read_text().split()[0] == str(holder.pid)  # not ours to remove while it lives
+    finally:
+        holder.kill()
+        holder.wait()
+    store = run(model32, patches, tmp_path / "sal", targets=["md"])  # its holder is dead: stale
+    assert sorted(store.manifest["complete"]) == ["md__gradcam", "md__sg"] and not lock.exists()
 
 
 def test_another_score_replaces_the_store(model32, patches, tmp_path):
     variants = resolve_variants(["gradient"])
     first = run(model32, patches, tmp_path / "sal", variants=variants, targets=["fa"])
-    up = np.asarray(first.maps("fa", "gradient"), dtype=np.float32)
+    up = first.read("fa", "gradient")
     second = run(model32, patches, tmp_path / "sal", variants=variants, targets=["fa"], score="lower")
     assert second.manifest["score"] == "lower" and second.targets == ["fa"]
-    np.testing.assert_array_equal(np.asarray(second.maps("fa", "gradient"), dtype=np.float32), -up)
+    np.testing.assert_array_equal(second.read("fa", "gradient"), -up)
 
 
 def test_bad_requests_name_what_was_expected(model32, patches, tmp_path):
@@ -134,4 +195,19 @@ def test_registry_entries_run_through_the_runner(model32, patches, tmp_path, mon
 
     monkeypatch.setitem(methods.METHODS, "constant", methods.Method(centre, {"value": 1.5}))
     store = run(model32, patches, tmp_path / "sal", variants=resolve_variants(["constant"]), targets=["md"])
-    assert np.all(np.asarray(store.maps("md", "constant")) == 1.5)
+    assert np.all(store.read("md", "constant") == 1.5)
+
+
+def test_read_gives_float32_rows_and_native_resolutions_are_recorded(model32, patches, tmp_path):
+    variants = resolve_variants(["gradcam", "layercam", "gradient", "occlusion"])
+    store = run(model32, patches, tmp_path / "sal", variants=variants, targets=["md"])
+    every = store.read("md", "gradient")
+    assert every.dtype == np.float32 and every.shape == (len(patches), 32, 32)
+    np.testing.assert_array_equal(store.read("md", "gradient", [2, 0]), every[[2, 0]])
+    # resnet10t on 32 px: the last stage is 1 x 1, the fused layercam's finest layer 4 x 4
+    assert store.native_resolution("gradcam") == (1, 1)
+    assert store.native_resolution("layercam") == (4, 4)
+    assert store.native_resolution("gradient") == (32, 32)
+    assert store.native_resolution("occlusion") == (7, 7)  # (32 - 8) // 4 + 1 windows
+    with pytest.raises(KeyError, match="no variant 'sg'"):
+        store.native_resolution("sg")

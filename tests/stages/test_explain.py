@@ -12,9 +12,9 @@ import yaml
 from histoxai import cli, tracking
 from histoxai.config import load_config
 from histoxai.data.store import PatchStore
+from histoxai.explain import job as stage
 from histoxai.explain.runner import to_input
 from histoxai.explain.store import SaliencyStore
-from histoxai.stages import explain as stage
 from tests.explain.conftest import random_blocks, tiny_regressor
 
 METHODS = "explain.methods=[gradcam, {name: sg, method: smoothgrad, params: {n: 2}}]"
@@ -124,3 +124,43 @@ def test_bad_method_config_is_a_clear_error(workdir, monkeypatch, capsys):
     cfg = load_config("params.yaml", ["explain.split=out"])
     with pytest.raises(ValueError, match="explain.split='out': no patches"):
         stage.explain_model(cfg, *tracking.load_registered_model("models:/x/1", ""))
+
+
+def write_model_dir(root, model, run_id="r9", json_run_id=None):
+    from histoxai.config import ModelConfig
+    from histoxai.models.checkpoint import save_checkpoint
+
+    cfg = ModelConfig(
+        backbone="resnet10t", targets=("md", "fa"), hidden_width=16, feature_width=8, dropout=0.0
+    )
+    save_checkpoint(root / "model.pt", model, cfg, {"run_id": run_id, "split_scheme": "random"})
+    run = {"run_id": json_run_id or run_id, "model_name": "histoxai-mdfa", "model_version": "4",
+           "model_uri": "models:/histoxai-mdfa/4", "split_scheme": "random", "data_hash": "h4"}  # fmt: skip
+    (root / "run.json").write_text(json.dumps(run))
+
+
+def test_explain_explains_the_checkpoint_of_the_model_dir_not_the_registry(workdir, monkeypatch):
+    asked = fake_registry(monkeypatch)  # the registry's model would differ: seed 0
+    model = tiny_regressor(("md", "fa"), seed=3)
+    (workdir / "models/histoxai-mdfa").mkdir(parents=True)
+    write_model_dir(workdir / "models/histoxai-mdfa", model)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    cfg = load_config("params.yaml", [METHODS, "explain.split=all", "explain.model_dir=models/histoxai-mdfa"])
+    store = stage.explain_model(cfg, *stage.load_explained_model(cfg.explain, ""))
+    assert asked == []
+    assert store.manifest["model_version"] == "4" and store.manifest["data_hash"] == "h4"
+    assert store.manifest["model_source"].startswith("model_dir: models/histoxai-mdfa/model.pt")
+    patches = PatchStore(workdir / "data/patches")
+    with torch.no_grad():
+        y_hat = model(to_input(patches.images(store.patch_ids), torch.device("cpu")))
+    np.testing.assert_allclose(store.meta.query("target == 'md'")["y_hat"], y_hat[:, 0].numpy(), rtol=1e-5)
+
+
+def test_a_model_dir_mixing_two_runs_is_refused(workdir):
+    (workdir / "m").mkdir()
+    write_model_dir(workdir / "m", tiny_regressor(("md", "fa")), run_id="r1", json_run_id="r2")
+    cfg = load_config("params.yaml", ["explain.model_dir=m"])
+    with pytest.raises(ValueError, match=r"m: model.pt is from run r1 but run.json from run r2"):
+        stage.load_explained_model(cfg.explain, "")
+    with pytest.raises(FileNotFoundError, match=r"explain.model_dir='nowhere'"):
+        stage.load_explained_model(load_config("params.yaml", ["explain.model_dir=nowhere"]).explain, "")

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from histoxai.errors import InputError
 
-class StoreMismatchError(ValueError):
+
+class StoreMismatchError(InputError):
     """A model is used on a patch store other than the one it was trained on."""
 
 

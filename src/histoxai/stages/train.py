@@ -22,32 +22,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 from pathlib import Path
 
-from histoxai.config import Config, load_config
+from histoxai.config import Config
 
 # torch, timm and mlflow are imported inside the functions so `histoxai --help` stays fast
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--overrides",
-        dest="overrides_text",
-        default="",
-        metavar="'KEY=VALUE ...'",
-        help="more overrides in one space-separated string (for MLproject: -P set='model.targets=[cc]')",
-    )
 
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Train, track and register as configured; returns the ``run.json`` contents."""
     from histoxai.tracking import resolve_tracking_uri
 
-    extra = shlex.split(getattr(args, "overrides_text", "") or "") if args is not None else []
-    if extra:
-        cfg = load_config(args.params, [*args.overrides, *extra])
-    tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    tracking_uri = resolve_tracking_uri()
     return train(cfg, Path.cwd(), tracking_uri, run_id=os.environ.get("MLFLOW_RUN_ID") or None)
 
 

@@ -7,13 +7,9 @@ Everything goes through :class:`mlflow.MlflowClient` with explicit ids.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-_BATCH = 100  # params per log_batch call (MLflow accepts up to 100)
 
 
 def log_explain_run(
@@ -37,19 +33,8 @@ def log_explain_run(
     Returns:
         The new run's id.
     """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from histoxai.tracking.runs import client, experiment_id, log_metrics, log_params
 
-    from histoxai.tracking.runs import default_artifact_location
-
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        experiment_id = client.create_experiment(
-            experiment, default_artifact_location(tracking_uri, experiment)
-        )
-    else:
-        experiment_id = found.experiment_id
     tags = {
         "histoxai.stage": "explain",
         "histoxai.model_name": str(model.get("name", "")),
@@ -57,18 +42,56 @@ def log_explain_run(
         "histoxai.model_uri": str(model.get("uri", "")),
         "histoxai.source_run_id": str(model.get("run_id", "")),
     }
-    run = client.create_run(
-        experiment_id, run_name=f"explain-{model.get('name', '')}-v{model.get('version', '')}", tags=tags
+    c = client(tracking_uri)
+    run = c.create_run(
+        experiment_id(tracking_uri, experiment),
+        run_name=f"explain-{model.get('name', '')}-v{model.get('version', '')}",
+        tags=tags,
     )
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), _BATCH):
-        client.log_batch(run_id, params=items[i : i + _BATCH])
-    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
-    for i in range(0, len(values), 1000):
-        client.log_batch(run_id, metrics=values[i : i + 1000])
+    log_params(run_id, params, tracking_uri)
+    log_metrics(run_id, metrics, tracking_uri)
     for path in artifacts:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id)
+        c.log_artifact(run_id, str(path))
+    c.set_terminated(run_id)
     return run_id
+
+
+def log_explain_store(
+    tracking_uri: str, experiment: str, explain: Any, store: Any, model: Mapping[str, Any]
+) -> str:
+    """Record a finished saliency store: the ``explain`` config section as flat params,
+    which model was explained and why, pair counts, timings and precision statistics.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name.
+        explain: the ``ExplainConfig`` section.
+        store: the ``SaliencyStore`` written.
+        model: the explained model (``name``, ``version``, ``run_id``, ``uri``).
+    """
+    import json
+
+    from histoxai.config import flatten
+
+    manifest = store.manifest
+    params = {f"explain.{k}": v for k, v in flatten(explain).items()}
+    params.update(
+        {
+            "explain.resolved_uri": manifest.get("model_uri", ""),
+            "explain.model_version": manifest.get("model_version", ""),
+            "explain.model_source": manifest.get("model_source", ""),
+            "explain.variants": json.dumps(store.variants),
+            "explain.passes_per_call": json.dumps(manifest.get("passes_per_call", {})),
+            "explain.output": str(store.root),
+        }
+    )
+    metrics: dict[str, float] = {
+        "explain/n_patches": len(store.patch_ids),
+        "explain/n_pairs": len(manifest.get("complete", [])),
+    }
+    for pair, t in manifest.get("timings", {}).items():
+        metrics[f"explain/maps_per_s_{pair}"] = t["maps_per_s"]
+        metrics[f"explain/seconds_{pair}"] = t["seconds"]
+        metrics[f"explain/subnormal_fraction_{pair}"] = t.get("subnormal_fraction", float("nan"))
+    return log_explain_run(tracking_uri, experiment, model, params, metrics, [store.root / "manifest.json"])

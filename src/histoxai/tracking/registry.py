@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
+from histoxai.errors import InputError, MissingModelError
 from histoxai.models.regressor import Regressor
 from histoxai.tracking.runs import TrackedRun
 
@@ -196,7 +197,7 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
     "run_id", "uri" (models:/NAME/VERSION), "tags", "aliases"}``."""
     match = _URI.match(model_uri)
     if match is None:
-        raise ValueError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise InputError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = match["name"]
     try:
@@ -205,7 +206,7 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
         else:
             mv = client.get_model_version(name, match["version"])
     except MlflowException as err:
-        raise ValueError(
+        raise MissingModelError(
             f"model {model_uri!r} is not in the registry at {tracking_uri} ({err.message}); "
             "run `histoxai train` first or check the name/alias/version"
         ) from None
@@ -247,7 +248,7 @@ def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMP
         mv = client.get_model_version(name, str(version))
     except MlflowException:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        raise ValueError(
+        raise MissingModelError(
             f"registered model {name!r} has no version {version} in {tracking_uri}; versions: {versions}"
         ) from None
     if mv.tags.get(STATE_TAG) == PENDING:

@@ -21,12 +21,13 @@ import numpy as np
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
+from histoxai.errors import UserError
 from histoxai.io import atomic_path, clean_leftovers, output_lock, write_json
 
 FINAL_SPLITS = ("train", "test", "out")  # val was logged per epoch, at the best epoch too
 
 
-class TrainingFailed(ValueError):
+class TrainingFailed(UserError, ValueError):
     """The fit diverged: a loss, prediction or metric is not finite. Nothing was registered."""
 
 
@@ -83,8 +84,9 @@ def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> di
     from histoxai.tracking import data_lineage, start_run
     from histoxai.tracking.registry import aliases_to_publish, publish_version, register_regressor
     from histoxai.tracking.runs import process_tags
-    from histoxai.training.session import predict_store, train_regressor
+    from histoxai.training.session import predict_store, seed_configs, train_regressor
 
+    cfg, *more_seeds = seed_configs(cfg)  # base.seeds: the first is the registered model
     lineage = {k.replace("data.", "dataset."): v for k, v in data_lineage(store.root, repo_root).items()}
     targets, scheme, name = cfg.model.targets, cfg.data.split.scheme, cfg.model.registered_name
     tags = {"targets": ",".join(targets), "data_hash": lineage["dataset.hash"], "split_scheme": scheme}
@@ -112,6 +114,9 @@ def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> di
             run.log_artifacts([tmp / "predictions.parquet"], "predictions")
             example = store.images(store.ids("val", scheme)[:1])  # one patch: stored as JSON
             example = example.transpose(0, 3, 1, 2).astype(np.float32) / 255
+            for seed_cfg in more_seeds:  # the same model with further seeds, for mean and spread
+                final.update(train_seed(seed_cfg, store, tmp, progress))
+            run.log_metrics({k: v for k, v in final.items() if k.startswith("seed/")})
             registered = register_regressor(run, model, name, example, facts)
             info = {
                 "run_id": run.run_id,
@@ -127,6 +132,7 @@ def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> di
                 "patch_size_px": store.patch_size,
                 "index_sha256": facts["index_sha256"],
                 "predictions_sha256": file_sha256(tmp / "predictions.parquet"),
+                "seeds": list(cfg.base.seed_list()),
             }
             write_json(tmp / "run.json", info)
             run.log_artifacts([tmp / "run.json"])
@@ -152,6 +158,24 @@ def check_finite(result, pred, final: dict[str, float], targets) -> None:
             f"training diverged: {', '.join(bad)} not finite (best epoch {result.best_epoch}); "
             "nothing was registered. Lower train.lr or use a warmup schedule"
         )
+
+
+def train_seed(cfg: Config, store: PatchStore, out_dir: Path, progress: bool) -> dict[str, float]:
+    """Train with ``cfg.base.seed``; write ``<out_dir>/seeds/<seed>/{model.pt,
+    predictions.parquet}``; return its final metrics as ``seed/<seed>/<split>/<m>_<t>``."""
+    from histoxai.models.checkpoint import save_checkpoint
+    from histoxai.training.session import predict_store, train_regressor
+
+    seed = cfg.base.seed
+    model, result, _ = train_regressor(cfg, store, progress=progress)
+    pred = predict_store(model, store, cfg, progress=progress)
+    metrics = final_metrics(pred, cfg.model.targets)
+    check_finite(result, pred, metrics, cfg.model.targets)
+    folder = out_dir / "seeds" / str(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "model.pt", model, cfg.model, {"seed": str(seed)})
+    pred.to_parquet(folder / "predictions.parquet", index=False)
+    return {f"seed/{seed}/{k}": v for k, v in metrics.items()}
 
 
 def final_metrics(pred, targets) -> dict[str, float]:

@@ -1,0 +1,73 @@
+"""Several processes on one job: the process group of a ``torchrun`` launch.
+
+``torchrun --nproc-per-node N -m histoxai.cli <command>`` starts N processes with
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; the
+stage reads them (:func:`group_from_env`) and hands the :class:`Group` to library code,
+which never reads the environment. One process (no ``WORLD_SIZE``) is a group of one,
+and every collective below is then a no-op.
+
+Why torchrun rather than Ray: torchrun ships with torch (nothing to install), gives each
+process its GPU by ``LOCAL_RANK`` and spans machines with ``--nnodes/--rdzv-endpoint``;
+the saliency workers only need a barrier and one broadcast (the store directory), since
+they write disjoint rows of files on a shared filesystem. Ray is not installed here and
+would add a cluster runtime for no feature these jobs use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the job: ``rank`` of ``world`` (``local_rank`` on its machine)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def device(self, device: torch.device) -> torch.device:
+        """This rank's GPU when ``device`` is CUDA (``cuda:<local_rank>``), else ``device``."""
+        if device.type == "cuda" and self.world > 1:
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return device
+
+
+def group_from_env(env: Mapping[str, str], backend: str = "gloo") -> Group:
+    """The process group described by torchrun's variables in ``env`` (a group of one when
+    ``WORLD_SIZE`` is unset or 1); joins it with ``backend`` (``gloo``: CPU collectives,
+    ``nccl``: GPU ones)."""
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group()
+    rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", env["RANK"]))
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    return Group(rank, world, local_rank)
+
+
+def shard(n: int, group: Group) -> range:
+    """The contiguous share ``[rank·n/world, (rank+1)·n/world)`` of ``n`` items."""
+    return range(group.rank * n // group.world, (group.rank + 1) * n // group.world)
