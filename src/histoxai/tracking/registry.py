@@ -252,7 +252,7 @@ def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMP
             f"registered model {name!r} has no version {version} in {tracking_uri}; versions: {versions}"
         ) from None
     if mv.tags.get(STATE_TAG) == PENDING:
-        raise ValueError(
+        raise InputError(
             f"{name} version {version} is half-registered (its training never committed a model "
             "directory); the next `histoxai train` of this model removes it"
         )
