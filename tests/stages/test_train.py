@@ -116,6 +116,18 @@ def test_bad_configs_and_missing_store_are_rejected(tmp_path, monkeypatch, capsy
     assert "train.lr=-1" in capsys.readouterr().err
     assert main(["train", "--params", str(REPO / "params.yaml")]) == 2
     assert "histoxai prepare" in capsys.readouterr().err  # no data/patches here
+    assert main(["train", "--params", str(REPO / "params.yaml"), "--set", "train.lr=.nan"]) == 2
+    assert "train.lr=nan: expected a finite number" in capsys.readouterr().err
+
+
+def test_unknown_backbone_is_named_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    phantom_store(tmp_path / "data" / "patches", n_samples=2, grid=4, size=16)
+    capsys.readouterr()
+    assert main(["train", "--params", str(REPO / "params.yaml"), "--set", "model.backbone=resnet_nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.backbone='resnet_nope' is not a timm model" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no MLflow store, no run, no model dir
 
 
 @pytest.mark.slow
@@ -147,8 +159,8 @@ def test_diverged_training_fails_registers_nothing_and_keeps_the_model_dir(repo,
     assert main(["train", *CC, *diverge]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
-    assert len(lines) == 1 and lines[0].startswith("histoxai train: error: training diverged"), err[-2000:]
-    assert "not finite" in lines[0] and "nothing was registered" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("histoxai train: error: "), err[-2000:]
+    assert "registered" in lines[0]  # the fit loop's NonFiniteTrainingError, or the final check
     assert _registry_state(repo.uri, "histoxai-cc") == before  # no version, no alias moved
     assert _dir_bytes(repo.out) == files  # the previous model directory, byte for byte
     runs = MlflowClient(repo.uri).search_runs(
@@ -188,3 +200,37 @@ def test_mlproject_train_entry_point_uses_the_repo_params(tmp_path):
     repo_params = load_config(REPO / "params.yaml")
     assert run.data.params["data.phantom.um_per_px"] == str(repo_params.data.phantom.um_per_px)
     assert run.data.params["model.backbone"] == "test_resnet" and run.data.params["train.epochs"] == "2"
+
+
+@pytest.mark.slow
+def test_a_half_registered_version_cannot_be_promoted_and_the_next_run_removes_it(repo):
+    from histoxai.tracking import promote, start_run
+    from histoxai.tracking.registry import register_regressor
+    from histoxai.training.publish import recover
+
+    before = _registry_state(repo.uri, "histoxai-cc")
+    x = repo.store.images([0]).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    with start_run(repo.uri, repo.cfg.train.experiment, run_name="histoxai-cc") as run:
+        pending = register_regressor(run, load_checkpoint(repo.out / "model.pt"), "histoxai-cc", x)
+    version = pending["model_version"]  # what a training killed before its directory swap leaves
+    with pytest.raises(ValueError, match=f"version {version} is half-registered"):
+        promote("histoxai-cc", version, repo.uri)
+    done = recover(repo.cfg, repo.uri, repo.out)
+    assert done["deleted"] == [version]
+    assert _registry_state(repo.uri, "histoxai-cc") == before
+
+
+def test_non_finite_predictions_fail_the_final_check():
+    import pandas as pd
+
+    from histoxai.training.fit import FitResult
+    from histoxai.training.publish import TrainingFailed, check_finite
+
+    pred = pd.DataFrame({"yhat_cc": [1.0, float("nan")], "y_cc": [1.0, 2.0]})
+    with pytest.raises(TrainingFailed, match="yhat_cc.*not finite.*nothing was registered"):
+        check_finite(FitResult(best_epoch=0, best_val_loss=0.5), pred, {"test/mse_cc": 0.1}, ["cc"])
+    with pytest.raises(TrainingFailed, match="best_val_loss"):
+        check_finite(FitResult(), pred.fillna(0), {}, ["cc"])  # no epoch was ever best
+    check_finite(
+        FitResult(best_epoch=0, best_val_loss=0.5), pred.fillna(0), {"test/r2_cc": float("nan")}, ["cc"]
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import timm
 import torch
 
-from histoxai.errors import MissingInputError
+from histoxai.errors import InputError, MissingInputError
 
 
 class PretrainedWeightsError(MissingInputError):
@@ -56,7 +56,7 @@ def check_backbone(name: str) -> None:
     """Raise ValueError naming ``model.backbone`` unless ``name`` is a timm model."""
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
-        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
+        raise InputError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
 
 
 def cached_weights(name: str) -> Path | None:

@@ -15,6 +15,7 @@ import torch
 
 from histoxai.config import ModelConfig, parse, to_dict
 from histoxai.data.provenance import StoreMismatchError, check_model_store, store_fingerprint  # noqa: F401
+from histoxai.errors import InputError, MissingInputError
 from histoxai.io import atomic_path
 from histoxai.models.regressor import Regressor, build_regressor
 
@@ -53,10 +54,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no model checkpoint at {path} (run `histoxai train`)")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+        raise MissingInputError(f"no model checkpoint at {path} (run `histoxai train`)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, garbage, foreign pickle: torch raises several types
+        raise InputError(
+            f"{path} is damaged or not a histoxai checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            "run `histoxai train` again"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a histoxai checkpoint (expected format {FORMAT!r})")
+        raise InputError(f"{path} is not a histoxai checkpoint (expected format {FORMAT!r})")
     raw = {**payload["model"], "pretrained": False, "pretrained_file": ""}
     cfg = parse(ModelConfig, raw, "model")
     model = build_regressor(cfg, payload["target_mean"], payload["target_std"], payload["stain_reference"])

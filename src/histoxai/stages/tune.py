@@ -4,7 +4,7 @@ Run::
 
     histoxai tune --space tuning/spaces/light-mdfa.yaml --n-trials 50
     histoxai tune --space tuning/spaces/light-cc.yaml --study-name histoxai-cc --workers 2
-    histoxai tune --storage postgresql://user:pw@db/optuna --study-name s1   # on each machine
+    histoxai tune --storage postgresql+psycopg2://user:pw@db/optuna --study-name s1   # on each machine
     histoxai tune --study-name s1 --finalize          # re-summarise, (re)set champion
 
 Flags override the ``tune`` section of the params file (``--set tune.x=...`` works too).
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-trials", type=int, help="trials in total across workers (tune.n_trials)")
     parser.add_argument("--workers", type=int, help="worker processes on this machine (tune.workers)")
     parser.add_argument(
-        "--storage", help="journal file or RDB URL, e.g. postgresql://u:p@host/db (tune.storage)"
+        "--storage", help="journal file or RDB URL, e.g. postgresql+psycopg2://u:p@host/db (tune.storage)"
     )
     parser.add_argument("--study-name", help="study name; the same name resumes or joins (tune.study_name)")
     parser.add_argument("--sampler", help="tpe, random or cmaes (tune.sampler)")

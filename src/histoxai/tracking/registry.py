@@ -245,12 +245,17 @@ def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMP
     """
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
-        client.get_model_version(name, str(version))
+        mv = client.get_model_version(name, str(version))
     except MlflowException:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         raise MissingModelError(
             f"registered model {name!r} has no version {version} in {tracking_uri}; versions: {versions}"
         ) from None
+    if mv.tags.get(STATE_TAG) == PENDING:
+        raise InputError(
+            f"{name} version {version} is half-registered (its training never committed a model "
+            "directory); the next `histoxai train` of this model removes it"
+        )
     previous = alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, str(version))
     return {"name": name, "version": str(version), "alias": alias, "previous": previous}

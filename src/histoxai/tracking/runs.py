@@ -174,21 +174,24 @@ def run_is_dead(run) -> bool:
     return False
 
 
-def end_dead_runs(tracking_uri: str, experiment: str, run_name: str) -> list[str]:
-    """Mark FAILED the runs named ``run_name`` in ``experiment`` left RUNNING by a killed
-    process (see :func:`run_is_dead`). Returns their ids."""
+def end_dead_runs(
+    tracking_uri: str, experiment: str, run_name: str, committed: str | None = None
+) -> list[str]:
+    """End the runs named ``run_name`` in ``experiment`` left RUNNING by a killed process
+    (see :func:`run_is_dead`): FINISHED for run ``committed`` (its output was complete when
+    the process died), FAILED for the others. Returns ``{run id: status set}``."""
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return []
+        return {}
     runs = client.search_runs(
         [exp.experiment_id], f"attributes.status = 'RUNNING' and attributes.run_name = '{run_name}'"
     )
-    ended = []
+    ended = {}
     for run in runs:
         if run_is_dead(run):
-            client.set_terminated(run.info.run_id, "FAILED")
-            ended.append(run.info.run_id)
+            ended[run.info.run_id] = "FINISHED" if run.info.run_id == committed else "FAILED"
+            client.set_terminated(run.info.run_id, ended[run.info.run_id])
     return ended
 
 

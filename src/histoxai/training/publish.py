@@ -52,9 +52,9 @@ def train_and_publish(
     """
     from histoxai.models.backbones import check_backbone
 
-    check_backbone(cfg.model.backbone)  # before the store, the run or any work
+    store = PatchStore(cfg.base.patches_dir)  # verifies itself: a damaged file is named at once
+    check_backbone(cfg.model.backbone)  # before the run or any work
     out_dir = Path(cfg.base.models_dir) / cfg.model.registered_name
-    store = PatchStore(cfg.base.patches_dir)
     with output_lock(out_dir):
         clean_leftovers(out_dir)
         recover(cfg, tracking_uri, out_dir)
@@ -66,10 +66,13 @@ def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
     from histoxai.tracking.registry import recover_registrations
     from histoxai.tracking.runs import TrackedRun, end_dead_runs, run_is_dead
 
-    committed = _read_json(out_dir / "run.json").get("model_version")
+    committed = _read_json(out_dir / "run.json")
     client = TrackedRun("", "", tracking_uri).client
-    done = recover_registrations(client, cfg.model.registered_name, committed, run_is_dead)
-    done["failed_runs"] += end_dead_runs(tracking_uri, cfg.train.experiment, cfg.model.registered_name)
+    name = cfg.model.registered_name
+    done = recover_registrations(client, name, committed.get("model_version"), run_is_dead)
+    ended = end_dead_runs(tracking_uri, cfg.train.experiment, name, committed.get("run_id"))
+    done["failed_runs"] += [run for run, status in ended.items() if status == "FAILED"]
+    done["finished_runs"] = [run for run, status in ended.items() if status == "FINISHED"]
     if any(done.values()):
         print(f"train: cleaned up after a killed run: {done}")
     return done
