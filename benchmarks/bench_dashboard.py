@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dashboard.app import use_fast_json
-from dashboard.callbacks import update
-from dashboard.catalog import load_catalog
-from dashboard.overlays import Renderer
-from dashboard.state import View, parse_view, view_query
-from dashboard.synthetic import VARIANTS, fake_saliency
+from histoxai.dashboard.app import use_fast_json
+from histoxai.dashboard.callbacks import update
+from histoxai.dashboard.catalog import load_catalog
+from histoxai.dashboard.overlays import Renderer
+from histoxai.dashboard.state import View, parse_view, view_query
+from histoxai.dashboard.synthetic import VARIANTS, fake_saliency
 from histoxai.data.store import SampleBlock, write_store
 
 BUDGET_MS = 150.0
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         view = parse_view("?target=md&variant=gradcampp&sort=absdelta&desc=1", catalog)
         n_pages = -(-len(catalog.tables["md"]) // view.per)
         table = catalog.tables["md"]
-        from dashboard.filters import select
-        from dashboard.state import CMAPS
+        from histoxai.dashboard.filters import select
+        from histoxai.dashboard.state import CMAPS
 
         pool = ThreadPoolExecutor(args.threads)
         for i in tqdm(range(min(args.repeats, n_pages)), desc="pages", leave=False):

@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from dashboard.app import create_app
     from histoxai.config import DashboardConfig
+    from histoxai.dashboard.app import create_app
 
     load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench-dashboard-browser-"))

@@ -1,8 +1,8 @@
 """Dash dashboard: browse patches, predictions and saliency maps of a pipeline run.
 
-Run ``histoxai dashboard`` (or ``python -m dashboard``); see :mod:`dashboard.app`.
+Run ``histoxai dashboard`` (or ``python -m histoxai.dashboard``); see :mod:`histoxai.dashboard.app`.
 """
 
-from dashboard.app import create_app, serve
+from histoxai.dashboard.app import create_app, serve
 
 __all__ = ["create_app", "serve"]

@@ -1,4 +1,4 @@
-"""``python -m dashboard [--params FILE] [--set KEY=VALUE] ...`` = ``histoxai dashboard ...``."""
+"""``python -m histoxai.dashboard [--params FILE] [--set KEY=VALUE] ...`` = ``histoxai dashboard ...``."""
 
 import sys
 

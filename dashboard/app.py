@@ -2,7 +2,7 @@
 
 Example:
     >>> from histoxai.config import DashboardConfig
-    >>> from dashboard.app import create_app
+    >>> from histoxai.dashboard.app import create_app
     >>> app = create_app(DashboardConfig(), "data/patches", saliency_root="data/saliency")
     >>> app.run(host="127.0.0.1", port=8050)
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 import flask
 from dash import Dash
 
-from dashboard.auth import check_bind, install_guards, logged_in_user
-from dashboard.callbacks import register
-from dashboard.catalog import Catalog, load_catalog
-from dashboard.layout import shell
-from dashboard.overlays import Renderer
-from dashboard.routes import register_routes
 from histoxai.config import DashboardConfig
+from histoxai.dashboard.auth import check_bind, install_guards, logged_in_user
+from histoxai.dashboard.callbacks import register
+from histoxai.dashboard.catalog import Catalog, load_catalog
+from histoxai.dashboard.layout import shell
+from histoxai.dashboard.overlays import Renderer
+from histoxai.dashboard.routes import register_routes
 
 
 def use_fast_json() -> None:
@@ -97,7 +97,7 @@ def serve(app: Dash, cfg: DashboardConfig, host: str, port: int, login: bool, in
     print(
         f"dashboard: serving on http://{host}:{port}/ ({'login required' if login else 'no login'}); Ctrl+C stops it"
     )
-    from dashboard.auth import is_loopback
+    from histoxai.dashboard.auth import is_loopback
 
     if cfg.server == "flask" or (cfg.server == "auto" and is_loopback(host)):
         app.run(host=host, port=port, debug=False)

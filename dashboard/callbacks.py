@@ -1,4 +1,4 @@
-"""Callbacks. The URL is the single source of truth (see :mod:`dashboard.state`):
+"""Callbacks. The URL is the single source of truth (see :mod:`histoxai.dashboard.state`):
 
 - :func:`update` (server, one round trip per filter change): a filter control or a new
   query string (page load, Back, a shared link, a page link) -> the new query string, the
@@ -21,14 +21,14 @@ from typing import Any
 
 from dash import ALL, ClientsideFunction, Dash, Input, Output, State, ctx, no_update
 
-from dashboard.catalog import FIELDS, Catalog, nice_step
-from dashboard.filters import histogram, page_of, rows_per_page, select
-from dashboard.layout import DISPLAY_CONTROLS
-from dashboard.linked import PLOTS
-from dashboard.main_page import main_page
-from dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
-from dashboard.sitemap import PAGES
-from dashboard.state import View, parse_view, sort_choices, view_query
+from histoxai.dashboard.catalog import FIELDS, Catalog, nice_step
+from histoxai.dashboard.filters import histogram, page_of, rows_per_page, select
+from histoxai.dashboard.layout import DISPLAY_CONTROLS
+from histoxai.dashboard.linked import PLOTS
+from histoxai.dashboard.main_page import main_page
+from histoxai.dashboard.pages import fmt, grid_page, is_elements, message, to_html, viewer_body
+from histoxai.dashboard.sitemap import PAGES
+from histoxai.dashboard.state import View, parse_view, sort_choices, view_query
 
 OPEN = (None, None)
 CONTROLS: dict[str, str] = {

@@ -101,7 +101,7 @@ class Catalog:
     @property
     def masks(self) -> tuple[str, ...]:
         """Ground-truth outline classes the patch store can show."""
-        from dashboard.masks import mask_choices
+        from histoxai.dashboard.masks import mask_choices
 
         return mask_choices(self.patches)
 

@@ -13,10 +13,10 @@ import io
 import numpy as np
 import pandas as pd
 
-from dashboard.catalog import FIELDS, Catalog
-from dashboard.filters import page_of, rows_per_page, select
-from dashboard.overlays import Renderer, colour_table, legend_labels
-from dashboard.state import View
+from histoxai.dashboard.catalog import FIELDS, Catalog
+from histoxai.dashboard.filters import page_of, rows_per_page, select
+from histoxai.dashboard.overlays import Renderer, colour_table, legend_labels
+from histoxai.dashboard.state import View
 
 FIGURE_PAGES = ("single", "targets", "methods")
 

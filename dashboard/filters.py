@@ -1,6 +1,6 @@
 """Which patches a view shows, in which order, and the histograms of the filtered fields.
 
-All work is vectorised over one :class:`~dashboard.catalog.TargetTable`; the result of a
+All work is vectorised over one :class:`~histoxai.dashboard.catalog.TargetTable`; the result of a
 filter is cached per catalog and filter key, so paging and display changes cost nothing.
 """
 
@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from dashboard.catalog import FIELDS, Catalog, TargetTable
-from dashboard.state import View
+from histoxai.dashboard.catalog import FIELDS, Catalog, TargetTable
+from histoxai.dashboard.state import View
 from histoxai.data.store import SPLITS
 
 HIST_BINS = 40

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from dashboard.catalog import FIELDS
-from dashboard.filters import FIELD_LABELS
-from dashboard.sitemap import PAGES
-from dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, SORTS, TILE_SIZES, View, per_page_choices
+from histoxai.dashboard.catalog import FIELDS
+from histoxai.dashboard.filters import FIELD_LABELS
+from histoxai.dashboard.sitemap import PAGES
+from histoxai.dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, SORTS, TILE_SIZES, View, per_page_choices
 
 DISPLAY_CONTROLS: dict[str, str] = {
     "alpha": "value",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from dash import dcc, html
 
-from dashboard.catalog import Catalog, TargetTable
-from dashboard.filters import mask, select
-from dashboard.pages import el, heading, legend, single_page, tile_key
-from dashboard.state import View
+from histoxai.dashboard.catalog import Catalog, TargetTable
+from histoxai.dashboard.filters import mask, select
+from histoxai.dashboard.pages import el, heading, legend, single_page, tile_key
+from histoxai.dashboard.state import View
 
 MAX_POINTS = 4000
 """Points drawn per scatter (evenly spaced over the rows beyond that)."""

@@ -10,10 +10,10 @@ from typing import Any
 import pandas as pd
 from dash import dcc, html
 
-from dashboard.catalog import Catalog
-from dashboard.pages import fmt, problems_panel
-from dashboard.performance import SPLIT_ORDER, r2_from_meta, r2_tables
-from dashboard.sitemap import PAGES
+from histoxai.dashboard.catalog import Catalog
+from histoxai.dashboard.pages import fmt, problems_panel
+from histoxai.dashboard.performance import SPLIT_ORDER, r2_from_meta, r2_tables
+from histoxai.dashboard.sitemap import PAGES
 
 _SKIP_MANIFEST = {"patch_ids", "complete", "variants", "targets", "timings", "model_name", "model_version"}
 

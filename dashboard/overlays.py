@@ -26,8 +26,8 @@ from functools import cache, lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dashboard.catalog import Catalog
-from dashboard.state import CLIPS, CMAPS, NORMS, SIGNS
+from histoxai.dashboard.catalog import Catalog
+from histoxai.dashboard.state import CLIPS, CMAPS, NORMS, SIGNS
 
 SCALE_SAMPLE = 512
 """Maps read to estimate a variant-wide scale (evenly spaced over the store)."""
@@ -335,7 +335,7 @@ class Renderer:
         return self._mask_png(pid, cls)
 
     def _mask_png_uncached(self, pid: int, cls: str) -> bytes:
-        from dashboard.masks import outline_rgba
+        from histoxai.dashboard.masks import outline_rgba
 
         return encode_png(
             outline_rgba(self.catalog.patches, pid, cls, served_size(self.catalog.patches.patch_size))

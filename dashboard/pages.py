@@ -1,6 +1,6 @@
 """Page contents: the patch grids (single target, multiple targets, multiple methods),
 the tile viewer and the messages for empty results and unloadable stores.
-The Main page is in :mod:`dashboard.main_page`.
+The Main page is in :mod:`histoxai.dashboard.main_page`.
 
 A tile is a handful of elements: ``div.tile[data-key]`` holding the raw patch with the
 overlay stacked on it (``img.ov[data-base]``: the browser appends the display query) and
@@ -16,10 +16,10 @@ from html import escape
 import numpy as np
 from dash import html
 
-from dashboard.catalog import Catalog, TargetTable
-from dashboard.filters import page_of, rows_per_page, select
-from dashboard.routes import legend_base, mask_base, overlay_base, patch_src, with_query
-from dashboard.state import SORTS, View, display_query
+from histoxai.dashboard.catalog import Catalog, TargetTable
+from histoxai.dashboard.filters import page_of, rows_per_page, select
+from histoxai.dashboard.routes import legend_base, mask_base, overlay_base, patch_src, with_query
+from histoxai.dashboard.state import SORTS, View, display_query
 
 
 def fmt(x: float | None, decimals: int | None = None, signed: bool = False) -> str:

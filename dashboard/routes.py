@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 from flask import Flask, Response, abort, request
 
-from dashboard.overlays import Renderer
-from dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, View, display_query
+from histoxai.dashboard.overlays import Renderer
+from histoxai.dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, View, display_query
 
 MAX_AGE_S = 600
 
@@ -126,8 +126,8 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
 
     @server.route("/export/table.csv")
     def export_table():
-        from dashboard.export import table_csv
-        from dashboard.state import parse_view
+        from histoxai.dashboard.export import table_csv
+        from histoxai.dashboard.state import parse_view
 
         view = parse_view(request.query_string.decode(), renderer.catalog)
         resp = Response(table_csv(renderer.catalog, view), mimetype="text/csv")
@@ -138,8 +138,8 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
 
     @server.route("/export/<page>.<fmt>")
     def export_figure(page: str, fmt: str):
-        from dashboard.export import FIGURE_PAGES, grid_figure
-        from dashboard.state import parse_view
+        from histoxai.dashboard.export import FIGURE_PAGES, grid_figure
+        from histoxai.dashboard.state import parse_view
 
         if page not in FIGURE_PAGES or fmt not in ("png", "pdf") or not renderer.catalog.ok:
             abort(404)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dashboard.linked import linked_page
-from dashboard.pages import methods_page, single_page, targets_page
+from histoxai.dashboard.linked import linked_page
+from histoxai.dashboard.pages import methods_page, single_page, targets_page
 
 
 @dataclass(frozen=True)

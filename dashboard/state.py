@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
-from dashboard.catalog import Catalog
+from histoxai.dashboard.catalog import Catalog
 
 CMAPS: tuple[str, ...] = (
     "viridis",

@@ -213,7 +213,7 @@ SECTION_3_2_3 = {
 
 
 def test_thesis_space_is_table_3_2():
-    from tuning.space import load_space
+    from histoxai.tuning.space import load_space
 
     space = load_space(REPO / "tuning" / "spaces" / "thesis.yaml")
     dims = {d.key: d for d in space.dimensions}

@@ -22,10 +22,10 @@ from histoxai.config import Config, dump_yaml
 from histoxai.errors import InputError
 from histoxai.io import write_text
 from histoxai.tracking import studies
-from tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
-from tuning.report import finalize
-from tuning.space import Space, load_space
-from tuning.study import (
+from histoxai.tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
+from histoxai.tuning.report import finalize
+from histoxai.tuning.space import Space, load_space
+from histoxai.tuning.study import (
     BudgetLock,
     RetryStale,
     counted_trials,
@@ -153,7 +153,7 @@ def launch(
         run_id: MLflow run to adopt as the parent run of a new study (``mlflow run``).
 
     Returns:
-        The study summary (see :func:`tuning.report.finalize`); empty for a worker.
+        The study summary (see :func:`histoxai.tuning.report.finalize`); empty for a worker.
     """
     if finalize_only and cfg.tune.study_name not in optuna.get_all_study_names(open_storage(cfg.tune)):
         raise InputError(f"no study {cfg.tune.study_name!r} in {redact(storage_url(cfg.tune))} to finalize")

@@ -22,14 +22,14 @@ import optuna
 
 from histoxai.config import Config, ConfigError, flatten
 from histoxai.tracking import studies
-from tuning.space import Space, objective_weights, sample
-from tuning.study import REASON_ATTR
+from histoxai.tuning.space import Space, objective_weights, sample
+from histoxai.tuning.study import REASON_ATTR
 
 # train_fn(cfg, out_dir=..., run_id=..., tracking_uri=..., on_epoch=...) -> validation metrics
 # of the kept model. It trains cfg, calls on_epoch(epoch, metrics) after every epoch (an
 # exception raised there, e.g. optuna.TrialPruned, must propagate), logs the kept model
 # to the MLflow run ``run_id`` with histoxai.tracking.studies.log_trial_model (no
-# registration: only the study's best is registered, by tuning.report.finalize).
+# registration: only the study's best is registered, by histoxai.tuning.report.finalize).
 TrainFn = Callable[..., Mapping[str, float]]
 
 RUN_ATTR = "mlflow_run_id"

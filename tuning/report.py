@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 from histoxai.config import Config, apply_overrides
 from histoxai.io import write_json
 from histoxai.tracking import studies
-from tuning.objective import RUN_ATTR, StudyContext
-from tuning.space import Space
-from tuning.study import counted_trials, fail_reasons, retried_numbers
+from histoxai.tuning.objective import RUN_ATTR, StudyContext
+from histoxai.tuning.space import Space
+from histoxai.tuning.study import counted_trials, fail_reasons, retried_numbers
 
 PLOTS: dict[str, Callable[[optuna.Study], object]] = {
     "optimization_history": optuna.visualization.plot_optimization_history,

@@ -3,7 +3,7 @@
 It trains with :func:`histoxai.training.session.train_regressor` (the code path of
 ``histoxai train``), forwards every epoch to the objective (pruning, MLflow metrics),
 and logs the kept model to the trial's MLflow run *without* registering it: only the
-study's best trial is registered, at the end (see :mod:`tuning.report`).
+study's best trial is registered, at the end (see :mod:`histoxai.tuning.report`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from histoxai.config import Config
-from tuning.objective import TrialFailed
+from histoxai.tuning.objective import TrialFailed
 
 
 class BackboneDoesNotFit(TrialFailed):

@@ -287,7 +287,7 @@ class TuneConfig:
     ``prune_startup_trials`` / ``prune_warmup_epochs``: the median pruner waits for that many
     finished trials and epochs. ``experiment``: MLflow experiment (empty: ``train.experiment``).
     ``register``: register the best trial's model with alias ``champion`` at the end.
-    ``trainer``: ``module:function`` that trains one trial (see ``tuning.objective.TrainFn``).
+    ``trainer``: ``module:function`` that trains one trial (see ``histoxai.tuning.objective.TrainFn``).
     """
 
     space: str = "tuning/spaces/light-mdfa.yaml"
@@ -305,7 +305,7 @@ class TuneConfig:
     max_retry: int = bounded(2, ge=0)
     experiment: str = ""
     register: bool = True
-    trainer: str = "tuning.training:train_trial"
+    trainer: str = "histoxai.tuning.training:train_trial"
 
     def __post_init__(self) -> None:
         if "://" in self.storage:

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.catalog import Catalog, load_catalog
-from dashboard.synthetic import fake_saliency
 from histoxai.config import PhantomConfig, SplitConfig
+from histoxai.dashboard.catalog import Catalog, load_catalog
+from histoxai.dashboard.synthetic import fake_saliency
 from histoxai.data.splits import assign_splits
 from histoxai.data.store import write_store
 

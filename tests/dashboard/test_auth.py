@@ -7,9 +7,16 @@ import time
 
 import pytest
 
-from dashboard.app import create_app
-from dashboard.auth import Throttle, check_bind, hash_password, host_allowed, parse_users, read_users_file
 from histoxai.config import DashboardConfig
+from histoxai.dashboard.app import create_app
+from histoxai.dashboard.auth import (
+    Throttle,
+    check_bind,
+    hash_password,
+    host_allowed,
+    parse_users,
+    read_users_file,
+)
 
 
 def test_users_parse_from_text_and_file(tmp_path):

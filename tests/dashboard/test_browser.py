@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dashboard.app import create_app
-from dashboard.auth import hash_password
 from histoxai.config import DashboardConfig
+from histoxai.dashboard.app import create_app
+from histoxai.dashboard.auth import hash_password
 from tests.dashboard.conftest import make_pipeline
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -7,11 +7,19 @@ from urllib.parse import parse_qs
 import numpy as np
 import pytest
 
-from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
-from dashboard.catalog import FIELDS, load_catalog
-from dashboard.filters import select
-from dashboard.pages import el, to_html
-from dashboard.state import View, parse_view
+from histoxai.dashboard.callbacks import (
+    apply_control,
+    control_props,
+    histograms,
+    open_viewer,
+    render,
+    sync,
+    update,
+)
+from histoxai.dashboard.catalog import FIELDS, load_catalog
+from histoxai.dashboard.filters import select
+from histoxai.dashboard.pages import el, to_html
+from histoxai.dashboard.state import View, parse_view
 
 
 def _q(search: str) -> dict[str, str]:

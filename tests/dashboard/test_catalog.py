@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from dashboard.catalog import load_catalog
+from histoxai.dashboard.catalog import load_catalog
 
 
 def test_catalog_lists_targets_variants_and_samples(catalog):

@@ -7,7 +7,7 @@ import io
 import yaml
 from werkzeug.security import check_password_hash
 
-import dashboard.app
+import histoxai.dashboard.app
 from histoxai.cli import main
 
 
@@ -40,7 +40,7 @@ def test_settings_come_from_params_and_env(tmp_path, pipeline, monkeypatch):
     def serve(app, cfg, host, port, login, insecure_public):
         seen.update(app=app, cfg=cfg, h=host, p=port, login=login)
 
-    monkeypatch.setattr(dashboard.app, "serve", serve)
+    monkeypatch.setattr(histoxai.dashboard.app, "serve", serve)
     monkeypatch.setenv("HISTOXAI_DASH_USERS", "ana:pbkdf2:sha256:1$salt$abc")
     params = _params(
         tmp_path, pipeline, page_size=24, port=8123, saliency_dirs=[str(pipeline["saliency"] / "cc")]
@@ -54,8 +54,8 @@ def test_settings_come_from_params_and_env(tmp_path, pipeline, monkeypatch):
 def test_public_serving_uses_waitress_and_loopback_flask(pipeline, catalog, monkeypatch):
     import waitress
 
-    from dashboard.app import create_app, serve
     from histoxai.config import DashboardConfig
+    from histoxai.dashboard.app import create_app, serve
 
     seen = []
     monkeypatch.setattr(

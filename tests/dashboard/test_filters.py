@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard.filters import histogram, histogram_counts, page_of, rows_per_page, select
-from dashboard.state import View
+from histoxai.dashboard.filters import histogram, histogram_counts, page_of, rows_per_page, select
+from histoxai.dashboard.state import View
 
 
 def _view(catalog, **kw) -> View:

@@ -7,10 +7,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from dashboard.app import create_app
-from dashboard.masks import COLOURS, outline, outline_rgba, region
-from dashboard.state import parse_view, view_hash
 from histoxai.config import DashboardConfig
+from histoxai.dashboard.app import create_app
+from histoxai.dashboard.masks import COLOURS, outline, outline_rgba, region
+from histoxai.dashboard.state import parse_view, view_hash
 from histoxai.data.store import MASK_CLASSES
 
 

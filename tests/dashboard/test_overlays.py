@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard.overlays import (
+from histoxai.dashboard.overlays import (
     Renderer,
     clip_scale,
     colour_bar,
@@ -21,7 +21,7 @@ from dashboard.overlays import (
     shrink,
     to_unit,
 )
-from dashboard.state import CMAPS
+from histoxai.dashboard.state import CMAPS
 
 
 @pytest.mark.parametrize("cmap", CMAPS)
@@ -132,8 +132,8 @@ def test_unknown_names_and_patches_raise_key_error(catalog, args):
 
 
 def test_the_next_page_is_rendered_in_the_background(catalog):
-    from dashboard.callbacks import next_page
-    from dashboard.state import parse_view
+    from histoxai.dashboard.callbacks import next_page
+    from histoxai.dashboard.state import parse_view
 
     view = parse_view("?target=md&variant=layercam&per=24", catalog)
     source, target, variant, ids = next_page(catalog, view, "/single")

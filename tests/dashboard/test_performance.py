@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard.performance import r2, r2_from_meta, r2_tables
+from histoxai.dashboard.performance import r2, r2_from_meta, r2_tables
 
 
 def test_report_metrics_become_split_and_sample_tables(catalog):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.app import create_app
-from dashboard.routes import legend_base, overlay_src, with_query
-from dashboard.state import View
 from histoxai.config import DashboardConfig
+from histoxai.dashboard.app import create_app
+from histoxai.dashboard.routes import legend_base, overlay_src, with_query
+from histoxai.dashboard.state import View
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ breaks on bad input."""
 
 from __future__ import annotations
 
-from dashboard.state import View, display_query, parse_view, view_hash, view_query
+from histoxai.dashboard.state import View, display_query, parse_view, view_hash, view_query
 
 
 def test_query_and_fragment_round_trip_a_view(catalog):

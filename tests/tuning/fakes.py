@@ -1,6 +1,6 @@
 """Stand-in trainers for tuning tests (``tune.trainer=tests.tuning.fakes:...``).
 
-They follow the ``tuning.objective.TrainFn`` contract without torch: the validation R2
+They follow the ``histoxai.tuning.objective.TrainFn`` contract without torch: the validation R2
 is a known function of the sampled learning rate, ``convnext_atto`` "does not fit" the
 patch size, and an empty logged model is attached to the run so a champion can be set.
 """

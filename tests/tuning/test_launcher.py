@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from histoxai.config import dump_yaml
 from histoxai.tracking import studies
+from histoxai.tuning.launcher import launch, open_study
+from histoxai.tuning.study import open_storage
 from tests.tuning.conftest import REPO, tune_config
-from tuning.launcher import launch, open_study
-from tuning.study import open_storage
 
 pytestmark = pytest.mark.slow
 

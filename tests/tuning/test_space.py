@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from histoxai.config import Config, ConfigError, apply_overrides
-from tuning.space import SpaceError, load_space, objective_weights, sample
+from histoxai.tuning.space import SpaceError, load_space, objective_weights, sample
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "tuning" / "spaces").glob("*.yaml"))
@@ -80,13 +80,13 @@ SHIPPED_BACKBONES = sorted(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED_BACKBONES)
 def test_every_backbone_of_a_shipped_space_fits_the_default_patch_size(name):
-    from tuning.training import check_backbone_fits
+    from histoxai.tuning.training import check_backbone_fits
 
     check_backbone_fits(name, Config().data.patch_size_px)  # raises BackboneDoesNotFit otherwise
 
 
 def test_a_backbone_too_deep_for_the_patch_size_is_named_in_the_error():
-    from tuning.training import BackboneDoesNotFit, check_backbone_fits
+    from histoxai.tuning.training import BackboneDoesNotFit, check_backbone_fits
 
     with pytest.raises(BackboneDoesNotFit, match="convnext_atto does not fit 16 px"):
         check_backbone_fits("convnext_atto", 16)

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from histoxai.config import Config, ConfigError, apply_overrides
-from tuning.study import (
+from histoxai.tuning.study import (
     WORKER_ATTR,
     BudgetLock,
     RetryStale,

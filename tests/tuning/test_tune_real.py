@@ -12,10 +12,10 @@ from optuna.trial import TrialState
 from histoxai.config import Config, apply_overrides
 from histoxai.data.splits import assign_splits
 from histoxai.data.store import write_store
+from histoxai.tuning.launcher import launch
+from histoxai.tuning.study import open_storage
 from tests.conftest import make_blocks
 from tests.tuning.test_launcher import PruneTrial
-from tuning.launcher import launch
-from tuning.study import open_storage
 
 pytestmark = pytest.mark.slow
 

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(cfg: Config, args: argparse.Namespace | None = None) -> None:
     """Serve the dashboard (or print a password hash with ``--hash-password``)."""
     # `dashboard` imports histoxai, never the reverse: imported here, at the CLI entry only.
-    from dashboard.app import create_app, serve
-    from dashboard.auth import check_bind, hash_password, parse_users, read_users_file
+    from histoxai.dashboard.app import create_app, serve
+    from histoxai.dashboard.auth import check_bind, hash_password, parse_users, read_users_file
 
     if args is not None and args.hash_password:
         password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
     from histoxai.config import apply_overrides
-    from tuning.space import load_space
+    from histoxai.tuning.space import load_space
 
     args = args or argparse.Namespace()
     flags = {
@@ -66,7 +66,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     from histoxai.tracking import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))  # before torch and mlflow load
-    from tuning.launcher import launch
+    from histoxai.tuning.launcher import launch
 
     summary = launch(
         cfg,
