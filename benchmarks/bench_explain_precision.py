@@ -59,9 +59,13 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet10t")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = build_regressor(ModelConfig(backbone=args.backbone, targets=("md", "fa")), [1.0, 0.5], [0.5, 0.2]).eval()
+    model = build_regressor(
+        ModelConfig(backbone=args.backbone, targets=("md", "fa")), [1.0, 0.5], [0.5, 0.2]
+    ).eval()
     x = torch.rand(args.images, 3, args.size, args.size)
-    head = f"{'variant':<22}{'format':<15}{'median rel':>12}{'p99.9 rel':>12}{'max/peak':>12}{'subn+zero':>11}"
+    head = (
+        f"{'variant':<22}{'format':<15}{'median rel':>12}{'p99.9 rel':>12}{'max/peak':>12}{'subn+zero':>11}"
+    )
     print(f"{args.backbone} {args.size}px, {args.images} maps per method\n{head}\n" + "-" * len(head))
     for name, variant in resolve_variants(VARIANTS).items():
         exact = run_variant(variant, model, x, 1, SCORES["higher"]).detach().float().numpy()  # FA head
