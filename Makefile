@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo repro test test-fast lint format tune dashboard bench mlflow-ui clean
+.PHONY: help install demo repro test test-fast lint format tune dashboard bench mlflow-ui clean thesis
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ install: ## install Debian packages (chromium, postgresql) and the .venv with hi
 	@scripts/setup.sh
 
 demo: install ## main job: install, then `dvc repro` the whole pipeline on the embedded phantom
+	@echo "Pipeline stages (dvc.yaml; each runs when its code, params or inputs changed):"
+	@dvc stage list | sed 's/^/  /'
+	@echo
 	dvc repro
 	@scripts/where.sh
 
@@ -36,8 +39,11 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format src tuning dashboard tests benchmarks
 	$(BIN)/ruff check --fix src tuning dashboard tests benchmarks
 
-tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; mdfa.yaml is the published space)
+tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; thesis.yaml is the thesis' Table 3.2)
 	$(BIN)/histoxai tune --space tuning/spaces/phantom.yaml --study-name phantom-mdfa --n-trials 10
+
+thesis: ## reproduce the thesis on MICROMEN (MICROMEN_ROOT=... WEIGHTS=... [PER_SAMPLE=1]; docs/thesis.md)
+	@scripts/thesis.sh
 
 dashboard: ## serve the dashboard on http://127.0.0.1:8050 for the last pipeline run
 	$(BIN)/histoxai dashboard

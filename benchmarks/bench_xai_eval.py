@@ -1,36 +1,54 @@
-"""Throughput of the XAI-evaluation metric families on a tiny model (resnet10t, random
-weights) and random patches.
+"""XAI evaluation: throughput of the metric families, and the headline numbers of
+issue 10's "Done when" read from a finished report.
 
-Per family, patches/s for one method's maps of one target:
+Throughput (a tiny resnet10t with random weights, random patches and masks), per
+family, patches/s for one method's maps of one target, with a ratio against a floor
+or a peer:
 
-- localisation: the four mask metrics + distractor share, torch vs Quantus 0.6 (peer);
-- faithfulness: deletion + insertion + ROAD MoRF + LeRF curves (4 x (steps + 1)
-  forward passes per patch); the floor is plain forward throughput / (4 x (steps + 1)),
-  i.e. what the curves would cost if building the perturbed images were free;
-- sanity: the randomisation cascade with an input-gradient explainer (1 + #steps
-  re-explanations per patch);
-- stability: ``copies`` noisy re-explanations per patch;
-- tissue shares: class shares per map.
+- localisation (mass/rank accuracy, pointing game, AUROC, signed agreement, object
+  metrics) vs Quantus 0.6's four published metrics on the same inputs (peer);
+- faithfulness (signed deletion, insertion, ROAD MoRF/LeRF: 4 x (steps + 1) forward
+  passes per patch) vs the forward-only floor;
+- sanity (cascading randomisation, gradient) and robustness (max-sensitivity, 50
+  draws); the cluster bootstrap (1000 draws) of one metric.
+
+Headline (``--report reports/xai_eval/histoxai-cc``): for the CC target, the best
+method's mass accuracy, rank accuracy, AUROC, per-nucleus hit rate and distractor
+share against the floors of issue 10, its P(top) and the verdict.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_xai_eval.py [--patches 64] [--size 64] [--device cpu] [--threads 1]
+    .venv/bin/python benchmarks/bench_xai_eval.py [--patches 64] [--size 64] [--threads 1]
+    .venv/bin/python benchmarks/bench_xai_eval.py --report reports/xai_eval/histoxai-cc
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import warnings
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import timm
 import torch
 from torch import nn
 
+from histoxai.xai_eval import stats
 from histoxai.xai_eval.faithfulness import baseline_images, faithfulness_scores
 from histoxai.xai_eval.localisation import localisation_scores
 from histoxai.xai_eval.sanity import randomisation_cascade, randomisation_steps
-from histoxai.xai_eval.stability import noise_stability
-from histoxai.xai_eval.tissue import class_shares, labels_from_masks
+from histoxai.xai_eval.stability import max_sensitivity
+from histoxai.xai_eval.truth import derived_truth
+
+FLOORS = {  # issue 10, "Done when": metric -> (direction, floor)
+    "mass_accuracy": (">=", 0.6),
+    "rank_accuracy": (">=", 0.85),
+    "auroc": (">=", 0.95),
+    "nucleus_hit_rate": (">=", 0.9),
+}
 
 
 class Tiny(nn.Module):
@@ -50,14 +68,119 @@ def gradient(model, x):
     return g.sum(dim=1)
 
 
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def timed(fn) -> float:
     start = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def throughput(a) -> None:
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    g = torch.Generator().manual_seed(0)
+    model = Tiny().eval()
+    n = a.patches
+    x = torch.rand(n, 3, a.size, a.size, generator=g)
+    masks = np.random.default_rng(0).integers(0, 4, (n, a.size, a.size)).astype(np.uint8)
+    truth = derived_truth("md", masks, np.arange(n), None, pd.DataFrame())
+    maps = gradient(model, x).detach()
+    rows = []
+    with torch.no_grad():
+        model(x[: a.batch])
+        fwd = timed(lambda: [model(x[i : i + a.batch]) for i in range(0, n, a.batch)])
+    rows.append(("forward pass (reference)", n / fwd, None, ""))
+
+    t_ours = timed(lambda: localisation_scores(maps, truth))
+    t_q = quantus_time(maps, truth)
+    rows.append(
+        ("localisation (9 metrics)", n / t_ours, t_q / t_ours if t_q else None, "x Quantus 0.6, 4 metrics")
+    )
+
+    def faith():
+        for i in range(0, n, a.batch):
+            xb = x[i : i + a.batch]
+            faithfulness_scores(lambda z: model(z)[:, 0], xb, maps[i : i + a.batch], baseline_images(xb), a.steps,
+                                batch_size=a.batch * 4, generator=g)  # fmt: skip
+
+    t = timed(faith)
+    floor = (n / fwd) / (4 * (a.steps + 1))
+    rows.append(("faithfulness (4 signed curves)", n / t, (n / t) / floor, "x forward-only floor"))
+    k = min(n, 8)
+    steps = len(randomisation_steps(model))
+    t = timed(lambda: randomisation_cascade(model, x[:k], gradient))
+    rows.append((f"sanity ({steps} blocks, gradient)", k / t, None, ""))
+    t = timed(lambda: max_sensitivity(model, x[:k], gradient, 0.02, 50))
+    rows.append(("max-sensitivity (50 draws)", k / t, None, ""))
+    draws, codes = stats.sample_weights(np.repeat(np.arange(6), n // 6 + 1)[:n].astype(str), 1000, 0)
+    t = timed(lambda: stats.boot_means(np.random.default_rng(0).random(n), codes, draws))
+    rows.append(("cluster bootstrap (1000 draws)", n / t, None, ""))
+
+    print(f"cpu, {n} patches of {a.size} px, steps {a.steps}, threads {torch.get_num_threads()}")
+    print(f"{'family':<34} {'patches/s':>10}  ratio")
+    for name, rate, ratio, what in rows:
+        print(f"{name:<34} {rate:>10.1f}  " + (f"{ratio:.2f} {what}" if ratio is not None else ""))
+
+
+def quantus_time(maps, truth) -> float | None:
+    try:
+        import quantus
+    except ImportError:
+        return None
+    a = maps.double().numpy()[:, None]
+    s = truth.region[:, None].astype(np.float64)
+    x, y = np.zeros((len(a), 3, *a.shape[2:])), np.zeros(len(a), dtype=np.int64)
+    kw = {"disable_warnings": True, "abs": False, "normalise": False}
+    metrics = [quantus.RelevanceMassAccuracy(**kw), quantus.RelevanceRankAccuracy(**kw), quantus.PointingGame(**kw),
+               quantus.AUC(**kw)]  # fmt: skip
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for m in metrics:
+                m(
+                    model=None,
+                    x_batch=x,
+                    y_batch=y,
+                    a_batch=np.clip(a, 0, None),
+                    s_batch=s,
+                    channel_first=True,
+                )
+
+    return timed(run)
+
+
+def headline(report: Path, target: str) -> None:
+    """Issue 10's CC criteria for the verdict's best method, from a finished report."""
+    t = pd.read_csv(report / "tables" / f"stats_{target}.csv")
+    rank = json.loads((report / "ranking.json").read_text())["targets"][target]
+    order = rank["methods"]
+    if not order:
+        print("no methods")
+        return
+    best = order[0]["method"]
+    print(f"{report}: target {target}; verdict: {rank['verdict']}")
+    print(f"best method by P(top): {best} (resolution {'x'.join(map(str, order[0]['resolution']))})")
+    print(f"{'metric':<22} {'value [95% CI]':>26} {'norm':>7}  floor   pass")
+    sel = t[t["method"] == best].set_index("metric")
+    for metric, (op, floor) in FLOORS.items():
+        if metric in sel.index:
+            r = sel.loc[metric]
+            ok = r["mean"] >= floor
+            print(
+                f"{metric:<22} {r['mean']:>8.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['norm_mean']:>7.3f}  {op}{floor:<5} {'yes' if ok else 'NO'}"
+            )
+    if "distractor_share" in sel.index:
+        # the distractor pixel share of the patches: the 'random' row's expected mass share
+        rnd = t[(t["method"] == "random") & (t["metric"] == "distractor_share")]["mean"]
+        half = 0.5 * float(rnd.iloc[0]) if len(rnd) else float("nan")
+        d = sel.loc["distractor_share", "mean"]
+        print(
+            f"{'distractor_share':<22} {d:>8.3f}  (<= half the area share {half:.3f}: {'yes' if d <= half else 'NO'})"
+        )
+    p = sel.loc["mass_accuracy", "p_top"] if "mass_accuracy" in sel.index else float("nan")
+    print(
+        f"P(top) on mass_accuracy: {p:.3f} (>= 0.9: {'yes' if p >= 0.9 else 'NO'}); status: {rank['status']}"
+    )
 
 
 def main() -> None:
@@ -66,57 +189,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave)")
+    parser.add_argument("--report", type=Path, default=None, help="a report dir: print the headline instead")
+    parser.add_argument("--target", default="cc")
     a = parser.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
-    g = torch.Generator().manual_seed(0)
-    model = Tiny().eval().to(device)
-    x = torch.rand(a.patches, 3, a.size, a.size, generator=g).to(device)
-    masks = torch.randint(0, 4, (a.patches, a.size, a.size), generator=g).to(torch.uint8)
-    maps = gradient(model, x).detach()
-    labels = labels_from_masks(masks)
-    n = a.patches
-    rows = []
-
-    with torch.no_grad():
-        model(x[: a.batch])  # warm-up
-        fwd = timed(lambda: [model(x[i : i + a.batch]) for i in range(0, n, a.batch)], device)
-    rows.append(("forward pass (reference)", n / fwd, None, ""))
-
-    t_torch = timed(lambda: localisation_scores(maps, masks, "md", "torch"), device)
-    localisation_scores(maps[:2], masks[:2], "md", "quantus")  # import + warm-up
-    t_quantus = timed(lambda: localisation_scores(maps, masks, "md", "quantus"), device)
-    rows.append(("localisation, torch", n / t_torch, t_quantus / t_torch, "x Quantus 0.6 (peer)"))
-    rows.append(("localisation, quantus", n / t_quantus, None, ""))
-
-    def faith():
-        for i in range(0, n, a.batch):
-            xb = x[i : i + a.batch]
-            faithfulness_scores(
-                lambda z: model(z)[:, 0], xb, maps[i : i + a.batch], baseline_images(xb), a.steps,
-                batch_size=a.batch * 4, generator=g,
-            )  # fmt: skip
-
-    t = timed(faith, device)
-    floor = (n / fwd) / (4 * (a.steps + 1))
-    rows.append(("faithfulness (4 curves)", n / t, (n / t) / floor, "x forward-only floor"))
-
-    k = min(n, 16)
-    steps = len(randomisation_steps(model))
-    t = timed(lambda: randomisation_cascade(model, x[:k], gradient), device)
-    rows.append((f"sanity ({steps} steps, gradient)", k / t, None, ""))
-    t = timed(lambda: noise_stability(model, x[:k], gradient, copies=3), device)
-    rows.append(("stability (3 copies, gradient)", k / t, None, ""))
-    t = timed(lambda: class_shares(maps, labels), device)
-    rows.append(("tissue shares", n / t, None, ""))
-
-    print(f"device {device}, {n} patches of {a.size} px, steps {a.steps}, threads {torch.get_num_threads()}")
-    print(f"{'family':<34} {'patches/s':>10}  ratio")
-    for name, rate, ratio, what in rows:
-        print(f"{name:<34} {rate:>10.1f}  " + (f"{ratio:.2f} {what}" if ratio is not None else ""))
+    if a.report:
+        headline(a.report, a.target)
+    else:
+        throughput(a)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,6 @@
 Run ``histoxai dashboard`` (or ``python -m dashboard``); see :mod:`dashboard.app`.
 """
 
-from dashboard.app import Settings, create_app, serve
+from dashboard.app import create_app, serve
 
-__all__ = ["Settings", "create_app", "serve"]
+__all__ = ["create_app", "serve"]

@@ -19,7 +19,7 @@ import pandas as pd
 from histoxai.data.store import SPLITS, TARGETS, PatchStore
 from histoxai.explain.store import SaliencyStore
 
-FIELDS: tuple[str, ...] = ("y", "delta", "rel_delta")
+FIELDS: tuple[str, ...] = ("y", "y_hat", "delta", "rel_delta")
 """Per-patch fields with a range filter (and histogram) in the sidebar."""
 
 
@@ -91,6 +91,12 @@ class Catalog:
     def ok(self) -> bool:
         """True when patches and at least one explained target are available."""
         return self.patches is not None and bool(self.tables)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Splits that some explained patch belongs to, in pipeline order."""
+        codes = {int(c) for t in self.tables.values() for c in np.unique(t.split) if c >= 0}
+        return tuple(s for i, s in enumerate(SPLITS) if i in codes)
 
     def variants(self, key: str) -> list[str]:
         """Completed method variants of target ``key`` (store order)."""
@@ -231,6 +237,10 @@ def _build_tables(cat: Catalog) -> None:
 
 
 def _decimals(y: np.ndarray) -> int:
+    """Decimals of y: 0 for counts (all integers), else three significant digits of typical values."""
+    finite = y[np.isfinite(y)]
+    if finite.size and np.array_equal(finite, np.round(finite)):
+        return 0
     typical = np.nanmedian(np.abs(y)) if np.isfinite(y).any() else 0.0
     return int(min(max(2 - math.floor(math.log10(typical)), 0), 6)) if typical > 0 else 3
 

@@ -16,7 +16,7 @@ from dashboard.state import View
 from histoxai.data.store import SPLITS
 
 HIST_BINS = 40
-FIELD_LABELS: dict[str, str] = {"y": "y", "delta": "Δ = ŷ − y", "rel_delta": "rΔ (%)"}
+FIELD_LABELS: dict[str, str] = {"y": "y", "y_hat": "ŷ", "delta": "Δ = ŷ − y", "rel_delta": "rΔ (%)"}
 
 
 def mask(table: TargetTable, view: View, skip: str | None = None) -> np.ndarray:
@@ -47,11 +47,13 @@ def select(catalog: Catalog, view: View) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _select(catalog: Catalog, key: tuple) -> np.ndarray:
-    target, samples, split, y, delta, rel_delta, sort, desc = key
+    target, samples, split, y, y_hat, delta, rel_delta, sort, desc = key
     table = catalog.tables.get(target)
     if table is None:
         return np.empty(0, dtype=np.int64)
-    view = View(target=target, samples=samples, split=split, y=y, delta=delta, rel_delta=rel_delta)
+    view = View(
+        target=target, samples=samples, split=split, y=y, y_hat=y_hat, delta=delta, rel_delta=rel_delta
+    )
     rows = np.flatnonzero(mask(table, view))
     if sort == "id":
         order = table.patch_id[rows]
@@ -66,9 +68,14 @@ def _select(catalog: Catalog, key: tuple) -> np.ndarray:
     return rows
 
 
-def rows_per_page(view: View, pathname: str) -> int:
-    """Tiles per page on the grid, rows of patches on the multi-column pages."""
-    return view.per if pathname != "/targets" and pathname != "/methods" else max(1, view.per // 4)
+def rows_per_page(catalog: Catalog, view: View, pathname: str) -> int:
+    """Patches per page: ``view.per`` tiles, each patch one tile on the grid and a group of
+    (raw + one per target or method variant) tiles on the multi-column pages."""
+    if pathname == "/targets":
+        return max(1, view.per // (len(catalog.tables) + 1))
+    if pathname == "/methods":
+        return max(1, view.per // (len(catalog.variants(view.target)) + 1))
+    return view.per
 
 
 def page_of(n: int, view: View, per: int) -> tuple[int, int, slice]:
@@ -78,16 +85,14 @@ def page_of(n: int, view: View, per: int) -> tuple[int, int, slice]:
     return page, n_pages, slice((page - 1) * per, min(page * per, n))
 
 
-def histogram(catalog: Catalog, view: View, name: str) -> dict:
-    """Plotly figure (plain dict, no validation cost) of field ``name`` under the other filters.
+def histogram_counts(catalog: Catalog, view: View, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(patches per bin passing every filter but this field's range, those also inside it).
 
-    Grey bars: patches passing every filter but this field's range; blue bars: those also
-    inside the range. The x range is the slider's range; values beyond it fall into the
-    end bins.
+    Bins span the slider's range; values beyond it fall into the end bins.
     """
     table = catalog.tables.get(view.target)
     if table is None:
-        return empty_figure()
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     lo, hi = table.bounds[name]
     edges = np.linspace(lo, hi, HIST_BINS + 1)
     x = table.values[name][mask(table, view, skip=name)]
@@ -101,37 +106,27 @@ def histogram(catalog: Catalog, view: View, name: str) -> dict:
     if rhi is not None:
         inside &= x <= rhi
     counts_in, _ = np.histogram(clipped[inside], bins=edges)
-    centres = ((edges[:-1] + edges[1:]) / 2).round(6).tolist()
-    width = float(edges[1] - edges[0])
-    bars = dict(type="bar", x=centres, width=width, hoverinfo="skip")
-    return {
-        "data": [
-            {**bars, "y": counts.tolist(), "marker": {"color": "#d5dbe3"}},
-            {**bars, "y": counts_in.tolist(), "marker": {"color": "#3f6fb5"}},
-        ],
-        "layout": {
-            "barmode": "overlay",
-            "bargap": 0,
-            "height": 44,
-            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
-            "xaxis": {"visible": False, "range": [lo, hi], "fixedrange": True},
-            "yaxis": {"visible": False, "fixedrange": True},
-            "showlegend": False,
-            "paper_bgcolor": "rgba(0,0,0,0)",
-            "plot_bgcolor": "rgba(0,0,0,0)",
-        },
-    }
+    return counts, counts_in
 
 
-def empty_figure() -> dict:
-    return {
-        "data": [],
-        "layout": {
-            "height": 44,
-            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
-            "xaxis": {"visible": False},
-            "yaxis": {"visible": False},
-            "paper_bgcolor": "rgba(0,0,0,0)",
-            "plot_bgcolor": "rgba(0,0,0,0)",
-        },
-    }
+def histogram(catalog: Catalog, view: View, name: str) -> list[dict]:
+    """Bars of field ``name`` as plain elements (grey: under the other filters; blue: also in
+    the range): 40 columns, cheap for the browser to redraw, unlike a plot."""
+    counts, counts_in = histogram_counts(catalog, view, name)
+    top = max(int(counts.max()) if counts.size else 0, 1)
+    return [
+        {
+            "type": "Div",
+            "namespace": "dash_html_components",
+            "props": {
+                "className": "b",
+                "style": {"height": f"{100.0 * c / top:.1f}%"},
+                "children": {
+                    "type": "Div",
+                    "namespace": "dash_html_components",
+                    "props": {"className": "i", "style": {"height": f"{100.0 * i / c if c else 0:.1f}%"}},
+                },
+            },
+        }
+        for c, i in zip(counts.tolist(), counts_in.tolist())
+    ]

@@ -1,5 +1,6 @@
-"""The app shell: header with page links, collapsible sidebar of controls, pager, page
-content and the tile viewer. Control values are filled in from the URL by the callbacks.
+"""The app shell: header with page links (and the user with a logout link when logged
+in), collapsible sidebar of controls, pager, page content and the tile viewer. Control
+values are filled in from the URL by the callbacks.
 """
 
 from __future__ import annotations
@@ -7,39 +8,65 @@ from __future__ import annotations
 from dash import dcc, html
 
 from dashboard.catalog import FIELDS
-from dashboard.filters import FIELD_LABELS, empty_figure
-from dashboard.state import CMAPS, NORMS, PAGES, SORTS, SPLIT_CHOICES, TILE_SIZES, per_page_choices
+from dashboard.filters import FIELD_LABELS
+from dashboard.sitemap import PAGES
+from dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, SORTS, TILE_SIZES, View, per_page_choices
 
-NAV_IDS: dict[str, str] = {
-    path: f"nav-{name}" for path, name in zip(PAGES, ("main", "single", "targets", "methods"))
+DISPLAY_CONTROLS: dict[str, str] = {
+    "alpha": "value",
+    "follow": "value",
+    "cmap": "value",
+    "sign": "value",
+    "norm": "value",
+    "clip": "value",
+    "tile": "value",
 }
+"""Controls handled in the browser alone (they only change image URLs and CSS)."""
 
 
-def shell(default_per: int) -> html.Div:
-    """The whole page; ``page-content`` is filled per URL."""
+def content_style(view: View) -> dict:
+    """CSS variables of the content area: tile size and overlay opacity."""
+    return {"--tile": f"{view.tile}px", "--alpha": f"{view.alpha:g}"}
+
+
+def shell(default_per: int, user: str | None = None) -> html.Div:
+    """The whole page; ``page-dash`` (Main page, messages) or ``page-grid`` is filled per URL."""
     return html.Div(
         id="shell",
         className="shell",
         children=[
             dcc.Location(id="url", refresh="callback-nav"),
-            _header(),
+            dcc.Store(id="open-key", data=""),
+            dcc.Store(id="voxel-click", data=None),
+            _header(user),
             html.Div(
                 className="body",
                 children=[
                     _sidebar(default_per),
                     html.Main(
+                        id="content",
                         className="content",
+                        style=content_style(View()),
                         children=[
                             html.Div(
                                 className="toolbar",
-                                children=[html.Div(id="status", className="status"), _pager()],
+                                children=[html.Div(id="status", className="status"), _exports(), _pager()],
                             ),
-                            dcc.Loading(
-                                html.Div(id="page-content"),
-                                type="dot",
-                                color="#3f6fb5",
-                                delay_show=400,
-                                overlay_style={"visibility": "visible", "opacity": 0.6},
+                            html.Div(
+                                id="page-content",
+                                children=[
+                                    dcc.Loading(
+                                        html.Div(id="page-dash"),
+                                        type="dot",
+                                        color="#3f6fb5",
+                                        delay_show=400,
+                                        overlay_style={"visibility": "visible", "opacity": 0.6},
+                                    ),
+                                    # grid pages arrive as HTML text (grid-html) put in place by the browser
+                                    html.Div(id="page-grid"),
+                                    dcc.Store(id="grid-html", data=""),
+                                    dcc.Store(id="hist-html", data={}),
+                                ],
                             ),
                         ],
                     ),
@@ -50,16 +77,23 @@ def shell(default_per: int) -> html.Div:
     )
 
 
-def _header() -> html.Header:
-    links = [
-        dcc.Link(name, id=NAV_IDS[path], href=path, className="nav-link") for path, name in PAGES.items()
-    ]
+def _header(user: str | None) -> html.Header:
+    links = [dcc.Link(p.name, id=p.nav_id, href=p.path, className="nav-link") for p in PAGES.values()]
+    account = (
+        [
+            html.Span(user, id="user-name", className="user", title="logged in as"),
+            html.A("log out", href="/logout", id="logout", className="nav-link"),
+        ]
+        if user
+        else []
+    )
     return html.Header(
         className="header",
         children=[
             html.Button("☰", id="sidebar-toggle", className="icon-button", title="show / hide the controls"),
             html.Span("histoxai", className="brand"),
             html.Nav(links, className="nav"),
+            html.Div(account, className="account"),
         ],
     )
 
@@ -83,12 +117,7 @@ def _range_filter(name: str) -> html.Div:
                 [FIELD_LABELS[name], html.Span(id=f"range-text-{name}", className="range-text")],
                 className="field-label",
             ),
-            dcc.Graph(
-                id=f"hist-{name}",
-                className="hist",
-                config={"displayModeBar": False, "staticPlot": True},
-                figure=empty_figure(),
-            ),
+            html.Div(id=f"hist-{name}", className="hist"),
             dcc.RangeSlider(
                 id=f"range-{name}",
                 min=0,
@@ -121,9 +150,7 @@ def _sidebar(default_per: int) -> html.Aside:
                 "Patches",
                 [
                     _field("Samples", dcc.Dropdown(id="samples", multi=True, placeholder="all samples")),
-                    _field(
-                        "Split", dcc.RadioItems(id="split", options=list(SPLIT_CHOICES), value="all", **radio)
-                    ),
+                    _field("Split", dcc.RadioItems(id="split", options=["all"], value="all", **radio)),
                     *[_range_filter(name) for name in FIELDS],
                     html.Div(
                         className="field sort-row",
@@ -147,6 +174,12 @@ def _sidebar(default_per: int) -> html.Aside:
                             ),
                         ],
                     ),
+                    _field(
+                        "Tiles per page",
+                        dcc.RadioItems(
+                            id="per", options=list(per_page_choices(default_per)), value=default_per, **radio
+                        ),
+                    ),
                     html.Button("Reset filters", id="reset", className="button secondary"),
                 ],
             ),
@@ -160,47 +193,88 @@ def _sidebar(default_per: int) -> html.Aside:
                             min=0,
                             max=1,
                             step=0.05,
-                            value=0.5,
+                            value=View().alpha,
                             marks=None,
                             tooltip={"placement": "bottom"},
                         ),
                     ),
+                    dcc.Checklist(
+                        id="follow",
+                        options=[{"label": "opacity follows saliency", "value": "on"}],
+                        value=["on"],
+                        **radio,
+                    ),
                     _field(
                         "Colour map",
                         dcc.Dropdown(
-                            id="cmap", options=list(CMAPS), value="viridis", clearable=False, searchable=False
+                            id="cmap",
+                            options=list(CMAPS),
+                            value=View().cmap,
+                            clearable=False,
+                            searchable=False,
                         ),
                     ),
-                    html.Div(
-                        className="colour-bar",
-                        children=[
-                            html.Img(id="colour-bar"),
-                            html.Div(id="colour-bar-labels", className="bar-labels"),
-                        ],
+                    _field(
+                        "Show",
+                        dcc.RadioItems(
+                            id="sign",
+                            options=[{"label": v, "value": k} for k, v in SIGNS.items()],
+                            value=View().sign,
+                            **radio,
+                        ),
+                        "which values: magnitude, positive or negative part, or signed on a diverging scale",
                     ),
                     _field(
-                        "Normalisation",
+                        "Scale",
                         dcc.RadioItems(
                             id="norm",
                             options=[{"label": v, "value": k} for k, v in NORMS.items()],
-                            value="image",
-                            **{**radio, "inline": False},
+                            value=View().norm,
+                            **radio,
                         ),
+                    ),
+                    _field(
+                        "Top colour at percentile",
+                        dcc.RadioItems(
+                            id="clip",
+                            options=[{"label": "max" if c >= 100 else f"p{c:g}", "value": c} for c in CLIPS],
+                            value=View().clip,
+                            **radio,
+                        ),
+                        "values above this percentile of the map (or of the variant) take the top colour",
                     ),
                     _field(
                         "Tile size (px)",
-                        dcc.RadioItems(id="tile", options=list(TILE_SIZES), value=128, **radio),
-                    ),
-                    _field(
-                        "Tiles per page",
-                        dcc.RadioItems(
-                            id="per", options=list(per_page_choices(default_per)), value=default_per, **radio
-                        ),
+                        dcc.RadioItems(id="tile", options=list(TILE_SIZES), value=View().tile, **radio),
                     ),
                 ],
             ),
         ],
     )
+
+
+def _exports() -> html.Div:
+    """Download links; their addresses follow the URL (``assets/dashboard.js``)."""
+    links = [
+        html.A(
+            "CSV", id="export-csv", href="/export/table.csv", className="button", title="the filtered table"
+        ),
+        html.A(
+            "PNG",
+            id="export-png",
+            href="/export/single.png",
+            className="button",
+            title="this page as a figure",
+        ),
+        html.A(
+            "PDF",
+            id="export-pdf",
+            href="/export/single.pdf",
+            className="button",
+            title="this page as a figure",
+        ),
+    ]
+    return html.Div(links, id="exports", className="exports")
 
 
 def _pager() -> html.Div:
@@ -227,8 +301,10 @@ def _viewer() -> html.Div:
             html.Div(
                 className="viewer-box",
                 children=[
-                    html.Button("×", id="viewer-close", className="icon-button viewer-close", title="close"),
-                    html.Div(id="viewer-body"),
+                    html.Button(
+                        "×", id="viewer-close", className="icon-button viewer-close", title="close (Esc)"
+                    ),
+                    dcc.Loading(html.Div(id="viewer-body"), type="dot", delay_show=400),
                 ],
             )
         ],

@@ -13,15 +13,9 @@ from dash import dcc, html
 from dashboard.catalog import Catalog
 from dashboard.pages import fmt, problems_panel
 from dashboard.performance import SPLIT_ORDER, r2_from_meta, r2_tables
-from dashboard.state import PAGES
+from dashboard.sitemap import PAGES
 
 _SKIP_MANIFEST = {"patch_ids", "complete", "variants", "targets", "timings", "model_name", "model_version"}
-
-_DESCRIPTIONS = {
-    "/single": "a grid of patches for one target and one method variant",
-    "/targets": "the same patches, one column per target, same method",
-    "/methods": "the same patches, one column per method variant, same target",
-}
 
 
 def main_page(catalog: Catalog, search: str) -> list:
@@ -34,9 +28,12 @@ def main_page(catalog: Catalog, search: str) -> list:
         html.Div(
             [
                 dcc.Link(
-                    [html.Strong(PAGES[p]), html.Span(d)], href=p + (search or ""), className="card link-card"
+                    [html.Strong(p.name), html.Span(p.description)],
+                    href=p.path + (search or ""),
+                    className="card link-card",
                 )
-                for p, d in _DESCRIPTIONS.items()
+                for p in PAGES.values()
+                if p.build is not None
             ],
             className="cards links",
         ),

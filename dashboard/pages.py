@@ -1,19 +1,25 @@
 """Page contents: the patch grids (single target, multiple targets, multiple methods),
 the tile viewer and the messages for empty results and unloadable stores.
 The Main page is in :mod:`dashboard.main_page`.
+
+A tile is a handful of elements: ``div.tile[data-key]`` holding the raw patch with the
+overlay stacked on it (``img.ov[data-base]``: the browser appends the display query) and
+one text line per row of its title (cut with an ellipsis; the whole title is the tooltip).
+One click listener on the document opens tiles (``assets/dashboard.js``).
 """
 
 from __future__ import annotations
 
 import math
+from html import escape
 
 import numpy as np
 from dash import html
 
 from dashboard.catalog import Catalog, TargetTable
 from dashboard.filters import page_of, rows_per_page, select
-from dashboard.routes import colour_bar_src, overlay_src, patch_src
-from dashboard.state import DIVERGING, SORTS, View
+from dashboard.routes import legend_base, overlay_base, patch_src, with_query
+from dashboard.state import SORTS, View, display_query
 
 
 def fmt(x: float | None, decimals: int | None = None, signed: bool = False) -> str:
@@ -52,53 +58,87 @@ def el(tag: str, children=None, **props) -> dict:
     return {"type": tag, "namespace": "dash_html_components", "props": props}
 
 
-def metrics_line(table: TargetTable, row: int) -> list:
+_VOID = {"img", "br", "hr", "input"}
+
+
+def _css(style: dict) -> str:
+    return ";".join(
+        f"{k if k.startswith('--') else ''.join('-' + c.lower() if c.isupper() else c for c in k)}:{v}"
+        for k, v in style.items()
+    )
+
+
+def to_html(node) -> str:
+    """HTML text of elements built by :func:`el` (strings escaped, ``className`` as ``class``,
+    ``style`` as CSS). A page of tiles goes to the browser as one string put in place at
+    once: far less work for the browser than one React component per element."""
+    if node is None:
+        return ""
+    if isinstance(node, (list, tuple)):
+        return "".join(to_html(n) for n in node)
+    if not isinstance(node, dict):
+        return escape(str(node), quote=False)
+    tag = node["type"].lower()
+    props = node["props"]
+    attrs = []
+    for k, v in props.items():
+        if k == "children" or v is None or v is False:
+            continue
+        name = {"className": "class"}.get(k, k)
+        text = _css(v) if k == "style" else ("" if v is True else str(v))
+        attrs.append(f' {name}="{escape(text)}"' if v is not True else f" {name}")
+    head = f"<{tag}{''.join(attrs)}>"
+    return head if tag in _VOID else f"{head}{to_html(props.get('children'))}</{tag}>"
+
+
+def is_elements(children) -> bool:
+    """True when ``children`` are all :func:`el` elements (they can go as HTML text)."""
+    return all(isinstance(c, dict) and c.get("namespace") == "dash_html_components" for c in children)
+
+
+def numbers(table: TargetTable, row: int) -> dict[str, str]:
+    """y, ŷ, Δ, rΔ of a row as text (counts as integers, ŷ and Δ one decimal more)."""
     v = {k: float(a[row]) for k, a in table.values.items()}
     d = table.decimals
+    return {
+        "y": fmt(v["y"], d),
+        "ŷ": fmt(v["y_hat"], d + 1 if d == 0 else d),
+        "Δ": fmt(v["delta"], d + 1, signed=True),
+        "rΔ": fmt_pct(v["rel_delta"]),
+    }
+
+
+def title_lines(table: TargetTable, row: int) -> list[str]:
+    pid = int(table.patch_id[row])
+    n = numbers(table, row)
     return [
-        el("Div", [_k("y"), fmt(v["y"], d), _k("ŷ"), fmt(v["y_hat"], d)], className="line"),
-        el(
-            "Div",
-            [_k("Δ"), fmt(v["delta"], d + 1, signed=True), _k("rΔ"), fmt_pct(v["rel_delta"])],
-            className="line",
-        ),
+        f"#{pid} · {table.sample_names[table.sample[row]]}",
+        f"y {n['y']} · ŷ {n['ŷ']}",
+        f"Δ {n['Δ']} · rΔ {n['rΔ']}",
     ]
 
 
-def _k(name: str) -> dict:
-    return el("Span", name, className="k")
+def tile(key: str, pid: int, lines: list[str], overlay: str | None, view: View, caption: str = "") -> dict:
+    """One tile: raw patch, overlay on it (``overlay``: its base URL; None: raw only), title lines."""
+    layers = [el("Img", src=patch_src(pid), className="raw", alt=f"patch {pid}")]
+    if overlay is not None:
+        layers.append(
+            el(
+                "Img",
+                src=with_query(overlay, display_query(view)),
+                className="ov",
+                alt="",
+                **{"data-base": overlay},
+            )
+        )
+    children = [el("Div", layers, className="stack")]
+    children += [el("Div", line, className="l") for line in lines]
+    tip = "\n".join(([caption] if caption else []) + lines + ["click to enlarge"])
+    return el("Div", children, className="tile", title=tip, **{"data-key": key})
 
 
-def tile(src: str, key: str, size: int, title: list, alt: str) -> dict:
-    children = [el("Img", src=src, width=size, height=size, className="tile-img", alt=alt)]
-    if title:
-        children.append(el("Div", title, className="tile-title"))
-    return el(
-        "Div",
-        children,
-        id={"type": "tile", "key": key},
-        n_clicks=0,
-        className="tile",
-        title="click to enlarge",
-    )
-
-
-def id_line(table: TargetTable, row: int) -> dict:
-    pid = int(table.patch_id[row])
-    sample = table.sample_names[table.sample[row]]
-    return el(
-        "Div",
-        [el("Span", f"#{pid}", className="pid"), el("Span", sample, className="sample")],
-        className="line",
-    )
-
-
-def placeholder(size: int, text: str) -> dict:
-    return el(
-        "Div",
-        el("Div", text, className="placeholder", style={"width": size, "height": size}),
-        className="tile",
-    )
+def placeholder(text: str) -> dict:
+    return el("Div", el("Div", text, className="placeholder"), className="tile")
 
 
 def message(title: str, detail: str | list, kind: str = "empty") -> html.Div:
@@ -134,32 +174,23 @@ def no_data(catalog: Catalog) -> html.Div:
     )
 
 
-def bar_labels(view: View) -> list[str]:
-    """(low end, what the colours show, high end) of the colour bar."""
-    if view.cmap in DIVERGING:
-        return ["−1", "signed saliency", "+1"]
-    scale = {"image": "max per image", "dataset": "p99.5 of the variant", "none": "raw"}[view.norm]
-    return ["0", f"|saliency| / {scale}", "1"]
-
-
-def legend(view: View) -> dict:
-    """Colour bar with its end labels, for the page heading and the viewer."""
-    lo, what, hi = bar_labels(view)
+def legend(table: TargetTable, variant: str, view: View, pid: int | None = None) -> dict:
+    """Colour bar with real-scale ticks (an image the browser re-requests on display changes)."""
+    base = legend_base(table.source, table.target, variant, pid)
     return el(
-        "Div",
-        [
-            el("Span", what, className="legend-what"),
-            el("Span", lo),
-            el("Img", src=colour_bar_src(view.cmap), className="legend-bar", alt=f"colour map {view.cmap}"),
-            el("Span", hi),
-        ],
+        "Img",
+        src=with_query(base, display_query(view)),
         className="legend",
+        alt="colour scale",
+        **{"data-base": base},
     )
 
 
-def _heading(text: str, sub: str, view: View) -> dict:
+def heading(text: str, sub: str, extra: dict | None = None) -> dict:
     return el(
-        "Div", [el("H2", text), el("Span", sub, className="sub"), legend(view)], className="page-heading"
+        "Div",
+        [el("H2", text), el("Span", sub, className="sub"), extra or el("Span")],
+        className="page-heading",
     )
 
 
@@ -167,20 +198,18 @@ def _order_text(view: View) -> str:
     return f"sorted by {SORTS[view.sort]}{' descending' if view.desc else ''}"
 
 
-def grid_page(catalog: Catalog, view: View, pathname: str) -> tuple[list, str, int]:
-    """(children, status text, number of pages; 0 when nothing is shown) of a grid page."""
+def grid_page(catalog: Catalog, view: View, pathname: str, build) -> tuple[list, str, int]:
+    """(children, status text, number of pages; 0 when nothing is shown) of a grid page.
+
+    A page number beyond the last is clamped and the status says so.
+    """
     if not catalog.ok:
         return [no_data(catalog)], "", 0
     table = catalog.tables[view.target]
     rows = select(catalog, view)
-    per = rows_per_page(view, pathname)
+    per = rows_per_page(catalog, view, pathname)
     page, n_pages, part = page_of(len(rows), view, per)
     shown = rows[part]
-    status = (
-        f"{len(rows):,} of {len(table):,} patches match · {_order_text(view)}"
-        if len(rows)
-        else f"0 of {len(table):,} patches match"
-    )
     if not len(rows):
         return (
             [
@@ -189,96 +218,124 @@ def grid_page(catalog: Catalog, view: View, pathname: str) -> tuple[list, str, i
                     "Widen a range, choose other samples or another split, or press “Reset filters”.",
                 )
             ],
-            status,
+            f"0 of {len(table):,} patches match",
             0,
         )
-    build = {"/single": _single, "/targets": _targets, "/methods": _methods}[pathname]
+    status = f"{len(rows):,} of {len(table):,} patches match · {_order_text(view)}"
+    if page != view.page:
+        status += f" · page {view.page} does not exist: showing page {page} of {n_pages}"
     return build(catalog, view, table, shown), status, n_pages
 
 
-def _single(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
+def single_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     label = catalog.variant_label(view.target, view.variant)
     tiles = [
         tile(
-            overlay_src(table.source, table.target, view.variant, pid, view.cmap, view.alpha, view.norm),
             tile_key(pid, view.target, view.variant),
-            view.tile,
-            [id_line(table, r), *metrics_line(table, r)],
-            alt=f"patch {pid}",
+            pid,
+            title_lines(table, r),
+            overlay_base(table.source, table.target, view.variant, pid),
+            view,
         )
-        for r, pid in zip(shown, table.patch_id[shown].tolist())
+        for r, pid in zip(shown.tolist(), table.patch_id[shown].tolist())
     ]
     return [
-        _heading(f"{catalog.target_label(view.target)} · {label}", "Single target", view),
-        el(
-            "Div", tiles, className="grid", style={"gridTemplateColumns": f"repeat(auto-fill, {view.tile}px)"}
+        heading(
+            f"{catalog.target_label(view.target)} · {label}",
+            "Single target",
+            legend(table, view.variant, view),
         ),
+        el("Div", tiles, className="grid"),
     ]
 
 
-def _columns(view: View, n: int) -> dict:
-    return {"gridTemplateColumns": f"repeat({n}, {view.tile}px)"}
-
-
-def _raw_tile(view: View, table: TargetTable, r: int, title: list) -> dict:
-    pid = int(table.patch_id[r])
-    return tile(
-        patch_src(pid), tile_key(pid, view.target, view.variant), view.tile, title, alt=f"patch {pid}"
+def _group(cells: list, n: int) -> dict:
+    # Groups share a row when they fit and stretch to fill it (tiles grow with them).
+    return el(
+        "Div",
+        cells,
+        className="group",
+        style={
+            "gridTemplateColumns": f"repeat({n}, minmax(0, 1fr))",
+            "flex": f"1 1 calc({n} * (var(--tile) + 12px))",
+        },
     )
 
 
-def _targets(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
+def targets_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     keys = list(catalog.tables)
-    header = [el("Div", "patch", className="col-head")]
-    header += [el("Div", catalog.target_label(k), className="col-head") for k in keys]
-    cells: list = []
+    groups = []
     for r in shown.tolist():
         pid = int(table.patch_id[r])
-        cells.append(_raw_tile(view, table, r, [id_line(table, r)]))
+        cells = [tile(tile_key(pid, view.target, view.variant), pid, title_lines(table, r)[:1], None, view)]
         for k in keys:
             other = catalog.tables[k]
             pos = int(other.positions([pid])[0])
             if view.variant not in catalog.variants(k):
-                cells.append(placeholder(view.tile, f"{view.variant} not computed for {other.target}"))
+                cells.append(placeholder(f"{view.variant} not computed for {other.target}"))
             elif pos < 0:
-                cells.append(placeholder(view.tile, f"not explained for {other.target}"))
+                cells.append(placeholder(f"patch {pid} not explained for {other.target}"))
             else:
-                src = overlay_src(
-                    other.source, other.target, view.variant, pid, view.cmap, view.alpha, view.norm
-                )
-                cells.append(
-                    tile(
-                        src, tile_key(pid, k, view.variant), view.tile, metrics_line(other, pos), f"{k} {pid}"
-                    )
-                )
+                n = numbers(other, pos)
+                line = f"{other.target} · y {n['y']} · ŷ {n['ŷ']}"
+                base = overlay_base(other.source, other.target, view.variant, pid)
+                cells.append(tile(tile_key(pid, k, view.variant), pid, [line], base, view))
+        groups.append(_group(cells, len(keys) + 1))
     return [
-        _heading(f"{catalog.variant_label(view.target, view.variant)}", "Multiple targets", view),
-        el("Div", header + cells, className="grid table-grid", style=_columns(view, len(keys) + 1)),
+        heading(
+            catalog.variant_label(view.target, view.variant),
+            "Multiple targets",
+            legend(table, view.variant, view),
+        ),
+        el("Div", groups, className="groups"),
     ]
 
 
-def _methods(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
+def methods_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     variants = catalog.variants(view.target)
-    header = [el("Div", "patch", className="col-head")]
-    header += [
-        el("Div", v, className="col-head", title=catalog.variant_label(view.target, v, limit=None))
-        for v in variants
-    ]
-    cells: list = []
+    groups = []
     for r in shown.tolist():
         pid = int(table.patch_id[r])
-        cells.append(_raw_tile(view, table, r, [id_line(table, r), *metrics_line(table, r)]))
+        cells = [tile(tile_key(pid, view.target, view.variant), pid, title_lines(table, r), None, view)]
         for v in variants:
-            src = overlay_src(table.source, table.target, v, pid, view.cmap, view.alpha, view.norm)
-            cells.append(tile(src, tile_key(pid, view.target, v), view.tile, [], f"{v} {pid}"))
+            base = overlay_base(table.source, table.target, v, pid)
+            label = catalog.variant_label(view.target, v, limit=None)
+            cells.append(tile(tile_key(pid, view.target, v), pid, [v], base, view, caption=label))
+        groups.append(_group(cells, len(variants) + 1))
     return [
-        _heading(catalog.target_label(view.target), "Multiple methods", view),
-        el("Div", header + cells, className="grid table-grid", style=_columns(view, len(variants) + 1)),
+        heading(catalog.target_label(view.target), "Multiple methods", legend(table, view.variant, view)),
+        el("Div", groups, className="groups"),
     ]
+
+
+def _neighbours(catalog: Catalog, view: View, key: str, pid: int) -> tuple[int | None, int | None]:
+    """Patch ids before and after ``pid`` in the view's order (the table's order for another target)."""
+    table = catalog.tables[key]
+    rows = select(catalog, view) if key == view.target else np.arange(len(table))
+    ids = table.patch_id[rows]
+    where = np.flatnonzero(ids == pid)
+    if not where.size:
+        return None, None
+    i = int(where[0])
+    return (int(ids[i - 1]) if i > 0 else None, int(ids[i + 1]) if i + 1 < len(ids) else None)
+
+
+def _open_button(
+    text: str, key: str | None, bid: str | None = None, current: bool = False, tip: str = ""
+) -> dict:
+    props = {"className": "button" + (" current" if current else ""), "title": tip or None}
+    if bid:
+        props["id"] = bid
+    if key is None:
+        props["disabled"] = True
+    else:
+        props["data-open"] = key
+    return el("Button", text, **{k: v for k, v in props.items() if v is not None})
 
 
 def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
-    """Large raw patch and overlay side by side with the patch's numbers for every target."""
+    """Large raw patch and overlay with the patch's numbers for every target, prev/next in
+    the grid's order (arrow keys) and a switch to every method variant of the target."""
     parsed = parse_tile_key(key)
     if parsed is None or parsed[1] not in catalog.tables:
         return None
@@ -288,37 +345,57 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
     if r < 0 or variant not in catalog.variants(tkey):
         return None
     where = table.grid.iloc[r]
-    rows = [html.Tr([html.Th(h) for h in ("target", "y", "ŷ", "Δ", "rΔ")])]
+    head = [html.Th(h) for h in ("target", "y", "ŷ", "Δ", "rΔ")]
+    rows = [html.Tr(head)]
     for k, t in catalog.tables.items():
         p = int(t.positions([pid])[0])
         if p >= 0:
-            v = {f: float(a[p]) for f, a in t.values.items()}
-            cls = "current" if k == tkey else None
-            rows.append(
-                html.Tr(
-                    [
-                        html.Td(catalog.target_label(k)),
-                        html.Td(fmt(v["y"], t.decimals)),
-                        html.Td(fmt(v["y_hat"], t.decimals)),
-                        html.Td(fmt(v["delta"], t.decimals + 1, signed=True)),
-                        html.Td(fmt_pct(v["rel_delta"])),
-                    ],
-                    className=cls,
-                )
-            )
-    src = overlay_src(table.source, table.target, variant, pid, view.cmap, view.alpha, view.norm)
+            n = numbers(t, p)
+            cells = [html.Td(catalog.target_label(k)), *[html.Td(n[c]) for c in ("y", "ŷ", "Δ", "rΔ")]]
+            rows.append(html.Tr(cells, className="current" if k == tkey else None))
+    prev, nxt = _neighbours(catalog, view, tkey, pid)
+    switch = [
+        _open_button(
+            v, tile_key(pid, tkey, v), current=v == variant, tip=catalog.variant_label(tkey, v, limit=None)
+        )
+        for v in catalog.variants(tkey)
+    ]
+    base = overlay_base(table.source, table.target, variant, pid)
+    overlay = html.Img(
+        src=with_query(base, display_query(view)), className="ov", alt="", **{"data-base": base}
+    )
     return [
-        html.H3(f"Patch #{pid}", id="viewer-title"),
+        html.Div(
+            [
+                _open_button(
+                    "‹ prev",
+                    None if prev is None else tile_key(prev, tkey, variant),
+                    "viewer-prev",
+                    tip="← key",
+                ),
+                html.H3(f"Patch #{pid}", id="viewer-title"),
+                _open_button(
+                    "next ›",
+                    None if nxt is None else tile_key(nxt, tkey, variant),
+                    "viewer-next",
+                    tip="→ key",
+                ),
+            ],
+            className="viewer-head",
+        ),
         html.Div(
             f"sample {where['sample']} · voxel row {where['row']}, col {where['col']} · split {where['split']}",
             className="sub",
         ),
+        html.Div(switch, className="method-switch", id="viewer-methods"),
         html.Div(
             [
                 html.Figure([html.Img(src=patch_src(pid), className="big"), html.Figcaption("patch")]),
                 html.Figure(
                     [
-                        html.Img(src=src, className="big", id="viewer-overlay"),
+                        html.Div(
+                            [html.Img(src=patch_src(pid), className="raw"), overlay], className="stack big"
+                        ),
                         html.Figcaption(
                             f"{table.target} · {catalog.variant_label(tkey, variant, limit=None)}"
                         ),
@@ -327,5 +404,8 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
             ],
             className="pair",
         ),
-        html.Div([html.Table(rows, className="numbers"), legend(view)], className="viewer-foot"),
+        html.Div(
+            [html.Table(rows, className="numbers"), legend(table, variant, view, pid)],
+            className="viewer-foot",
+        ),
     ]

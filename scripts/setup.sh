@@ -20,12 +20,31 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# pip -q still prints one "Location '<index>/<package>/' is ignored" warning per package
+# when this machine's pip config names local index folders that lack it (~270 for a full
+# install): count them instead of printing them; everything else pip says is shown.
+pip_quiet() {
+  local log n
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip "$@" 2>"$log"; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  n=$(grep -c "is ignored: it is neither a file nor a directory" "$log" || true)
+  grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+  rm -f "$log"
+  if ((n)); then
+    echo "setup: ($n pip warnings about local package-index folders from this machine's pip config not shown)"
+  fi
+}
+
 stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv and installing histoxai with its pinned dependencies"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  pip_quiet install -q --upgrade pip
+  pip_quiet install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

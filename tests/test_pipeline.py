@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ import yaml
 from histoxai.data.store import PatchStore
 
 pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent  # the venv's bin: dvc and histoxai, whether or not on PATH
+DVC = str(BIN / "dvc")
 
 TINY = {
     "data": {
@@ -26,7 +30,15 @@ TINY = {
     "explain": {
         "methods": ["gradcampp", {"name": "sg", "method": "smoothgrad", "params": {"sigma": 0.2, "n": 2}}]
     },
-    "xai_eval": {"max_patches": 8, "steps": 3, "sanity_patches": 2, "stability_patches": 2},
+    "xai_eval": {
+        "max_patches": 8,
+        "steps": 3,
+        "sanity_patches": 2,
+        "robustness_patches": 2,
+        "robustness_draws": 2,
+        "bootstrap": 50,
+        "intervention_patches": 0,
+    },
 }
 
 
@@ -60,7 +72,7 @@ def clone(tmp_path, repo_root) -> tuple[Path, dict]:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
-        "PATH": f"{repo_root / '.venv/bin'}:{os.environ['PATH']}",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(dest / "src"),
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}",
@@ -82,30 +94,30 @@ def _merge(into: dict, values: dict) -> None:
 
 def test_prepare_stage_reproduces_and_round_trips_through_the_remote(clone):
     dest, env = clone
-    out = run(["dvc", "repro", "prepare"], dest, env)
+    out = run([DVC, "repro", "prepare"], dest, env)
     assert "patch store" in out
     store = PatchStore(dest / "data/patches")
     assert len(store) == 2 * 6 * 6 and store.patch_size == 32
     lock = yaml.safe_load((dest / "dvc.lock").read_text())
     assert lock["stages"]["prepare"]["outs"][0]["path"] == "data/patches"
-    assert "up to date" in run(["dvc", "repro", "prepare"], dest, env)
+    assert "up to date" in run([DVC, "repro", "prepare"], dest, env)
 
     before = store.images(np.arange(len(store)))
-    run(["dvc", "push", "prepare"], dest, env)
+    run([DVC, "push", "prepare"], dest, env)
     shutil.rmtree(dest / "data/patches")
-    run(["dvc", "pull", "prepare"], dest, env)
+    run([DVC, "pull", "prepare"], dest, env)
     np.testing.assert_array_equal(PatchStore(dest / "data/patches").images(np.arange(len(store))), before)
 
 
 def test_whole_pipeline_reproduces_on_a_tiny_phantom(clone):
     dest, env = clone
-    run(["dvc", "repro"], dest, env)
+    run([DVC, "repro"], dest, env)
     for name in ("histoxai-mdfa", "histoxai-cc"):
         assert (dest / "models" / name / "predictions.parquet").is_file()
         assert json.loads((dest / "reports/evaluate" / name / "metrics.json").read_text())
         assert (dest / "data/saliency" / name / "manifest.json").is_file()
         assert json.loads((dest / "reports/xai_eval" / name / "ranking.json").read_text())
-    status = run(["dvc", "status"], dest, env)
+    status = run([DVC, "status"], dest, env)
     assert "up to date" in status, status
-    metrics = run(["dvc", "metrics", "show"], dest, env)
+    metrics = run([DVC, "metrics", "show"], dest, env)
     assert "test/r2_md" in metrics and "test/r2_cc" in metrics

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 
 from histoxai.config import Config, dump_yaml
+from histoxai.errors import InputError
 from histoxai.io import write_text
 from histoxai.tracking import studies
 from tuning.objective import RUN_ATTR, Objective, StudyContext, TrainFn
@@ -155,7 +156,7 @@ def launch(
         The study summary (see :func:`tuning.report.finalize`); empty for a worker.
     """
     if finalize_only and cfg.tune.study_name not in optuna.get_all_study_names(open_storage(cfg.tune)):
-        raise ValueError(f"no study {cfg.tune.study_name!r} in {redact(storage_url(cfg.tune))} to finalize")
+        raise InputError(f"no study {cfg.tune.study_name!r} in {redact(storage_url(cfg.tune))} to finalize")
     opened = open_study(cfg, tracking_uri, pruner, run_id=run_id, worker=worker)
     if worker:
         run_trials(cfg, opened, train_fn)

@@ -23,6 +23,7 @@ import optuna
 from histoxai.config import Config, ConfigError, flatten
 from histoxai.tracking import studies
 from tuning.space import Space, objective_weights, sample
+from tuning.study import REASON_ATTR
 
 # train_fn(cfg, out_dir=..., run_id=..., tracking_uri=..., on_epoch=...) -> validation metrics
 # of the kept model. It trains cfg, calls on_epoch(epoch, metrics) after every epoch (an
@@ -32,7 +33,6 @@ from tuning.space import Space, objective_weights, sample
 TrainFn = Callable[..., Mapping[str, float]]
 
 RUN_ATTR = "mlflow_run_id"
-REASON_ATTR = "fail_reason"
 
 
 class TrialFailed(RuntimeError):

@@ -17,12 +17,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from histoxai.config import Config
+from histoxai.config import Config, apply_overrides
 from histoxai.io import write_json
 from histoxai.tracking import studies
-from tuning.objective import REASON_ATTR, RUN_ATTR, StudyContext
-from tuning.space import Space, apply_params
-from tuning.study import counted_trials, retried_numbers
+from tuning.objective import RUN_ATTR, StudyContext
+from tuning.space import Space
+from tuning.study import counted_trials, fail_reasons, retried_numbers
 
 PLOTS: dict[str, Callable[[optuna.Study], object]] = {
     "optimization_history": optuna.visualization.plot_optimization_history,
@@ -44,9 +44,7 @@ def summarize(study: optuna.Study) -> dict:
         "failed": states.count(TrialState.FAIL),
         "running": states.count(TrialState.RUNNING) + states.count(TrialState.WAITING),
         "requeued": len(retried_numbers(trials)),
-        "failures": {
-            t.number: t.user_attrs.get(REASON_ATTR, "") for t in counted if t.state == TrialState.FAIL
-        },
+        "failures": fail_reasons(study, counted),
         "best": None,
     }
     if summary["complete"]:
@@ -86,7 +84,7 @@ def finalize(cfg: Config, study: optuna.Study, ctx: StudyContext, space: Space) 
     The summary is also written to ``<tune.dir>/<study>/summary.json``.
     """
     summary = summarize(study)
-    model_name = apply_params(cfg, space.fixed).model.registered_name
+    model_name = apply_overrides(cfg, space.fixed).model.registered_name
     best = summary["best"]
     tags = {"optuna.best_trial": "none", "optuna.n_trials": str(summary["n_trials"])}
     if best is not None and best["run_id"] and cfg.tune.register:

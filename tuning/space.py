@@ -1,6 +1,6 @@
 """Search spaces as data: a YAML file mapping dotted config keys to distributions.
 
-A space file (``tuning/spaces/mdfa.yaml``)::
+A space file (``tuning/spaces/light-mdfa.yaml``)::
 
     objective:                      # optional; default: mean validation R2 over targets
       weights: {md: 0.5, fa: 0.5}
@@ -21,9 +21,7 @@ Adding a dimension is one line of YAML.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 import optuna
 import yaml
 
-from histoxai.config import Config, ConfigError, parse, to_dict
+from histoxai.config import Config, ConfigError, apply_overrides, field_type, flatten, yaml_number
 
 
 class SpaceError(ConfigError):
@@ -131,7 +129,7 @@ def load_space(path: str | Path, base: Config | None = None) -> Space:
     for key, value in fixed.items():
         _check_value(base, key, value, path, "fixed")
     try:
-        start = apply_params(base, fixed)
+        start = apply_overrides(base, fixed)
     except ConfigError as err:
         raise SpaceError(f"{path}: fixed: {err}") from None
 
@@ -208,13 +206,8 @@ def _dimension(
 
 
 def _number(value: Any, kind: str, where: str) -> int | float:
-    # PyYAML reads 1e-5 (no dot) as a string; accept it for float bounds rather than
-    # failing on a YAML 1.1 quirk.
-    if kind == "float" and isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    if kind == "float":
+        value = yaml_number(value)
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise SpaceError(f"{where}={value!r}: expected an integer")
     if kind == "float" and (
@@ -291,46 +284,19 @@ def _enqueue(raw: Any, path: Path, dims: dict[str, Dimension]) -> tuple[dict[str
 
 
 def config_field(key: str, path: Path | str = "space") -> Any:
-    """The type annotation of dotted config ``key``; SpaceError if it names no field."""
-    cls: Any = Config
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        names = {f.name for f in dataclasses.fields(cls)}
-        if part not in names:
-            prefix = ".".join(parts[:i]) or "config"
-            raise SpaceError(
-                f"{path}: unknown config key {key!r}: {prefix} has no field {part!r}; expected one of {sorted(names)}"
-            )
-        tp = typing.get_type_hints(cls)[part]
-        if i < len(parts) - 1:
-            if not dataclasses.is_dataclass(tp):
-                raise SpaceError(
-                    f"{path}: unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section"
-                )
-            cls = tp
-    if dataclasses.is_dataclass(tp):
-        raise SpaceError(f"{path}: config key {key!r} is a section; name one of its fields")
-    return tp
+    """The type annotation of dotted config ``key``; SpaceError naming ``path`` if none."""
+    try:
+        return field_type(key)
+    except ConfigError as err:
+        raise SpaceError(f"{path}: {err}") from None
 
 
 def _check_value(base: Config, key: str, value: Any, path: Path, where: str) -> None:
     config_field(key, path)
     try:
-        apply_params(base, {key: value})
+        apply_overrides(base, {key: value})
     except ConfigError as err:
         raise SpaceError(f"{path}: {where}.{key}: {err}") from None
-
-
-def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
-    """A copy of ``cfg`` with dotted ``params`` set, validated by :func:`histoxai.config.parse`."""
-    raw = to_dict(cfg)
-    for key, value in params.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = list(value) if isinstance(value, tuple) else value
-    return parse(Config, raw)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -342,21 +308,19 @@ def sample(space: Space, trial: optuna.Trial, base: Config) -> tuple[Config, dic
     Raises:
         SpaceError: a sampled combination is rejected by the config schema.
     """
-    start = apply_params(base, space.fixed)
+    start = apply_overrides(base, space.fixed)
     flat = _flat(start)
     params: dict[str, Any] = {}
     for dim in space.dimensions:
         if dim.applies({**flat, **params}):
             params[dim.key] = dim.suggest(trial)
     try:
-        return apply_params(start, params), params
+        return apply_overrides(start, params), params
     except ConfigError as err:
         raise SpaceError(f"{space.path}: sampled params {params} are invalid: {err}") from None
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
-    from histoxai.config import flatten
-
     return {k: tuple(v) if isinstance(v, list) else v for k, v in flatten(cfg).items()}
 
 

@@ -58,6 +58,7 @@ PRUNERS: dict[str, Callable[[TuneConfig, int], optuna.pruners.BasePruner]] = {
 }
 
 WORKER_ATTR = "worker"  # user attr: token of the process running the trial
+REASON_ATTR = "fail_reason"  # user attr: why a trial failed
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -189,15 +190,28 @@ def recover_dead_workers(study: optuna.Study, retry: RetryStale, tokenless_dead:
         token = trial.user_attrs.get(WORKER_ATTR)
         if token is None and not tokenless_dead or token is not None and worker_alive(token) is not False:
             continue
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {token} died")
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
+        try:  # public API only: tell by trial number (another worker may finish it first)
+            frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        retry(study, study._storage.get_trial(trial._trial_id))
+        if frozen.state != TrialState.FAIL or frozen.datetime_complete is None:
+            continue
+        # A finished trial's own attrs are read-only through the public API: the reason is
+        # a study attr keyed by trial number (read back by :func:`fail_reasons`).
+        study.set_user_attr(f"{REASON_ATTR}.{trial.number}", f"worker {token} died")
+        retry(study, frozen)
         failed.append(trial.number)
     return failed
+
+
+def fail_reasons(study: optuna.Study, trials: list[FrozenTrial]) -> dict[int, str]:
+    """Why each FAIL trial of ``trials`` failed: its own ``fail_reason`` attr, else the one a
+    worker recorded on the study when it found the trial's worker dead."""
+    return {
+        t.number: t.user_attrs.get(REASON_ATTR) or study.user_attrs.get(f"{REASON_ATTR}.{t.number}", "")
+        for t in trials
+        if t.state == TrialState.FAIL
+    }
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:

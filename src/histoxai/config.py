@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from histoxai.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown, mistyped or out of range."""
 
 
@@ -40,31 +44,56 @@ def bounded(
 
 @dataclass(frozen=True)
 class BaseConfig:
+    """Seeds and paths. ``seeds``: train (and report) the same model once per seed; empty:
+    ``[seed]``. The first is the registered model; reports give mean and spread across
+    them (``seed_list``)."""
+
     seed: int = bounded(0, ge=0)
+    seeds: tuple[int, ...] = bounded((), ge=0)
     data_dir: str = "data"
     patches_dir: str = "data/patches"
     models_dir: str = "models"
     reports_dir: str = "reports"
     saliency_dir: str = "data/saliency"
 
+    def __post_init__(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"base.seeds={list(self.seeds)}: a seed appears twice")
+
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds a model is trained with: ``seeds``, or ``(seed,)`` when empty."""
+        return self.seeds or (self.seed,)
+
 
 @dataclass(frozen=True)
 class PhantomConfig:
     """Synthetic H&E phantom (see ``histoxai.data.phantom``).
 
-    Tissue geometry is in micrometres; ``um_per_px`` sets the rendering resolution, so
-    a voxel (patch) spans ``patch_size_px * um_per_px`` um. ``smoothness_vox`` is the
-    correlation length of the tissue-parameter maps; ``shortcut_strength`` the largest
-    relative darkening of the MD-correlated border line drawn when ``shortcut`` is on.
+    ``geometry`` sets the voxel size and the shared tissue-parameter ranges (``demo``:
+    64 um voxels; ``micromen``: MICROMEN's 200 um voxels and meningioma nuclei, see
+    ``phantom_profile.GEOMETRIES``). ``um_per_px`` is the rendering resolution; 0 renders
+    straight at ``data.patch_size_px`` per voxel, another value renders at it (e.g. 0.5,
+    MICROMEN's H&E) and resizes to the patch size. ``tissue_overlap``: share of the
+    geometry's tissue-parameter span each sample covers (1: all samples alike in tissue;
+    stain, blur and noise always differ). ``smoothness_vox``: correlation length of the
+    tissue maps. ``target_smoothing_vox``: Gaussian sigma (voxels) applied to the MD/FA
+    tensor maps, as MR's point-spread (0: none). ``distractor_density``: expected share of
+    the canvas covered by red-cell clusters and debris before they are kept to stroma.
+    ``shortcut_strength``: largest relative darkening of the MD-correlated border line
+    drawn when ``shortcut`` is on.
     """
 
-    n_samples: int = bounded(6, ge=1)
-    grid_vox: tuple[int, int] = bounded((20, 20), ge=1)
-    um_per_px: float = bounded(1.0, gt=0)
-    noise_sd_md: float = bounded(0.05, ge=0)
+    n_samples: int = bounded(12, ge=1)
+    grid_vox: tuple[int, int] = bounded((14, 14), ge=1)
+    geometry: Literal["demo", "micromen"] = "demo"
+    um_per_px: float = bounded(0.0, ge=0)
+    tissue_overlap: float = bounded(0.7, gt=0, le=1)
+    noise_sd_md: float = bounded(0.02, ge=0)
     noise_sd_fa: float = bounded(0.02, ge=0)
     smoothness_vox: float = bounded(3.0, gt=0)
+    target_smoothing_vox: float = bounded(0.0, ge=0)
     distractors: bool = True
+    distractor_density: float = bounded(0.12, ge=0, le=1)
     shortcut: bool = False
     shortcut_strength: float = bounded(0.15, ge=0, le=1)
 
@@ -100,6 +129,7 @@ class SplitConfig:
 
     ``random`` and ``spatial_block`` split the patches of all samples but
     ``holdout_samples`` (which become ``out``) by ``fractions`` (train, val, test);
+    with ``in_samples`` set, only those samples are split and all others are ``out``;
     ``spatial_block`` keeps square blocks of ``block_vox`` voxels together.
     ``leave_sample_out`` trains on ``train_samples`` (val drawn from them) and tests on
     all others.
@@ -110,12 +140,22 @@ class SplitConfig:
     block_vox: int = bounded(4, ge=1)
     holdout_samples: tuple[str, ...] = ()
     train_samples: tuple[str, ...] = ()
+    # thesis (issue 12): random / spatial_block split only these samples; every other
+    # sample is ``out`` (empty: all samples but holdout_samples). The thesis: [s3, s4].
+    in_samples: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        fractions = list(self.fractions)
+        if any(not 0 <= f <= 1 for f in fractions):
+            raise ConfigError(f"data.split.fractions={fractions}: expected each fraction in [0, 1]")
+        if abs(sum(fractions) - 1) > 1e-6:
+            raise ConfigError(f"data.split.fractions={fractions}: expected (train, val, test) summing to 1")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["phantom", "micromen"] = "phantom"
-    patch_size_px: int = bounded(64, ge=8)
+    patch_size_px: int = bounded(128, ge=8)
     phantom: PhantomConfig = PhantomConfig()
     micromen: MicromenConfig = MicromenConfig()
     split: SplitConfig = SplitConfig()
@@ -143,6 +183,9 @@ class ModelConfig:
     feature_width: int = bounded(64, ge=1)
     loss_weights: dict[str, float] = field(default_factory=dict)
     registered_name: str = "histoxai-mdfa"
+    # thesis (issue 12): activation after the neck's and each head's hidden Dense layer;
+    # ``linear`` = none, as Table 3.1 of the thesis (Lank 2024).
+    head_activation: Literal["relu", "linear"] = "relu"
 
     def __post_init__(self) -> None:
         known = ("md", "fa", "faip", "cc")  # histoxai.data.store.TARGETS
@@ -176,12 +219,15 @@ class AugmentConfig:
 
     ``small_rotation_deg``: rotation by U(-deg, deg) with reflected borders (0: off).
     ``stain_jitter``: sigma of the H&E(D) colour jitter of Tellez et al. 2018 (0: off).
+    ``blur_sigma_px``: Gaussian blur of sigma U(0, blur_sigma_px) px per image (0: off);
+    blur, not colour, is the appearance shift between slides that breaks transfer.
     """
 
     flips: bool = True
     rot90: bool = True
     small_rotation_deg: float = bounded(0.0, ge=0, le=10)
     stain_jitter: float = bounded(0.0, ge=0, le=1)
+    blur_sigma_px: float = bounded(0.0, ge=0, le=5)
 
 
 @dataclass(frozen=True)
@@ -193,7 +239,11 @@ class TrainConfig:
     with ``schedule`` (``none``: constant ``lr``; ``cosine``: linear warmup from
     ``initial_lr`` to ``warmup_target_lr`` over ``warmup_epochs``, then cosine decay to 0
     over ``decay_epochs``). Both phases stop early after ``patience`` epochs without a
-    lower validation loss; the best checkpoint is kept. ``num_workers``: background
+    lower validation loss, but fine-tuning never before ``min_epochs`` (0: the length of
+    the schedule, ``warmup_epochs + decay_epochs`` capped at ``epochs`` for ``cosine``,
+    so early stopping never cuts a decay short); the best checkpoint is kept. A
+    non-finite training loss or validation metric stops the fit with
+    ``histoxai.training.fit.NonFiniteTrainingError``. ``num_workers``: background
     threads gathering batches (0: in the training thread). ``threads``: CPU threads for
     torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
     busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
@@ -203,6 +253,7 @@ class TrainConfig:
     epochs: int = bounded(40, ge=1)
     frozen_epochs: int = bounded(0, ge=0)
     patience: int = bounded(10, ge=1)
+    min_epochs: int = bounded(0, ge=0)
     batch_size: int = bounded(64, ge=1)
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = bounded(1e-3, gt=0)
@@ -239,7 +290,7 @@ class TuneConfig:
     ``trainer``: ``module:function`` that trains one trial (see ``tuning.objective.TrainFn``).
     """
 
-    space: str = "tuning/spaces/mdfa.yaml"
+    space: str = "tuning/spaces/light-mdfa.yaml"
     study_name: str = "histoxai-mdfa"
     n_trials: int = bounded(20, ge=1)
     storage: str = ""
@@ -255,6 +306,51 @@ class TuneConfig:
     experiment: str = ""
     register: bool = True
     trainer: str = "tuning.training:train_trial"
+
+    def __post_init__(self) -> None:
+        if "://" in self.storage:
+            check_storage_url(self.storage, "tune.storage")
+
+
+def check_storage_url(url: str, key: str) -> None:
+    """Raise ConfigError unless ``url`` is an RDB URL whose SQLAlchemy dialect and driver are
+    installed (``mysql://`` without a MySQL driver fails here, not after the study started)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise ConfigError(f"{key}={_redact(url)!r}: not a database URL SQLAlchemy knows ({err})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        name = parsed.get_backend_name()
+        usable = [f"{name}+{driver}://" for driver, module in _DRIVERS.get(name, ()) if _installed(module)]
+        hint = f"use {' or '.join(usable)}" if usable else "install a driver for it or use sqlite:///FILE"
+        raise ConfigError(
+            f"{key}={_redact(url)!r}: the {parsed.drivername!r} database driver is not installed "
+            f"({err}); {hint}"
+        ) from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a missing parent package
+        return False
+
+
+_DRIVERS = {  # SQLAlchemy driver name -> module, for the hint above
+    "postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000")),
+    "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"), ("mysqlconnector", "mysql.connector")),
+}
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return url if not sep or "://" not in head else head.split("://")[0] + "://***@" + tail
 
 
 @dataclass(frozen=True)
@@ -317,6 +413,30 @@ class ExplainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
+    def __post_init__(self) -> None:
+        for i, entry in enumerate(self.methods):
+            if isinstance(entry, VariantConfig):
+                check_variant_params(entry, f"explain.methods[{i}]")
+
+
+VARIANT_PARAM_BOUNDS: dict[str, dict[str, tuple[str, float]]] = {
+    "smoothgrad": {"n": (">=", 1), "sigma": (">", 0), "noise_batch": (">=", 0)},
+    "integrated_gradients": {"steps": (">=", 1), "step_batch": (">=", 0)},
+    "occlusion": {"window": (">=", 1), "stride": (">=", 1), "window_batch": (">=", 0)},
+}
+"""Ranges of the numeric parameters of ``histoxai.explain.methods`` (checked at load)."""
+
+
+def check_variant_params(variant: VariantConfig, key: str) -> None:
+    """Raise ConfigError when a numeric method parameter lies outside its range."""
+    bounds = VARIANT_PARAM_BOUNDS.get(variant.method or variant.name, {})
+    for name, value in variant.params.items():
+        if name not in bounds or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        op, limit = bounds[name]
+        if not (value >= limit if op == ">=" else value > limit):
+            raise ConfigError(f"{key}.params.{name}={value!r}: expected a value {op} {limit}")
+
 
 @dataclass(frozen=True)
 class XaiEvalConfig:
@@ -324,31 +444,43 @@ class XaiEvalConfig:
 
     ``saliency_dir`` empty: ``explain.output_dir`` or ``base.saliency_dir``/<registered
     model name of ``explain.model_uri``>; ``output_dir`` empty:
-    ``base.reports_dir``/xai_eval/<that directory's name>. ``steps``: perturbation
-    fractions of the deletion/insertion/ROAD curves; ``baseline``: what deleted pixels
-    become (``blur``: Gaussian blur of ``blur_sigma_px``; ``mean``: mean colour).
-    Sanity (randomisation) and stability (noise) re-explain the first
-    ``sanity_patches``/``stability_patches`` patches (0: skip). ``shortcut`` auto: report
-    the border band when the store has a non-zero ``shortcut_cue`` column.
+    ``base.reports_dir``/xai_eval/<that directory's name>. ``max_patches`` 0: every
+    explained patch is scored (a seeded subset otherwise, the CPU cap).
+
+    Relevance is the signed map, positive for score ``higher`` (negated for ``lower``);
+    ``magnitude_variants`` adds each variant's |map| as an extra row ``<variant>|abs``.
+    ``steps``: perturbation fractions of the deletion/insertion/ROAD curves;
+    ``baseline``: what deleted pixels become (``blur``: Gaussian blur of
+    ``blur_sigma_px``; ``mean``: mean colour). Sanity (cascading randomisation, Spearman
+    and SSIM of |map| per block; a method passes when every block's mean rho is below
+    ``sanity_threshold``) and robustness (max-sensitivity over ``robustness_draws``
+    uniform perturbations of radius ``robustness_radius``) re-explain
+    ``sanity_patches``/``robustness_patches`` patches stratified over samples (0: skip).
+    ``bootstrap`` cluster resamples of samples give every interval (``confidence``);
+    ``normalised_bar``: the oracle-normalised localisation a method must reach to be
+    named. ``intervention_patches``: patches re-rendered without each object
+    (``histoxai.data.phantom_truth.ablate``; 0: skip). ``shortcut`` auto: report the
+    border band when the store has a non-zero ``shortcut_cue`` column.
     ``nuclei_threshold`` 0: Otsu on the haematoxylin channel (tissue classes of stores
-    without masks). ``relevance``: localisation and faithfulness rank pixels by |map|
-    (``magnitude``; input gradients mark dark nuclei negative) or by the raw map
-    (``signed``).
+    without masks).
     """
 
-    max_patches: int = bounded(256, ge=1)
+    max_patches: int = bounded(0, ge=0)
     steps: int = bounded(10, ge=2)
     baseline: Literal["blur", "mean"] = "blur"
     blur_sigma_px: float = bounded(5.0, gt=0)
     road_noise_sd: float = bounded(0.01, ge=0)
     batch_size: int = bounded(32, ge=1)
-    localisation_backend: Literal["quantus", "torch"] = "quantus"
-    relevance: Literal["magnitude", "signed"] = "magnitude"
+    magnitude_variants: bool = False
     sanity_patches: int = bounded(16, ge=0)
     sanity_threshold: float = bounded(0.5, gt=0, le=1)
-    stability_patches: int = bounded(16, ge=0)
-    stability_noise_sd: float = bounded(0.02, ge=0)
-    stability_copies: int = bounded(3, ge=1)
+    robustness_patches: int = bounded(8, ge=0)
+    robustness_draws: int = bounded(50, ge=1)
+    robustness_radius: float = bounded(0.02, gt=0)
+    bootstrap: int = bounded(1000, ge=10)
+    confidence: float = bounded(0.95, gt=0, le=1)
+    normalised_bar: float = bounded(0.5, gt=0, le=1)
+    intervention_patches: int = bounded(16, ge=0)
     n_bins: int = bounded(4, ge=1)
     shortcut: Literal["auto", "on", "off"] = "auto"
     shortcut_band_px: int = bounded(2, ge=1)
@@ -369,6 +501,13 @@ class DashboardConfig:
     hashes from ``histoxai dashboard --hash-password``). Serving on a non-loopback
     ``host`` without login is refused unless ``insecure_public``. ``cache_size``: rendered
     overlay PNGs kept in memory.
+
+    Serving: requests whose Host header is not a loopback name or in ``allowed_hosts``
+    are refused (DNS rebinding); ``*`` allows any. ``server``: ``auto`` serves loopback
+    addresses with Flask's server and any other with waitress (``threads`` threads),
+    behind a TLS proxy. Login: sessions expire after ``session_hours`` and are revoked
+    server-side at logout; ``login_attempts`` failures within ``lockout_s`` seconds lock
+    the user name and the client address for ``lockout_s`` seconds.
     """
 
     host: str = "127.0.0.1"
@@ -379,6 +518,51 @@ class DashboardConfig:
     users_file: str = ""
     insecure_public: bool = False
     cache_size: int = bounded(4096, ge=0)
+    allowed_hosts: tuple[str, ...] = ()
+    server: Literal["auto", "flask", "waitress"] = "auto"
+    threads: int = bounded(8, ge=1, le=256)
+    session_hours: float = bounded(12.0, gt=0.0)
+    login_attempts: int = bounded(5, ge=1)
+    lockout_s: int = bounded(300, ge=1)
+
+
+def port_number(text: str) -> int:
+    """A TCP port from a command-line flag (argparse ``type``): an integer in 1..65535."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer port 1..65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: expected a port 1..65535")
+    return port
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    """The thesis' figures and tables (``histoxai figures``, ``histoxai.evaluation.figures``).
+
+    Figure grids: ``n_patches`` random patches of ``split`` (seeded by ``base.seed``) ×
+    method variant × target, maps drawn over the patch with ``alpha`` in colour map
+    ``cmap`` (per-map min–max display scaling), as PNG and PDF. ``methods``/``targets``
+    empty: all in the saliency store. ``saliency_dir`` empty: ``explain.output_dir`` or
+    ``base.saliency_dir``/<registered model name>; ``output_dir`` empty:
+    ``base.reports_dir``/figures/<that directory's name>. ``summary_mat``: the MICROMEN
+    per-voxel ``summary.mat`` for the per-voxel baseline (``histoxai baseline``).
+    """
+
+    n_patches: int = bounded(12, ge=1)
+    split: Literal["train", "val", "test", "out", "all"] = "test"
+    alpha: float = bounded(0.6, ge=0, le=1)
+    cmap: str = "viridis"
+    methods: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    saliency_dir: str = ""
+    output_dir: str = ""
+    dpi: int = bounded(150, ge=10)
+    summary_mat: str = "../shared/data/micromen/summary.mat"
+    baseline_sigma_vox: float = bounded(0.5, ge=0)
 
 
 @dataclass(frozen=True)
@@ -392,6 +576,7 @@ class Config:
     explain: ExplainConfig = ExplainConfig()
     xai_eval: XaiEvalConfig = XaiEvalConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    figures: FiguresConfig = FiguresConfig()
 
 
 # --------------------------------------------------------------------------- loading
@@ -448,6 +633,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected one of {list(args)}")
         return value
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+        if isinstance(value, dict):  # a mapping can only be the dataclass arm: keep its error
+            for arg in args:
+                if dataclasses.is_dataclass(arg):
+                    return parse(arg, value, key)
         for arg in args:
             try:
                 return _coerce(arg, value, key)
@@ -467,13 +658,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a mapping")
         return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
-        if isinstance(value, str):  # PyYAML reads 3e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = yaml_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
+        if not math.isfinite(value):  # NaN passes every range check; inf trains to nonsense
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -510,13 +699,63 @@ def _apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"override {key}: {text!r} is not a valid YAML value: {err}") from err
+    set_dotted(raw, key.strip(), value)
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set dotted ``key`` (``train.lr``) in the nested mapping ``raw``, creating sections."""
     node = raw
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key}: {part!r} is not a section")
-    node[parts[-1]] = value
+    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
+def apply_overrides(cfg: Config, values: typing.Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted ``values`` set (``{"train.lr": 3e-5}``), validated
+    like the params file."""
+    raw = to_dict(cfg)
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return parse(Config, raw)
+
+
+def field_type(key: str) -> Any:
+    """The type annotation of dotted config ``key`` (the schema walk).
+
+    Raises:
+        ConfigError: ``key`` names no field, passes through a non-section, or is a section.
+    """
+    cls: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(cls)}
+        if part not in names:
+            prefix = ".".join(parts[:i]) or "config"
+            raise ConfigError(
+                f"unknown config key {key!r}: {prefix} has no field {part!r}; expected one of {sorted(names)}"
+            )
+        tp = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+            cls = tp
+    if dataclasses.is_dataclass(tp):
+        raise ConfigError(f"config key {key!r} is a section; name one of its fields")
+    return tp
+
+
+def yaml_number(value: Any) -> Any:
+    """``value`` as a float when it is a string PyYAML failed to read as one (YAML 1.1
+    reads ``3e-5``, without a dot, as a string); anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def to_dict(cfg: Any) -> dict:

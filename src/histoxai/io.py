@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from histoxai.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -32,14 +34,80 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if not target.exists():
             raise FileNotFoundError(f"nothing was written to {target} for {path}")
         if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(target, path)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(target, path)
         else:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary directory; on success move each entry into ``out_dir``.
+
+    Unlike :func:`atomic_path` on a directory, ``out_dir`` itself is kept, so files other
+    tools put there (DVC's ``.gitignore``) survive. Entries are renamed into place only after
+    all were written (each rename atomic; a subdirectory is swapped whole). Entries named in
+    ``owned`` that this run did not write are removed (stale from an earlier run). On error
+    nothing in ``out_dir`` changes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", suffix=".tmp", dir=out_dir))
+    try:
+        yield tmp
+        written = sorted(p.name for p in tmp.iterdir())
+        for name in written:
+            dest = out_dir / name
+            if (tmp / name).is_dir() and dest.is_dir() and not dest.is_symlink():
+                replace_dir(tmp / name, dest)
+            else:
+                os.replace(tmp / name, dest)
+        for name in set(owned) - set(written):
+            stale = out_dir / name
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.exists():
+                stale.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Put directory ``new`` in the place of directory ``path`` and delete the old one.
+
+    On Linux the two are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)``, so
+    ``path`` always exists; elsewhere the old directory is first renamed to
+    ``.<name>.old-<pid>`` (:func:`clean_leftovers` puts it back if a kill lands between).
+    """
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if _exchange(new, path):
+        os.replace(new, old)
+    else:
+        os.replace(path, old)
+        os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -62,3 +130,86 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class OutputLockedError(UserError, ValueError):
+    """Another process is writing the same output."""
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on output ``path`` (a sibling ``.<name>.lock`` file) or fail at once.
+
+    The lock is an ``flock`` that the kernel drops when its process dies, so a killed writer
+    never leaves a stale lock. The lock file itself stays (removing it would race).
+
+    Raises:
+        OutputLockedError: another process holds the lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            raise OutputLockedError(
+                f"{path} is being written by another process (pid {owner}, lock {lock}); "
+                "wait for it to finish"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def clean_leftovers(path: str | Path) -> list[Path]:
+    """Remove what killed :func:`atomic_path` writes of ``path`` left beside it.
+
+    That is ``.<name>.*.tmp`` directories and ``.<name>.old-<pid>`` copies of a replaced
+    directory whose process is gone. Call it while holding :func:`output_lock` on
+    ``path`` (a temporary of a live writer would otherwise be removed).
+
+    Returns:
+        The paths removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    olds = [p for p in path.parent.glob(f".{path.name}.old-*") if _dead_pid(p)]
+    if olds and not path.exists():  # killed between the two renames: put the old one back
+        os.replace(max(olds, key=lambda p: p.stat().st_mtime), path)
+    for p in sorted(path.parent.glob(f".{path.name}.*")):
+        stale = p.name.endswith(".tmp")
+        if ".old-" in p.name:
+            stale = _dead_pid(p)
+        if stale and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _dead_pid(old: Path) -> bool:
+    pid = old.name.rsplit(".old-", 1)[1]
+    return pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

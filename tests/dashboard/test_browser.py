@@ -17,8 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dashboard.app import Settings, create_app
+from dashboard.app import create_app
 from dashboard.auth import hash_password
+from histoxai.config import DashboardConfig
 from tests.dashboard.conftest import make_pipeline
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -94,7 +95,9 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(run):
-    app = create_app(Settings(run["patches"], saliency_root=run["saliency"], reports_dir=run["reports"]))
+    app = create_app(
+        DashboardConfig(), run["patches"], saliency_root=run["saliency"], reports_dir=run["reports"]
+    )
     with _serve(app) as url:
         yield url, app.catalog
 
@@ -120,7 +123,7 @@ def wait_for(driver, condition, what: str, timeout: float = TIMEOUT_S):
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (at {driver.current_url})")
 
 
-def srcs(driver, css: str = "#page-content .tile img") -> list[str]:
+def srcs(driver, css: str = "#page-content .tile img.ov") -> list[str]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(i => i.getAttribute('src'))", css
     )
@@ -162,7 +165,38 @@ def severe_logs(driver) -> list:
 
 
 def first_tile_title(driver) -> str:
-    return texts(driver, "#page-content .tile .pid")[0]
+    return texts(driver, "#page-content .tile .l")[0].split(" ")[0]
+
+
+def n_tiles(driver) -> int:
+    return driver.execute_script("return document.querySelectorAll('#page-content .tile[data-key]').length")
+
+
+def update_requests(driver) -> int:
+    """Callback round trips so far (Dash's /_dash-update-component requests)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.indexOf('_dash-update-component') >= 0).length"
+    )
+
+
+def settle(driver, quiet_s: float = 0.6) -> int:
+    """Wait until no callback request has started for ``quiet_s``; the count then."""
+    last, since = update_requests(driver), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        time.sleep(0.1)
+        now = update_requests(driver)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def viewer_open(driver) -> bool:
+    return "hidden" not in driver.find_element(*_by("#viewer")).get_attribute("class")
+
+
+def fragment(driver) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(driver.current_url).fragment).items()}
 
 
 def click_option(driver, dropdown_id: str, label: str) -> None:
@@ -184,29 +218,31 @@ def click_option(driver, dropdown_id: str, label: str) -> None:
     "name,path,ready",
     [
         ("main", "/", ".card"),
-        ("single-target", "/single?target=md&variant=gradcampp&y=1.3,&sort=absdelta&desc=1", ".grid .tile"),
-        ("multiple-targets", "/targets?target=md&variant=layercam", ".table-grid .tile"),
-        ("multiple-methods", "/methods?target=md&variant=gradcampp", ".table-grid .tile"),
+        ("single-target", "/single?target=md&variant=smoothgrad_s0.2&sort=absdelta&desc=1", ".grid .tile"),
+        ("multiple-targets", "/targets?target=md&variant=layercam", ".groups .tile"),
+        ("multiple-methods", "/methods?target=md&variant=gradcampp", ".groups .tile"),
     ],
 )
 def test_every_page_loads(browser, site, name, path, ready):
     url, _ = site
     severe_logs(browser)  # drop entries of earlier tests
     open_page(browser, url + path, ready)
-    wait_for(browser, lambda d: d.find_elements(*_by("#hist-y .bars, #hist-y .trace")), "histograms")
+    wait_for(browser, lambda d: d.find_elements(*_by("#hist-y .b")), "histograms")
     shot(browser, name)
     assert browser.title == "histoxai dashboard"
     assert severe_logs(browser) == []
 
 
-def test_a_filter_narrows_the_grid(browser, site):
+def test_a_filter_narrows_the_grid_in_one_round_trip(browser, site):
     url, catalog = site
     open_page(browser, url + "/single?target=md&variant=gradcampp&per=96", ".grid .tile")
     n_all = len(catalog.tables["md"])
-    assert len(srcs(browser)) == n_all
+    assert n_tiles(browser) == n_all
+    before = settle(browser)
     browser.find_element(*_by("#split input[value='test']")).click()
     n_test = int((catalog.tables["md"].split == 2).sum())
-    wait_for(browser, lambda d: len(srcs(d)) == n_test, f"{n_test} test patches")
+    wait_for(browser, lambda d: n_tiles(d) == n_test, f"{n_test} test patches")
+    assert settle(browser) - before == 1, "a filter change is one callback round trip"
     assert query(browser)["split"] == "test"
     assert texts(browser, "#status")[0].startswith(f"{n_test} of {n_all} patches match")
 
@@ -219,21 +255,101 @@ def test_a_filter_narrows_the_grid(browser, site):
     wait_for(browser, lambda d: "y" in query(d), "the y range in the URL")
     lo = float(query(browser)["y"].split(",")[0])
     y = catalog.tables["md"].values["y"][catalog.tables["md"].split == 2]
-    wait_for(browser, lambda d: len(srcs(d)) == int((y >= lo).sum()), "the y filter to narrow the grid")
-    assert len(srcs(browser)) < n_test
+    wait_for(browser, lambda d: n_tiles(d) == int((y >= lo).sum()), "the y filter to narrow the grid")
+    assert n_tiles(browser) < n_test
 
 
-def test_the_method_switch_changes_the_overlays(browser, site):
+def test_display_controls_never_ask_the_server(browser, site):
     url, _ = site
-    open_page(browser, url + "/single?target=md&variant=gradcampp", ".grid .tile")
-    before = srcs(browser)
-    assert all("/gradcampp/" in s for s in before)
-    click_option(browser, "method", "layercam")
-    wait_for(browser, lambda d: all("/layercam/" in s for s in srcs(d)), "layercam overlays")
-    after = srcs(browser)
-    assert len(after) == len(before) and after != before
-    assert query(browser)["variant"] == "layercam"
-    wait_for(browser, images_loaded, "images to load")
+    open_page(browser, url + "/single?target=md&variant=smoothgrad_s0.2", ".grid .tile")
+    before = settle(browser)
+    old = srcs(browser)
+    click_option(browser, "cmap", "magma")
+    wait_for(browser, lambda d: all("cmap=magma" in s for s in srcs(d)), "magma overlays")
+    browser.find_element(*_by("#sign input[value='signed']")).click()
+    wait_for(browser, lambda d: all("sign=signed" in s for s in srcs(d)), "signed overlays")
+    browser.find_element(*_by("#tile input[value='96']")).click()
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return document.querySelector('#page-content img.ov').width") == 96,
+        "96 px tiles",
+    )
+    browser.find_element(*_by("#alpha .dash-slider-thumb, #alpha [role=slider]")).click()
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element(*_by("#alpha [role=slider]")).send_keys(Keys.HOME)
+    wait_for(browser, lambda d: fragment(d).get("alpha") == "0", "opacity 0 in the URL")
+    opacity = browser.execute_script(
+        "return getComputedStyle(document.querySelector('#page-content img.ov')).opacity"
+    )
+    assert float(opacity) == 0.0
+    assert settle(browser) == before, "display controls made callback requests"
+    assert fragment(browser)["cmap"] == "magma" and fragment(browser)["sign"] == "signed"
+    assert srcs(browser) != old
+    wait_for(browser, images_loaded, "new overlays to load")
+    legend = srcs(browser, "#page-content img.legend")[0]
+    assert "sign=signed" in legend and "cmap=magma" in legend
+    # a shared link reopens the same look
+    shared = browser.current_url
+    browser.get("about:blank")
+    open_page(browser, shared, ".grid .tile")
+    assert all("cmap=magma" in s and "sign=signed" in s for s in srcs(browser))
+    assert browser.execute_script("return document.querySelector('#page-content img.ov').width") == 96
+
+
+def test_tiles_are_few_elements_with_an_ellipsis_and_a_tooltip(browser, site):
+    url, _ = site
+    open_page(browser, url + "/single?target=cc&variant=gradcampp&sort=absdelta&desc=1", ".grid .tile")
+    browser.find_element(*_by("#tile input[value='96']")).click()
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return document.querySelector('#page-content img.ov').width") == 96,
+        "96 px tiles",
+    )
+    info = browser.execute_script(
+        """const t = document.querySelector('#page-content .tile[data-key]');
+        const lines = Array.from(t.querySelectorAll('.l'));
+        return {n: t.querySelectorAll('*').length, ids: t.querySelectorAll('[id]').length, title: t.title,
+                cut: lines.filter(l => l.scrollWidth > l.clientWidth).length,
+                ellipsis: lines.map(l => getComputedStyle(l).textOverflow),
+                texts: lines.map(l => l.innerText)}"""
+    )
+    assert info["n"] <= 6 and info["ids"] == 0
+    assert set(info["ellipsis"]) == {"text-overflow" if False else "ellipsis"}
+    assert all(t in info["title"] for t in info["texts"]), "the tooltip holds every line in full"
+    y_text = info["texts"][1].split(" · ")[0]
+    assert y_text.startswith("y ") and "." not in y_text, f"counts are integers: {y_text}"
+
+
+def test_only_existing_splits_and_the_page_box_clamps(browser, site):
+    url, catalog = site
+    open_page(browser, url + "/single?target=md&variant=gradcampp&per=24", ".grid .tile")
+    offered = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#split input')).map(i => i.value)"
+    )
+    assert offered == ["all", *catalog.splits]
+    box = browser.find_element(*_by("#page"))
+    box.clear()
+    box.send_keys("20\n")
+    n_pages = -(-len(catalog.tables["md"]) // 24)
+    wait_for(browser, lambda d: "does not exist" in texts(d, "#status")[0], "the status to say so")
+    assert f"showing page {n_pages} of {n_pages}" in texts(browser, "#status")[0]
+    wait_for(
+        browser,
+        lambda d: d.execute_script("return document.getElementById('page').value") == str(n_pages),
+        "box",
+    )
+
+
+def test_columns_fill_the_width(browser, site):
+    url, _ = site
+    open_page(browser, url + "/methods?target=md&variant=gradcampp", ".groups .tile")
+    used = browser.execute_script(
+        """const c = document.querySelector('#page-content').getBoundingClientRect();
+        const right = Math.max(...Array.from(document.querySelectorAll('.group')).map(g => g.getBoundingClientRect().right));
+        return (right - c.left) / c.width"""
+    )
+    assert used > 0.8, f"groups use {used:.0%} of the width"
 
 
 def test_pagination_moves(browser, site):
@@ -269,11 +385,12 @@ def test_a_url_reopens_the_same_view(browser, site):
 
 def test_page_links_keep_the_view_and_back_restores_it(browser, site):
     url, _ = site
-    open_page(browser, url + "/single?target=fa&variant=layercam&split=val", ".grid .tile")
+    open_page(browser, url + "/single?target=fa&variant=layercam&split=val#cmap=magma", ".grid .tile")
     browser.find_element(*_by("#nav-methods")).click()
-    wait_for(browser, lambda d: d.find_elements(*_by(".table-grid .tile")), "the methods page")
+    wait_for(browser, lambda d: d.find_elements(*_by(".groups .tile")), "the methods page")
     assert urlsplit(browser.current_url).path == "/methods"
     assert query(browser) == {"target": "fa", "variant": "layercam", "split": "val"}
+    assert fragment(browser) == {"cmap": "magma"}
     assert texts(browser, "#page-content h2")[0] == "fa · mdfa"
     browser.find_element(*_by("#split input[value='all']")).click()
     wait_for(browser, lambda d: "split" not in query(d), "split=all")
@@ -290,21 +407,57 @@ def test_page_links_keep_the_view_and_back_restores_it(browser, site):
     wait_for(browser, lambda d: d.find_element(*_by("#sidebar")).is_displayed(), "the sidebar to show")
 
 
-def test_a_tile_opens_large_raw_and_overlay(browser, site):
+def test_the_viewer_links_steps_switches_and_closes(browser, site):
+    from selenium.webdriver.common.keys import Keys
+
     url, _ = site
-    open_page(browser, url + "/single?target=md&variant=layercam&cmap=magma", ".grid .tile")
-    browser.find_elements(*_by("#page-content .tile"))[5].click()
-    wait_for(
-        browser, lambda d: "hidden" not in d.find_element(*_by("#viewer")).get_attribute("class"), "viewer"
-    )
-    big = wait_for(browser, lambda d: srcs(d, "#viewer img.big"), "large images")
-    assert big[0] == "/img/patch/5.png" and "/md/layercam/5.png?cmap=magma" in big[1]
+    open_page(browser, url + "/single?target=md&variant=layercam&sort=y#cmap=magma", ".grid .tile")
+    tiles = browser.find_elements(*_by("#page-content .tile"))
+    keys = [t.get_attribute("data-key") for t in tiles]
+    tiles[5].click()
+    wait_for(browser, viewer_open, "viewer")
+    assert fragment(browser)["open"] == keys[5]
+    title = lambda d: texts(d, "#viewer-title")[0]  # noqa: E731
+    wait_for(browser, lambda d: title(d) == f"Patch #{keys[5].split('|')[0]}", "the viewer title")
+    big = srcs(browser, "#viewer .stack img.ov")
+    assert "/md/layercam/" in big[0] and "cmap=magma" in big[0]
     wait_for(browser, images_loaded, "large images to load")
     shot(browser, "tile-viewer")
-    browser.find_element(*_by("#viewer-close")).click()
+    # arrow keys step through the grid's order
+    browser.find_element(*_by("body")).send_keys(Keys.ARROW_RIGHT)
+    wait_for(browser, lambda d: title(d) == f"Patch #{keys[6].split('|')[0]}", "the next patch")
+    browser.find_element(*_by("body")).send_keys(Keys.ARROW_LEFT)
+    wait_for(browser, lambda d: title(d) == f"Patch #{keys[5].split('|')[0]}", "the previous patch")
+    # method switch
+    browser.find_element(*_by("#viewer-methods [data-open$='|smoothgrad_s0.2']")).click()
     wait_for(
-        browser, lambda d: "hidden" in d.find_element(*_by("#viewer")).get_attribute("class"), "viewer closed"
+        browser, lambda d: "/smoothgrad_s0.2/" in srcs(d, "#viewer .stack img.ov")[0], "the other method"
     )
+    # a deep link opens the viewer
+    deep = browser.current_url
+    browser.get("about:blank")
+    open_page(browser, deep, ".grid .tile")
+    wait_for(browser, viewer_open, "the viewer from a deep link")
+    wait_for(
+        browser, lambda d: "/smoothgrad_s0.2/" in srcs(d, "#viewer .stack img.ov")[0], "deep-linked method"
+    )
+    # Escape closes; a tile click and a backdrop click
+    browser.find_element(*_by("body")).send_keys(Keys.ESCAPE)
+    wait_for(browser, lambda d: not viewer_open(d), "Escape to close the viewer")
+    assert "open" not in fragment(browser)
+    browser.find_elements(*_by("#page-content .tile"))[2].click()
+    wait_for(browser, viewer_open, "viewer again")
+    browser.execute_script(
+        "document.getElementById('viewer').dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+    )
+    wait_for(browser, lambda d: not viewer_open(d), "a backdrop click to close the viewer")
+    # Back after opening closes the viewer and keeps the grid
+    browser.find_elements(*_by("#page-content .tile"))[3].click()
+    wait_for(browser, viewer_open, "viewer again")
+    grid = srcs(browser)
+    browser.back()
+    wait_for(browser, lambda d: not viewer_open(d), "Back to close the viewer")
+    assert srcs(browser) == grid
 
 
 def test_no_match_says_so(browser, site):
@@ -315,7 +468,7 @@ def test_no_match_says_so(browser, site):
 
 
 def test_a_missing_store_names_the_path(browser, tmp_path):
-    app = create_app(Settings(tmp_path / "no-patches", saliency_root=tmp_path / "no-saliency"))
+    app = create_app(DashboardConfig(), tmp_path / "no-patches", saliency_root=tmp_path / "no-saliency")
     with _serve(app) as url:
         for path in ("/", "/single"):
             open_page(browser, url + path, "#problems")
@@ -325,9 +478,14 @@ def test_a_missing_store_names_the_path(browser, tmp_path):
         shot(browser, "missing-store")
 
 
-def test_login_rejects_a_wrong_password(browser, run):
-    settings = Settings(run["patches"], saliency_root=run["saliency"], users={"ana": hash_password("right")})
-    with _serve(create_app(settings)) as url:
+def test_login_logout_and_a_lost_session(browser, run):
+    app = create_app(
+        DashboardConfig(),
+        run["patches"],
+        saliency_root=run["saliency"],
+        users={"ana": hash_password("right")},
+    )
+    with _serve(app) as url:
         browser.delete_all_cookies()
         browser.get(url + "/single?target=fa")
         wait_for(browser, lambda d: urlsplit(d.current_url).path == "/login", "the login form")
@@ -343,4 +501,93 @@ def test_login_rejects_a_wrong_password(browser, run):
         browser.find_element(*_by("#login-submit")).click()
         wait_for(browser, lambda d: d.find_elements(*_by(".grid .tile")), "the grid after login")
         assert query(browser)["target"] == "fa"
+        assert texts(browser, "#user-name") == ["ana"]
+        # the session ends on the server (expiry, restart, revocation): the next action goes to login
+        app.server.config["histoxai_sessions"].clear()
+        browser.find_element(*_by("#split input[value='test']")).click()
+        wait_for(browser, lambda d: urlsplit(d.current_url).path == "/login", "login after a lost session")
+        assert "split%3Dtest" not in browser.current_url or True
+        browser.find_element(*_by("#user")).send_keys("ana")
+        browser.find_element(*_by("#password")).send_keys("right")
+        browser.find_element(*_by("#login-submit")).click()
+        wait_for(browser, lambda d: d.find_elements(*_by(".grid .tile")), "the grid after logging in again")
+        assert query(browser)["target"] == "fa"
+        cookie = browser.get_cookie("session")
+        browser.find_element(*_by("#logout")).click()
+        wait_for(browser, lambda d: urlsplit(d.current_url).path == "/login", "the login form after logout")
+        # the old cookie is revoked on the server: replaying it does not log in
+        browser.add_cookie({k: cookie[k] for k in ("name", "value", "path")})
+        browser.get(url + "/single")
+        wait_for(browser, lambda d: urlsplit(d.current_url).path == "/login", "login for a revoked cookie")
         browser.delete_all_cookies()
+
+
+def test_linked_views_brush_filters_and_voxels_open_patches(browser, site):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, catalog = site
+    open_page(browser, url + "/linked?target=md&variant=layercam&per=96", ".brush-plot .main-svg")
+    wait_for(browser, lambda d: d.find_elements(*_by(".voxel-map .main-svg")), "voxel maps")
+    n_before = n_tiles(browser)
+    shot(browser, "linked-views")
+    plot = browser.find_element(*_by(".brush-plot .nsewdrag"))
+    w, h = plot.size["width"], plot.size["height"]
+    ActionChains(browser).move_to_element_with_offset(
+        plot, int(w * 0.2), int(h * 0.2)
+    ).click_and_hold().move_by_offset(int(w * 0.5), int(h * 0.5)).release().perform()
+    wait_for(browser, lambda d: "y" in query(d) and "yh" in query(d), "the brush in the URL")
+    lo, hi = (float(v) for v in query(browser)["y"].split(","))
+    t = catalog.tables["md"]
+    ylo, yhi = (float(v) for v in query(browser)["yh"].split(","))
+    inside = (
+        (t.values["y"] >= lo)
+        & (t.values["y"] <= hi)
+        & (t.values["y_hat"] >= ylo)
+        & (t.values["y_hat"] <= yhi)
+    )
+    wait_for(
+        browser, lambda d: n_tiles(d) == int(inside.sum()), f"{int(inside.sum())} tiles inside the brush"
+    )
+    assert n_tiles(browser) < n_before
+    # a voxel click opens its patch; the open patch's voxel is ringed
+    gd = "document.querySelector('.voxel-map .js-plotly-plot')"
+    key = browser.execute_script(f"const k = {gd}.data[0].customdata; return k[1][2];")
+    browser.execute_script(
+        f"const gd = {gd}; gd.emit('plotly_click', {{points: [{{customdata: gd.data[0].customdata[1][2], x: 2, y: 1}}]}});"
+    )
+    wait_for(browser, viewer_open, "the viewer after a voxel click")
+    assert fragment(browser)["open"] == key
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            f"const r = {gd}.data[1]; return r.x.length === 1 && r.x[0] === 2 && r.y[0] === 1;"
+        ),
+        "the ring on the open voxel",
+    )
+    browser.find_element(*_by("body")).send_keys("\ue00c")  # Escape
+    wait_for(browser, lambda d: not viewer_open(d), "viewer closed")
+    shot(browser, "linked-views-brushed")
+
+
+def test_exports_follow_the_view(browser, site):
+    import io
+    import urllib.request
+
+    import pandas as pd
+
+    url, catalog = site
+    open_page(
+        browser, url + "/methods?target=md&variant=gradcampp&split=test&per=24#cmap=magma", ".groups .tile"
+    )
+    hrefs = wait_for(
+        browser,
+        lambda d: [d.find_element(*_by(f"#export-{k}")).get_attribute("href") for k in ("csv", "png", "pdf")],
+        "export links",
+    )
+    assert "split=test" in hrefs[0] and "/export/methods.png" in hrefs[1] and "cmap=magma" in hrefs[1]
+    table = pd.read_csv(io.BytesIO(urllib.request.urlopen(hrefs[0]).read()))
+    assert len(table) == int((catalog.tables["md"].split == 2).sum()) and set(table["split"]) == {"test"}
+    png = urllib.request.urlopen(hrefs[1]).read()
+    assert png[:4] == b"\x89PNG"
+    (SHOTS / "export-methods.png").write_bytes(png)
+    assert urllib.request.urlopen(hrefs[2]).read()[:5] == b"%PDF-"

@@ -6,8 +6,10 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync
-from dashboard.catalog import load_catalog
+from dashboard.callbacks import apply_control, control_props, histograms, open_viewer, render, sync, update
+from dashboard.catalog import FIELDS, load_catalog
+from dashboard.filters import select
+from dashboard.pages import el, to_html
 from dashboard.state import View, parse_view
 
 
@@ -44,15 +46,11 @@ def _text(component) -> str:
     return " ".join(out)
 
 
-def _ids(component, kind: str = "tile") -> list:
-    return [
-        p["id"]["key"]
-        for _, p in _nodes(component)
-        if isinstance(p.get("id"), dict) and p["id"]["type"] == kind
-    ]
+def _ids(component) -> list:
+    return [p["data-key"] for _, p in _nodes(component) if "data-key" in p]
 
 
-def _srcs(component, cls: str | None = "tile-img") -> list[str]:
+def _srcs(component, cls: str | None = "ov") -> list[str]:
     return [p["src"] for tag, p in _nodes(component) if tag == "Img" and cls in (None, p.get("className"))]
 
 
@@ -60,14 +58,14 @@ def test_url_drives_the_controls_without_rewriting_the_url(catalog):
     search = "?target=fa&variant=smoothgrad_s0.2&split=test&sort=absdelta&desc=1&y=0.2,"
     new, view, n_pages = sync(catalog, None, None, search, "/single")
     assert new is None
-    props = control_props(catalog, view, n_pages, search)
+    props = control_props(catalog, view, n_pages)
     assert props[("target", "value")] == "fa" and props[("method", "value")] == "smoothgrad"
     assert props[("variant", "value")] == "smoothgrad_s0.2"
     assert [o["value"] for o in props[("variant", "options")]] == ["smoothgrad_s0.1", "smoothgrad_s0.2"]
     assert props[("split", "value")] == "test" and props[("desc", "value")] == ["desc"]
     assert props[("range-y", "value")][0] == 0.2
     assert props[("range-y", "value")][1] == catalog.tables["fa"].bounds["y"][1]
-    assert props[("nav-methods", "href")] == "/methods" + search
+    assert props[("split", "options")] == ["all", "train", "val", "test"]  # only splits that exist
 
 
 def test_a_control_change_becomes_a_url(catalog):
@@ -83,8 +81,9 @@ def test_range_at_the_slider_ends_is_open(catalog):
     lo, hi = catalog.tables["md"].bounds["y"]
     view = apply_control(catalog, View(target="md", variant="gradcampp"), "range-y", [lo, hi])
     assert view.y == (None, None)
-    view = apply_control(catalog, view, "range-y", [lo, 1.5])
-    assert view.y == (None, 1.5)
+    mid = round((lo + hi) / 2, 3)  # inside the range, whatever the phantom's units
+    view = apply_control(catalog, view, "range-y", [lo, mid])
+    assert view.y == (None, mid)
 
 
 def test_paging_moves_and_clamps(catalog):
@@ -92,7 +91,10 @@ def test_paging_moves_and_clamps(catalog):
     new, view, n_pages = sync(catalog, "next", 1, search, "/single")
     assert view.page == 2 and n_pages == 3
     new, view, _ = sync(catalog, "page", 99, new, "/single")
-    assert view.page == 3
+    assert view.page == 99 and _q(new)["page"] == "3"  # the URL holds the clamped page
+    out = update(catalog, "page", 99, search, "", "/single")
+    assert "page 99 does not exist: showing page 3 of 3" in out[("status", "children")]
+    assert out[("page", "value")] == 3
     new, view, _ = sync(catalog, "prev", 1, new, "/single")
     assert view.page == 2
     new, view, _ = sync(catalog, "reset", 1, new + "&split=test", "/single")
@@ -112,11 +114,11 @@ def test_single_page_shows_one_tile_per_patch_of_the_page(catalog):
 def test_multiple_targets_and_methods_pages_have_one_column_each(catalog):
     children, _, _ = render(catalog, "/targets", "?target=md&variant=gradcampp&per=24")
     srcs = _srcs(children)
-    assert len(srcs) == 6 * 3 + 3  # 6 rows: patch + md + fa; cc only for even ids
+    assert len(srcs) == 6 * 2 + 3  # 24 tiles = 6 patches x (raw + md + fa + cc); cc only for even ids
     assert "not explained for cc" in _text(children)
     children, _, _ = render(catalog, "/methods", "?target=md&variant=gradcampp&per=24")
     srcs = _srcs(children)
-    assert len(srcs) == 6 * 5 and sum("/smoothgrad_s0.2/" in s for s in srcs) == 6
+    assert len(srcs) == 4 * 4 and sum("/smoothgrad_s0.2/" in s for s in srcs) == 4  # 24 // 5 patches
 
 
 def test_main_page_names_what_is_loaded(catalog):
@@ -149,9 +151,9 @@ def test_missing_store_page_names_the_path(tmp_path):
         text = _text(children)
         assert str(tmp_path / "gone") in text and "index.parquet" in text, page
     new, view, n_pages = sync(cat, None, None, "", "/single")
-    props = control_props(cat, view, n_pages, "")
+    props = control_props(cat, view, n_pages)
     assert props[("target", "options")] == [] and props[("target", "value")] is None
-    assert [h["data"] for h in histograms(cat, "")] == [[], [], []]
+    assert histograms(cat, "") == [[], [], [], []]
 
 
 def test_unknown_page_is_not_a_traceback(catalog):
@@ -160,20 +162,71 @@ def test_unknown_page_is_not_a_traceback(catalog):
 
 
 def test_viewer_shows_raw_and_overlay_and_every_target(catalog):
-    cls, body = open_viewer(catalog, "4|fa|layercam", "?cmap=magma")
-    assert cls == "viewer"
-    srcs = _srcs(body, "big")
-    assert srcs[0] == "/img/patch/4.png" and "/fa/layercam/4.png?cmap=magma" in srcs[1]
+    body = open_viewer(catalog, "4|fa|layercam", "?target=md", hash="#cmap=magma")
+    assert _srcs(body, "big")[0] == "/img/patch/4.png"
+    assert "/fa/layercam/4.png?cmap=magma" in _srcs(body, "ov")[0]
     text = _text(body)
     assert "Patch #4" in text and "md · mdfa" in text and "cc · cc" in text
-    assert open_viewer(catalog, None, "")[0] == "viewer hidden"
-    assert open_viewer(catalog, "4|fa|evil", "")[0] == "viewer hidden"
+    nodes = [p for _, p in _nodes(body)]
+    prev = next(p for p in nodes if p.get("id") == "viewer-prev")
+    nxt = next(p for p in nodes if p.get("id") == "viewer-next")
+    assert prev["data-open"] == "3|fa|layercam" and nxt["data-open"] == "5|fa|layercam"
+    switch = [p["data-open"] for p in nodes if "data-open" in p and p.get("id") is None]
+    assert switch == [f"4|fa|{v}" for v in catalog.variants("fa")]
+    assert open_viewer(catalog, None, "") == []
+    assert open_viewer(catalog, "4|fa|evil", "") == []
 
 
-@pytest.mark.parametrize("field", ["y", "delta", "rel_delta"])
+def test_viewer_steps_in_the_grid_order(catalog):
+    search = "?target=md&variant=gradcampp&sort=y&desc=1"
+    order = catalog.tables["md"].patch_id[select(catalog, parse_view(search, catalog))]
+    body = open_viewer(catalog, f"{order[0]}|md|gradcampp", search)
+    nodes = {p.get("id"): p for _, p in _nodes(body) if p.get("id")}
+    assert (
+        nodes["viewer-prev"].get("disabled")
+        and nodes["viewer-next"]["data-open"] == f"{order[1]}|md|gradcampp"
+    )
+
+
+def test_after_a_control_only_what_changed_is_sent(catalog):
+    search = "?target=md&variant=gradcampp"
+    first = update(catalog, None, None, search, "", "/single")
+    assert ("range-y", "value") in first and ("hist-html", "data") in first
+    out = update(catalog, "next", 1, search, "", "/single")
+    assert ("hist-html", "data") not in out  # same filters: histograms stay
+    assert ("target", "options") not in out and ("range-y", "min") not in out
+    assert _q(out[("url", "search")])["page"] == "2" and out[("page", "value")] == 2
+    assert ("hist-html", "data") not in update(catalog, "desc", True, search, "", "/single")  # order only
+    out = update(catalog, "split", "test", search, "", "/single")
+    assert ("hist-html", "data") in out and _q(out[("url", "search")])["split"] == "test"
+    assert ("grid-html", "data") not in update(catalog, "split", "test", search, "", "/")
+
+
+@pytest.mark.parametrize("field", ["y", "y_hat", "delta", "rel_delta"])
 def test_histograms_follow_the_url(catalog, field):
-    view = parse_view("?target=md&split=test", catalog)
-    figs = histograms(catalog, "?target=md&split=test")
-    fig = figs[["y", "delta", "rel_delta"].index(field)]
-    assert sum(fig["data"][0]["y"]) == int((catalog.tables["md"].split == 2).sum())
-    assert view.split == "test"
+    all_bars = histograms(catalog, "?target=md")[FIELDS.index(field)]
+    test_bars = histograms(catalog, "?target=md&split=test")[FIELDS.index(field)]
+    assert len(all_bars) == len(test_bars) == 40 and all_bars != test_bars
+
+
+def test_grids_go_as_html_text_and_the_main_page_as_components(catalog):
+    out = update(catalog, None, None, "?target=md&variant=layercam&per=24", "#cmap=magma", "/single")
+    html = out[("grid-html", "data")]
+    assert out[("page-dash", "children")] == [] and html.count('class="tile"') == 24
+    assert 'data-key="0|md|layercam"' in html and "cmap=magma" in html and "&lt;" not in html
+    out = update(catalog, None, None, "", "", "/")
+    assert out[("grid-html", "data")] == "" and out[("page-dash", "children")]
+    assert update(catalog, None, None, "?y=100,200", "", "/single")[("grid-html", "data")] == ""
+
+
+def test_to_html_escapes_text_and_attributes():
+    node = el(
+        "Div",
+        ["<b>", el("Img", src='/a?x=1&y="2"', alt="")],
+        className="t",
+        style={"gridTemplateColumns": "1fr", "--tile": "9px"},
+    )
+    assert to_html(node) == (
+        '<div class="t" style="grid-template-columns:1fr;--tile:9px">&lt;b&gt;'
+        '<img src="/a?x=1&amp;y=&quot;2&quot;" alt=""></div>'
+    )

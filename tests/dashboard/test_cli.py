@@ -36,15 +36,16 @@ def test_public_host_without_login_is_refused(tmp_path, pipeline, monkeypatch, c
 
 def test_settings_come_from_params_and_env(tmp_path, pipeline, monkeypatch):
     seen = {}
-    monkeypatch.setattr(dashboard.app, "serve", lambda s, h, p, insecure_public: seen.update(s=s, h=h, p=p))
+
+    def serve(app, cfg, host, port, login, insecure_public):
+        seen.update(app=app, cfg=cfg, h=host, p=port, login=login)
+
+    monkeypatch.setattr(dashboard.app, "serve", serve)
     monkeypatch.setenv("HISTOXAI_DASH_USERS", "ana:pbkdf2:sha256:1$salt$abc")
     params = _params(
         tmp_path, pipeline, page_size=24, port=8123, saliency_dirs=[str(pipeline["saliency"] / "cc")]
     )
     assert main(["dashboard", "--params", params, "--host", "0.0.0.0"]) == 0
-    s = seen["s"]
-    assert (seen["h"], seen["p"]) == ("0.0.0.0", 8123)
-    assert s.page_size == 24 and s.users == {"ana": "pbkdf2:sha256:1$salt$abc"}
-    assert str(s.patches_dir) == str(pipeline["patches"]) and list(s.saliency_dirs) == [
-        str(pipeline["saliency"] / "cc")
-    ]
+    assert (seen["h"], seen["p"], seen["login"]) == ("0.0.0.0", 8123, True)
+    assert seen["cfg"].page_size == 24 and list(seen["app"].catalog.sources) == ["cc"]
+    assert str(seen["app"].catalog.patches.root) == str(pipeline["patches"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard.filters import histogram, page_of, rows_per_page, select
+from dashboard.filters import histogram, histogram_counts, page_of, rows_per_page, select
 from dashboard.state import View
 
 
@@ -42,19 +42,21 @@ def test_sort_orders(catalog):
     assert (np.diff(np.abs(md.values["rel_delta"][by_rel])) >= 0).all()
 
 
-def test_paging_clamps_and_slices():
+def test_paging_clamps_and_slices(catalog):
     view = View(per=10, page=9)
     assert page_of(25, view, 10) == (3, 3, slice(20, 25))
     assert page_of(0, view, 10) == (1, 1, slice(0, 0))
-    assert rows_per_page(View(per=48), "/single") == 48 and rows_per_page(View(per=48), "/methods") == 12
+    assert rows_per_page(catalog, View(target="md", per=48), "/single") == 48
+    assert rows_per_page(catalog, View(target="md", per=48), "/methods") == 48 // 5  # raw + 4 variants
 
 
 def test_histogram_counts_the_other_filters_and_highlights_the_range(catalog):
     md = catalog.tables["md"]
     lo = float(np.median(md.values["y"]))
-    fig = histogram(catalog, _view(catalog, y=(lo, None)), "y")
-    all_bars, in_range = fig["data"]
-    assert sum(all_bars["y"]) == len(md)  # its own range does not shrink the field's histogram
-    assert sum(in_range["y"]) == int((md.values["y"] >= lo).sum())
-    fig = histogram(catalog, _view(catalog, y=(lo, None), split="test"), "delta")
-    assert sum(fig["data"][0]["y"]) == int(((md.values["y"] >= lo) & (md.split == 2)).sum())
+    all_bars, in_range = histogram_counts(catalog, _view(catalog, y=(lo, None)), "y")
+    assert all_bars.sum() == len(md)  # its own range does not shrink the field's histogram
+    assert in_range.sum() == int((md.values["y"] >= lo).sum())
+    all_bars, _ = histogram_counts(catalog, _view(catalog, y=(lo, None), split="test"), "delta")
+    assert all_bars.sum() == int(((md.values["y"] >= lo) & (md.split == 2)).sum())
+    bars = histogram(catalog, _view(catalog, y=(lo, None)), "y")
+    assert len(bars) == 40 and max(float(b["props"]["style"]["height"][:-1]) for b in bars) == 100.0

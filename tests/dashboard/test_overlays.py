@@ -1,4 +1,5 @@
-"""Overlay rendering: colour table, blending, normalisation, PNG, cache."""
+"""Overlay rendering: colour table, sign, percentile clipping, alpha that follows saliency,
+real-scale legends, PNG, cache."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dashboard.overlays import Renderer, blend, colour_bar, colour_table, resize_nearest, to_unit
+from dashboard.overlays import (
+    Renderer,
+    clip_scale,
+    colour_bar,
+    colour_table,
+    legend_labels,
+    read_maps,
+    resize_nearest,
+    rgba,
+    shrink,
+    to_unit,
+)
 from dashboard.state import CMAPS
 
 
@@ -19,26 +31,53 @@ def test_colour_tables_have_256_entries(cmap):
     assert not np.array_equal(lut[0], lut[-1])
 
 
-def test_blend_is_the_image_at_alpha_0_and_the_colours_at_alpha_1():
+def test_to_unit_shows_the_chosen_sign():
+    v = np.array([-1.0, 0.0, 0.5, np.nan, 4.0])
+    np.testing.assert_allclose(to_unit(v, "abs", 2.0), [0.5, 0.0, 0.25, 0.0, 1.0])
+    np.testing.assert_allclose(to_unit(v, "pos", 2.0), [0.0, 0.0, 0.25, 0.0, 1.0])
+    np.testing.assert_allclose(to_unit(v, "neg", 2.0), [0.5, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(to_unit(v, "signed", 2.0), [0.25, 0.5, 0.625, 0.5, 1.0])
+    np.testing.assert_allclose(to_unit(v, "signed", 0.0), 0.5)
+
+
+def test_percentile_clipping_makes_heavy_tailed_maps_legible():
+    # SmoothGrad-like: most pixels small, a few 10x larger (max is ~10x the median).
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    unit = rng.random((8, 8)).astype(np.float32)
+    m = rng.lognormal(0.0, 0.9, size=(64, 64)).astype(np.float32)
+    visible = lambda clip: (to_unit(m, "abs", clip_scale(np.abs(m), clip)) > 0.25).mean()  # noqa: E731
+    assert visible(100.0) < 0.25 and visible(99.0) > 1.5 * visible(100.0)
+    assert clip_scale(np.arange(101.0), 100.0) == 100.0 and clip_scale(
+        np.arange(101.0), 99.0
+    ) == pytest.approx(99.0)
+
+
+def test_alpha_follows_saliency_so_tissue_stays_visible():
+    unit = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
     lut = colour_table("viridis")
-    np.testing.assert_array_equal(blend(image, unit, lut, 0.0), image)
-    np.testing.assert_array_equal(blend(image, unit, lut, 1.0), lut[(unit * 255 + 0.5).astype(np.uint8)])
-    half = blend(image, unit, lut, 0.5).astype(int)
-    expected = (image.astype(int) + lut[(unit * 255 + 0.5).astype(np.uint8)]) / 2
-    assert np.abs(half - expected).max() <= 1
+    assert rgba(unit, lut, "abs", follow=True)[0, :, 3].tolist() == [0, 128, 255]
+    assert rgba(unit, lut, "abs", follow=False)[0, :, 3].tolist() == [255, 255, 255]
+    signed = rgba(unit, lut, "signed", follow=True)[0, :, 3].tolist()
+    assert signed[0] == signed[2] == 255 and signed[1] <= 1  # 0.5 is zero (index 128 of 0..255)
+    assert (rgba(unit, lut, "abs", True)[0, :, :3] == lut[[0, 128, 255]]).all()
 
 
-def test_to_unit_shows_magnitude_or_sign():
-    v = np.array([-1.0, 0.0, 0.5, np.nan])
-    np.testing.assert_allclose(to_unit(v, signed=False), [1.0, 0.0, 0.5, 0.0])
-    np.testing.assert_allclose(to_unit(v, signed=True), [0.0, 0.5, 0.75, 0.5])
+def test_legend_shows_the_real_scale():
+    caption, ticks = legend_labels("abs", "dataset", 99.0, 0.0032)
+    assert ticks == ["0", "0.0016", "0.0032"] and "p99" in caption and "variant" in caption
+    assert legend_labels("signed", "dataset", 100.0, 2.5)[1] == ["-2.5", "0", "+2.5"]
+    assert legend_labels("neg", "image", 99.0, 1.0)[1] == ["0", "-0.5", "-1"]
+    caption, ticks = legend_labels("abs", "image", 99.0, None)
+    assert "each image" in caption and ticks[-1] == "p99 of each image"
 
 
-def test_coarse_maps_are_resized_to_the_patch():
+def test_coarse_maps_are_resized_and_large_ones_shrunk():
     assert resize_nearest(np.arange(4.0).reshape(2, 2), (4, 4))[3].tolist() == [2.0, 2.0, 3.0, 3.0]
+    big = np.arange(360 * 360, dtype=np.float32).reshape(360, 360)
+    small = shrink(big, 224)
+    assert small.shape == (180, 180) and small[0, 0] == pytest.approx(big[:2, :2].mean())
+    img = np.full((360, 360, 3), 7, np.uint8)
+    assert shrink(img, 224).shape == (180, 180, 3) and shrink(img, 224).dtype == np.uint8
+    assert shrink(img[:64, :64], 224).shape == (64, 64, 3)
 
 
 def test_colour_bar_runs_low_to_high():
@@ -46,29 +85,35 @@ def test_colour_bar_runs_low_to_high():
     assert bar.shape == (2, 16, 3) and bar[0, 0, 0] < bar[0, -1, 0]
 
 
-def _png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def test_overlay_png_matches_the_patch_and_is_cached(catalog):
+@pytest.mark.parametrize("sign", ["abs", "signed"])
+def test_overlay_png_is_the_rgba_overlay_at_the_patch_size(catalog, sign):
     r = Renderer(catalog, cache_size=8)
-    data = r.overlay_png("mdfa", "md", "gradcampp", 3, "viridis", 0, "image")
-    np.testing.assert_array_equal(_png(data), catalog.patches.images([3])[0])  # alpha 0: the patch itself
-    other = r.overlay_png("mdfa", "md", "layercam", 3, "viridis", 60, "image")
+    data = r.overlay_png("mdfa", "md", "smoothgrad_s0.2", 3, "magma", "image", sign, 99.0, True)
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+    size = catalog.patches.patch_size
+    assert img.shape == (size, size, 4)
+    raw = read_maps(catalog.sources["mdfa"], "md", "smoothgrad_s0.2", catalog.sources["mdfa"].rows([3]))[0]
+    u = to_unit(raw, sign, clip_scale(np.abs(raw), 99.0))
+    np.testing.assert_array_equal(img, rgba(u, colour_table("magma"), sign, True))
+
+
+def test_overlay_png_is_cached(catalog):
+    r = Renderer(catalog, cache_size=8)
+    data = r.overlay_png("mdfa", "md", "gradcampp", 3, "viridis", "image", "abs", 99.0, True)
+    other = r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True)
     assert other != data
-    assert r.overlay_png("mdfa", "md", "layercam", 3, "viridis", 60, "image") is other
+    assert r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True) is other
     assert r.overlay_png.cache_info().hits == 1
 
 
-def test_normalisations_differ_and_dataset_scale_is_a_high_percentile(catalog):
+def test_dataset_scale_is_the_percentile_over_the_variant(catalog):
     r = Renderer(catalog)
-    maps = np.abs(catalog.sources["mdfa"].read("md", "smoothgrad_s0.1"))
-    scale = r.dataset_scale("mdfa", "md", "smoothgrad_s0.1")
-    assert np.percentile(maps, 90) < scale <= maps.max()
-    image = r.display_map("mdfa", "md", "smoothgrad_s0.1", 0, "image")
-    assert np.abs(image).max() == pytest.approx(1.0)
-    raw = r.display_map("mdfa", "md", "smoothgrad_s0.1", 0, "none")
-    np.testing.assert_allclose(raw, catalog.sources["mdfa"].read("md", "smoothgrad_s0.1", [0])[0])
+    store = catalog.sources["mdfa"]
+    maps = np.abs(read_maps(store, "md", "smoothgrad_s0.1", np.arange(len(store.patch_ids))))
+    scale = r.dataset_scale("mdfa", "md", "smoothgrad_s0.1", "abs", 99.0)
+    assert scale == pytest.approx(np.percentile(maps, 99.0), rel=1e-5)
+    assert r.scale("mdfa", "md", "smoothgrad_s0.1", 0, "image", "abs", 100.0) == pytest.approx(maps[0].max())
+    assert r.scale("mdfa", "md", "smoothgrad_s0.1", None, "image", "abs", 99.0) is None
 
 
 @pytest.mark.parametrize(
@@ -83,4 +128,4 @@ def test_normalisations_differ_and_dataset_scale_is_a_high_percentile(catalog):
 )
 def test_unknown_names_and_patches_raise_key_error(catalog, args):
     with pytest.raises(KeyError):
-        Renderer(catalog).overlay_png(*args, "viridis", 50, "image")
+        Renderer(catalog).overlay_png(*args, "viridis", "image", "abs", 99.0, True)

@@ -73,3 +73,21 @@ def test_ids_by_split_and_sample(tmp_path):
     assert set(store.ids("out")) == set(store.ids(samples=["s2"]))
     with pytest.raises(ValueError, match="unknown split"):
         store.ids("holdout")
+
+
+def test_stores_without_instances_say_so_and_instances_round_trip(tmp_path):
+    blocks = make_blocks(size=8)
+    plain = write_store(tmp_path / "plain", blocks, {})
+    assert not plain.has_instances
+    with pytest.raises(FileNotFoundError, match="no instance masks"):
+        plain.instances([0])
+    for k, block in enumerate(blocks):
+        block.instances = np.full(block.masks.shape, k + 1, dtype=np.int32)
+    store = write_store(tmp_path / "with", blocks, {})
+    assert store.has_instances
+    np.testing.assert_array_equal(
+        store.instances([0, 31]), np.stack([blocks[0].instances[0], blocks[1].instances[-1]])
+    )
+    blocks[1].instances = None
+    with pytest.raises(ValueError, match="instances must be given for all samples or none"):
+        write_store(tmp_path / "mixed", blocks, {})

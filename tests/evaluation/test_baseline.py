@@ -124,3 +124,76 @@ def test_nuclei_counts_use_the_detector_when_available(tmp_path, monkeypatch):
     assert nuclei_counts(store, ids, "auto")[1] == "cc"
     with pytest.raises(ValueError, match="count_nuclei is not available"):
         nuclei_counts(store, ids, "detector")
+
+
+# --------------------------------------------------------------------------- MICROMEN per-voxel baseline
+
+
+@pytest.fixture(scope="module")
+def summary():
+    from histoxai.evaluation.voxel_baseline import load_summary
+    from tests.fixtures.micromen_fixture import summary_or_skip
+
+    return load_summary(summary_or_skip())
+
+
+def test_per_voxel_baseline_reproduces_micromen(summary):
+    # Checked independently (issue 12 item 6): across tumours 0.595 (MD) and 0.812 (in-plane
+    # FA), published 0.58 / 0.82; per-tumour out-of-sample medians ~0.045 and ~0.16 (the
+    # random 80/20 splits move them by about ±0.007 across seeds); the article's CNNs 0.31 / 0.21.
+    from histoxai.evaluation.voxel_baseline import per_voxel_baseline
+
+    s = per_voxel_baseline(summary, seed=0).summary
+    assert s["across_r2_md"] == pytest.approx(0.595, abs=0.002)
+    assert s["across_r2_faip"] == pytest.approx(0.812, abs=0.002)
+    assert s["per_tumour_median_r2_md"] == pytest.approx(0.045, abs=0.01)
+    assert s["per_tumour_median_r2_faip"] == pytest.approx(0.16, abs=0.015)
+    assert s["cnn_median_r2_md"] == pytest.approx(0.31, abs=0.005)
+    assert s["cnn_median_r2_faip"] == pytest.approx(0.21, abs=0.005)
+
+
+def test_per_voxel_baseline_catches_a_broken_feature(summary):
+    # Known-bad controls: density shuffled within each tumour explains nothing per tumour;
+    # unsmoothed maps change the across-tumour fit only a little, FA instead of in-plane FA less.
+    import copy
+
+    from histoxai.evaluation.voxel_baseline import per_voxel_baseline
+
+    rng = np.random.default_rng(0)
+    broken = copy.copy(summary)
+    broken["sCD"] = np.array(
+        [rng.permutation(m.ravel()).reshape(m.shape) for m in summary["sCD"]], dtype=object
+    )
+    s = per_voxel_baseline(broken, seed=0).summary
+    assert s["per_tumour_median_r2_md"] < 0.01
+    good = per_voxel_baseline(summary, seed=0).summary
+    assert good["across_r2_fa"] < good["across_r2_faip"] - 0.05  # in-plane FA is the right target
+
+
+def test_process_map_is_matlabs_smoothing():
+    from histoxai.evaluation.voxel_baseline import gaussian_kernel, process_map
+
+    k = gaussian_kernel(0.5)
+    assert k.shape == (5, 5) and k.sum() == pytest.approx(1.0)
+    roi = np.zeros((9, 9), dtype=np.uint8)
+    roi[2:7, 2:7] = 1
+    x = np.full((9, 9), np.nan)
+    x[4, 4] = 1.0
+    out = process_map(x, roi, 0.5)
+    assert out[4, 4] == pytest.approx(k[2, 2]) and out[4, 5] == pytest.approx(k[2, 3])
+    assert out[0, 0] == 0 and np.isfinite(out).all()  # NaN and outside-ROI voxels are 0
+
+
+def test_baseline_cli_writes_report_and_tables(summary, tmp_path):
+    from histoxai.cli import main
+    from tests.fixtures.micromen_fixture import REPO, SUMMARY
+
+    params = str(REPO / "params.yaml")
+    rc = main(["baseline", "--params", params, "--summary", str(SUMMARY), "--out", str(tmp_path / "b"),
+               "--repeats", "2"])  # fmt: skip
+    assert rc == 0
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "0.595" in report and "0.812" in report
+    table = pd.read_csv(tmp_path / "b" / "per_tumour.csv")
+    assert len(table) == 16 and {"r2_md", "ev_md", "r2_faip", "cnn_r2_md"} <= set(table.columns)
+    assert main(["baseline", "--params", params, "--summary", str(tmp_path / "none.mat")]) == 2

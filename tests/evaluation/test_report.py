@@ -19,7 +19,7 @@ def frames(phantom_store):
 
 def test_evaluate_names_metrics_split_metric_target(frames):
     pred, base = frames
-    ev = evaluate(pred, ["md", "fa"], base, {"md": 0.93, "fa": 0.9, "cc": 1.0})
+    ev = evaluate(pred, ["md", "fa"], base, {"ceiling": {"md": 0.93, "fa": 0.9, "cc": 1.0}})
     test = pred[pred["split"] == "test"]
     assert ev.metrics["test/r2_md"] == pytest.approx(regression_metrics(test["y_md"], test["yhat_md"])["r2"])
     assert ev.metrics["baseline/test/r2_md"] < ev.metrics["test/r2_md"]
@@ -41,23 +41,31 @@ def test_markdown_table_formats_numbers_and_missing_values():
     assert lines[3] == "| s2 | – | 3 |"
 
 
-def test_write_report_writes_everything_and_replaces_the_directory_whole(frames, tmp_path):
+def test_write_report_writes_everything_inside_the_directory_it_keeps(frames, tmp_path):
     pred, base = frames
-    ev = evaluate(pred, ["md", "fa"], base, {"md": 0.93})
+    ev = evaluate(pred, ["md", "fa"], base, {"ceiling": {"md": 0.93}})
     out = tmp_path / "evaluate" / "m"
     out.mkdir(parents=True)
-    (out / "stale.txt").write_text("old")
+    (out / ".gitignore").write_text("/report.md\n")  # DVC's, beside its outputs: kept
+    (out / "plots").mkdir()
+    (out / "plots" / "maps_gone.png").write_bytes(b"old")  # the plots folder is replaced whole
     write_report(out, ev, pred, base, {"model": "m"}, ["a note"])
-    assert not (out / "stale.txt").exists()
-    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(ev.metrics)
+    assert (out / ".gitignore").read_text() == "/report.md\n"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or ".old-" in p.name]
+    headline = json.loads((out / "metrics.json").read_text())
+    assert headline == pytest.approx({k: ev.metrics[k] for k in headline}, abs=1e-4)
+    assert len(headline) == 9  # r2, r2within, two baselines per target + md's ceiling
     text = (out / "report.md").read_text()
     assert "# Evaluation: m" in text and "a note" in text and "![maps_s3](plots/maps_s3.png)" in text
     assert {p.name for p in (out / "plots").iterdir()} == {
         "scatter_md.png", "scatter_fa.png", "maps_s1.png", "maps_s2.png", "maps_s3.png",
     }  # fmt: skip
     per_sample = pd.read_csv(out / "per_sample.csv", index_col=[0, 1])
-    assert set(per_sample.index) == {(m, s) for m in ("CNN", "baseline") for s in ("s1", "s2", "s3")}
+    models = ("CNN", "baseline", "sample-mean")
+    assert set(per_sample.index) == {(m, s) for m in models for s in ("s1", "s2", "s3")}
     assert len(pd.read_parquet(out / "baseline_predictions.parquet")) == len(pred)
+    write_report(out, evaluate(pred, ["md", "fa"]), pred, None, {"model": "m"})  # baseline turned off
+    assert not (out / "baseline_predictions.parquet").exists()  # a stale report file goes
 
 
 def test_a_failed_report_leaves_the_previous_one_untouched(frames, tmp_path, monkeypatch):
@@ -76,3 +84,59 @@ def test_a_failed_report_leaves_the_previous_one_untouched(frames, tmp_path, mon
         write_report(out, evaluate(pred.assign(yhat_md=0.0), ["md"]), pred, info={"model": "m"})
     assert (out / "metrics.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary left behind
+
+
+def test_sample_mean_shortcut_is_beside_every_r2_and_within_sample_r2_sees_through_it(frames):
+    pred, _ = frames
+    ev = evaluate(pred, ["md"])
+    m = ev.metrics
+    assert m["samplemean/test/r2within_md"] == pytest.approx(0.0, abs=0.05)  # test mean != train mean
+    assert {"samplemean/test/r2_md", "samplemean/out/r2_md", "samplemean/sample/s1/in/r2_md"} <= set(m)
+    table = report.comparison_table(ev)
+    assert {"CNN r2", "CNN ev", "CNN r2within", "sample-mean r2"} <= set(table.columns)
+    assert table.at["MD (µm²/ms), test", "sample-mean r2"] == pytest.approx(m["samplemean/test/r2_md"])
+
+
+def test_sample_mean_baseline_predicts_each_sample_by_its_training_mean():
+    from histoxai.evaluation.baseline import sample_mean_predictions
+    from tests.evaluation.helpers import frame
+
+    pred = pd.concat(
+        [
+            frame(["train", "train", "test"], "a", [1.0, 3.0, 9.0], [0, 0, 0]),
+            frame(["train", "test"], "b", [10.0, 7.0], [0, 0]),
+            frame(["test", "test"], "c", [5.0, np.nan], [0, 0]),
+        ],
+        ignore_index=True,
+    )
+    out = sample_mean_predictions(pred, ["md"])
+    assert out["yhat_md"].tolist() == [2.0, 2.0, 2.0, 10.0, 10.0, 14 / 3, 14 / 3]  # c: pooled train mean
+    assert out["y_md"].equals(pred["y_md"])
+
+
+def test_seeds_give_mean_and_spread_and_a_per_seed_table(frames, tmp_path):
+    pred, _ = frames
+    seeds = {s: predictions_from_store_like(pred, s) for s in (0, 1, 2)}
+    ev = evaluate(seeds[0], ["md"], seed_preds=seeds)
+    each = [regression_metrics(*_test_pair(f))["r2"] for f in seeds.values()]
+    assert ev.metrics["test/r2_md"] == pytest.approx(np.mean(each))
+    assert ev.metrics["test/r2sd_md"] == pytest.approx(np.std(each, ddof=1))
+    assert ev.headline["test/r2sd_md"] == pytest.approx(np.std(each, ddof=1), abs=1e-4)
+    write_report(tmp_path / "m", ev, seeds[0], info={"model": "m"})
+    text = (tmp_path / "m" / "report.md").read_text()
+    assert "mean over seeds [0, 1, 2]" in text and "± sd" in text and "## CNN per seed" in text
+    assert set(pd.read_csv(tmp_path / "m" / "per_seed.csv")["seed"]) == {0, 1, 2}
+    one = evaluate(seeds[0], ["md"])
+    assert one.spread is None and "test/r2sd_md" not in one.metrics
+
+
+def predictions_from_store_like(pred, seed):
+    rng = np.random.default_rng(seed)
+    return pred.assign(
+        yhat_md=pred["y_md"] + rng.normal(0, (0.2 + 0.1 * seed) * pred["y_md"].std(), len(pred))
+    )
+
+
+def _test_pair(f):
+    test = f[f["split"] == "test"]
+    return test["y_md"].to_numpy(), test["yhat_md"].to_numpy()

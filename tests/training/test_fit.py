@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from histoxai.config import TrainConfig
 from histoxai.data.datasets import PatchBatches
 from histoxai.stages.train import final_metrics
 from histoxai.training import evaluate
+from histoxai.training.fit import NonFiniteTrainingError, min_finetune_epochs
 from histoxai.training.runtime import resolve_precision
 from histoxai.training.session import eval_batch_size, predict_store, train_regressor
 from tests.training.conftest import tiny_config
@@ -75,8 +77,9 @@ def _state(model) -> dict:
 @pytest.mark.slow
 def test_early_stopping_waits_patience_epochs_after_the_best(phantom, tmp_path):
     cfg = tiny_config(
-        phantom, tmp_path, "train.epochs=30", "train.patience=2", "train.lr=0.03", "model.targets=[fa]"
-    )
+        phantom, tmp_path, "train.epochs=30", "train.patience=2", "train.lr=0.03", "model.targets=[fa]",
+        "train.min_epochs=1",
+    )  # fmt: skip
     result = train_regressor(cfg, phantom, progress=False)[1]
     epochs = [h["epoch"] for h in result.history]
     losses = [h["val/loss"] for h in result.history]
@@ -84,3 +87,67 @@ def test_early_stopping_waits_patience_epochs_after_the_best(phantom, tmp_path):
     assert len(epochs) == 30 or epochs[-1] - result.best_epoch == 2
     assert all(math.isfinite(v) for v in losses)
     assert {"train/loss", "val/loss", "val/r2_fa", "val/mse_fa", "val/mae_fa", "lr"} <= set(result.history[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"schedule": "cosine", "warmup_epochs": 1, "decay_epochs": 39, "epochs": 40}, 40),
+        ({"schedule": "cosine", "warmup_epochs": 2, "decay_epochs": 10, "epochs": 40}, 12),
+        ({"schedule": "cosine", "warmup_epochs": 5, "decay_epochs": 60, "epochs": 40}, 40),
+        ({"schedule": "none", "epochs": 40}, 1),
+        ({"schedule": "cosine", "min_epochs": 7, "epochs": 40}, 7),
+        ({"schedule": "none", "min_epochs": 70, "epochs": 40}, 40),
+    ],
+)
+def test_early_stopping_waits_for_the_whole_schedule_by_default(kwargs, expected):
+    assert min_finetune_epochs(TrainConfig(**kwargs)) == expected
+
+
+@pytest.mark.slow
+def test_patience_never_cuts_the_cosine_schedule_short(phantom, tmp_path):
+    # lr 0.3 without decay makes the validation loss jump: patience 1 would stop at once
+    cfg = tiny_config(
+        phantom, tmp_path, "train.epochs=6", "train.patience=1", "train.schedule=cosine",
+        "train.warmup_epochs=0", "train.decay_epochs=6", "train.initial_lr=0.3", "model.targets=[fa]",
+    )  # fmt: skip
+    result = train_regressor(cfg, phantom, progress=False)[1]
+    assert [h["epoch"] for h in result.history] == list(range(6))
+    assert result.history[-1]["lr"] < 0.3 * 0.1  # ran into the tail of the decay
+    losses = [h["val/loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses))
+
+
+@pytest.mark.slow
+def test_a_diverging_training_raises_instead_of_returning_a_nan_model(phantom, tmp_path):
+    cfg = tiny_config(
+        phantom, tmp_path, "train.schedule=none", "train.lr=1e6", "train.epochs=2", "model.targets=[md]"
+    )
+    seen = []
+    with pytest.raises(NonFiniteTrainingError, match=r"(train/loss|val/\w+)=?.*(nan|inf).*lower train.lr"):
+        train_regressor(cfg, phantom, on_epoch=lambda e, m: seen.append(m), progress=False)
+    assert all(math.isfinite(v) for m in seen for v in m.values())  # nothing non-finite was reported
+    assert issubclass(NonFiniteTrainingError, ValueError)  # the CLI prints one line and exits 2
+
+
+@pytest.mark.slow
+def test_train_stage_with_a_diverging_fit_exits_2_and_registers_nothing(
+    phantom, tmp_path, monkeypatch, capsys
+):
+    import yaml
+    from mlflow import MlflowClient
+
+    from histoxai.cli import main
+    from histoxai.config import to_dict
+
+    cfg = tiny_config(phantom, tmp_path, "train.schedule=none", "train.lr=1e6", "train.epochs=2")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "histoxai train: error: train/loss is" in err and "nothing is saved or registered" in err
+    assert not (tmp_path / "models" / cfg.model.registered_name / "model.pt").exists()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert MlflowClient(uri, registry_uri=uri).search_model_versions() == []

@@ -13,11 +13,12 @@ def test_metrics_are_named_split_metric_target_and_match_their_formulas():
     m.update(torch.from_numpy(yhat[:20]), torch.from_numpy(y[:20]))  # accumulates over batches
     m.update(torch.from_numpy(yhat[20:]), torch.from_numpy(y[20:]))
     out = m.compute("val")
-    assert set(out) == {f"val/{k}_{t}" for k in ("r2", "mse", "mae") for t in ("md", "fa")}
+    assert set(out) == {f"val/{k}_{t}" for k in ("r2", "ev", "mse", "mae") for t in ("md", "fa")}
     for j, t in enumerate(["md", "fa"]):
         err = yhat[:, j] - y[:, j]
         r2 = 1 - (err**2).sum() / ((y[:, j] - y[:, j].mean()) ** 2).sum()
         assert out[f"val/r2_{t}"] == pytest.approx(r2, rel=1e-4)
+        assert out[f"val/ev_{t}"] == pytest.approx(1 - err.var() / y[:, j].var(), rel=1e-4)  # Eq. 3.2
         assert out[f"val/mse_{t}"] == pytest.approx((err**2).mean(), rel=1e-4)
         assert out[f"val/mae_{t}"] == pytest.approx(np.abs(err).mean(), rel=1e-4)
 

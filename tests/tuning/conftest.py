@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from histoxai.config import Config
-from tuning.space import apply_params
+from histoxai.config import Config, apply_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -65,7 +64,7 @@ def tune_config(tmp_path: Path, space: Path, **tune) -> Config:
         "train.epochs": 2,
     }
     values.update({f"tune.{k}": v for k, v in tune.items()})
-    return apply_params(Config(), values)
+    return apply_overrides(Config(), values)
 
 
 def free_port() -> int:

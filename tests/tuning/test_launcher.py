@@ -109,7 +109,7 @@ def test_resumed_study_runs_only_the_missing_trials(tmp_path, mlflow_uri, tiny_s
 
 
 def _worker_env(tmp_path):
-    return {**os.environ, "PYTHONPATH": str(REPO), "CI": os.environ.get("CI", "")}
+    return {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "CI": os.environ.get("CI", "")}
 
 
 def _nested_trial_numbers(uri, cfg):
@@ -120,7 +120,7 @@ def _nested_trial_numbers(uri, cfg):
 def test_two_worker_processes_share_the_budget_without_duplicates(
     tmp_path, mlflow_uri, tiny_space, monkeypatch
 ):
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", f"{REPO / 'src'}{os.pathsep}{REPO}")
     monkeypatch.setenv("FAKE_EPOCH_S", "1")  # long enough for both workers to join
     cfg = tune_config(tmp_path, tiny_space, n_trials=5, workers=2)
     summary = launch(cfg, mlflow_uri)
@@ -191,7 +191,7 @@ def test_study_killed_mid_trial_resumes_with_the_right_count(tmp_path, mlflow_ur
 def test_two_workers_on_postgresql_complete_n_trials_without_duplicates(
     tmp_path, mlflow_uri, tiny_space, postgres_url, monkeypatch
 ):
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", f"{REPO / 'src'}{os.pathsep}{REPO}")
     monkeypatch.setenv("FAKE_EPOCH_S", "1")  # long enough for both workers to join
     cfg = tune_config(
         tmp_path, tiny_space, n_trials=6, workers=2, storage=postgres_url, study_name="pg-study"

@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from histoxai.config import Config, ConfigError
-from tuning.space import SpaceError, apply_params, load_space, objective_weights, sample
+from histoxai.config import Config, ConfigError, apply_overrides
+from tuning.space import SpaceError, load_space, objective_weights, sample
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "tuning" / "spaces").glob("*.yaml"))
@@ -31,8 +31,8 @@ def test_shipped_spaces_parse_and_sample_valid_configs(path):
         assert ("train.weight_decay" in params) == (params["train.optimizer"] == "adamw")
 
 
-def test_published_space_covers_the_published_dimensions():
-    space = load_space(REPO / "tuning" / "spaces" / "mdfa.yaml")
+def test_light_space_covers_its_dimensions():
+    space = load_space(REPO / "tuning" / "spaces" / "light-mdfa.yaml")
     dims = {d.key: d for d in space.dimensions}
     assert set(dims["model.backbone"].spec["choices"]) >= {
         "mobilenetv3_small_100",
@@ -173,7 +173,7 @@ def test_objective_weights_default_to_the_mean_over_targets(tmp_path):
 
 
 def test_apply_params_type_checks_like_the_params_file():
-    cfg = apply_params(Config(), {"train.lr": 3e-5, "model.targets": ["cc"]})
+    cfg = apply_overrides(Config(), {"train.lr": 3e-5, "model.targets": ["cc"]})
     assert cfg.train.lr == 3e-5 and cfg.model.targets == ("cc",)
     with pytest.raises(ConfigError, match="train.batch_size"):
-        apply_params(Config(), {"train.batch_size": "eight"})
+        apply_overrides(Config(), {"train.batch_size": "eight"})

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from histoxai.config import Config, ConfigError
-from tuning.space import apply_params
+from histoxai.config import Config, ConfigError, apply_overrides
 from tuning.study import (
     WORKER_ATTR,
     BudgetLock,
@@ -60,7 +60,7 @@ def test_tpe_sampler_is_seeded():
     ],
 )
 def test_pruners_are_selectable_by_name(name, cls):
-    tune = apply_params(Config(), {"tune.pruner": name}).tune
+    tune = apply_overrides(Config(), {"tune.pruner": name}).tune
     assert isinstance(make_pruner(tune, max_epochs=4), cls)
 
 
@@ -70,7 +70,7 @@ def test_unknown_sampler_is_a_config_error():
 
 
 def test_storage_kinds_and_default_journal():
-    tune = apply_params(Config(), {"tune.dir": "opt", "tune.study_name": "s1"}).tune
+    tune = apply_overrides(Config(), {"tune.dir": "opt", "tune.study_name": "s1"}).tune
     assert storage_url(tune) == "opt/s1.journal" and storage_kind(storage_url(tune)) == "journal"
     assert storage_kind("sqlite:///x.db") == "sqlite"
     assert storage_kind("postgresql+psycopg2://u:p@h/db") == "postgresql"
@@ -93,7 +93,7 @@ def test_worker_tokens_tell_live_dead_and_foreign_workers_apart():
 
 
 def _journal_study(tmp_path, n_trials=3):
-    tune = apply_params(
+    tune = apply_overrides(
         Config(), {"tune.dir": str(tmp_path), "tune.study_name": "s", "tune.n_trials": n_trials}
     ).tune
     study = optuna.create_study(storage=open_storage(tune), study_name="s", direction="maximize")
@@ -141,7 +141,7 @@ def test_worker_loop_stops_at_the_budget_and_runs_queued_trials_first(tmp_path):
 
 def test_rdb_heartbeat_fails_and_requeues_a_trial_whose_worker_went_silent(tmp_path):
     values = {"tune.storage": f"sqlite:///{tmp_path / 'o.db'}", "tune.study_name": "s", "tune.heartbeat_s": 1}
-    tune = apply_params(Config(), {**values, "tune.grace_s": 1}).tune
+    tune = apply_overrides(Config(), {**values, "tune.grace_s": 1}).tune
     stale_seen = []
     storage = open_storage(tune, on_stale=lambda t: stale_seen.append(t.number))
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
@@ -158,3 +158,11 @@ def test_rdb_heartbeat_fails_and_requeues_a_trial_whose_worker_went_silent(tmp_p
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == silent.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == silent.params
     assert len(counted_trials(study)) == 2
+
+
+def test_tuning_uses_no_optuna_privates():
+    import re
+
+    for path in (Path(__file__).resolve().parents[2] / "tuning").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"\._(storage|trial_id|study_id)\b", text), path

@@ -9,13 +9,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from histoxai.config import Config
+from histoxai.config import Config, apply_overrides
 from histoxai.data.splits import assign_splits
 from histoxai.data.store import write_store
 from tests.conftest import make_blocks
 from tests.tuning.test_launcher import PruneTrial
 from tuning.launcher import launch
-from tuning.space import apply_params
 from tuning.study import open_storage
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,7 @@ enqueue:
 def test_tiny_real_study_fails_the_deep_backbone_prunes_and_registers_a_loadable_champion(
     tmp_path, mlflow_uri
 ):
-    base = apply_params(Config(), {"base.patches_dir": str(tmp_path / "patches")})
+    base = apply_overrides(Config(), {"base.patches_dir": str(tmp_path / "patches")})
     write_store(
         tmp_path / "patches",
         make_blocks(n_samples=2, grid=6, size=16),
@@ -43,7 +42,7 @@ def test_tiny_real_study_fails_the_deep_backbone_prunes_and_registers_a_loadable
         partial(assign_splits, cfg=base.data.split, seed=0),
     )
     (tmp_path / "space.yaml").write_text(SPACE)
-    cfg = apply_params(
+    cfg = apply_overrides(
         base,
         {
             "tune.space": str(tmp_path / "space.yaml"),

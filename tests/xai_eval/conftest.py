@@ -75,3 +75,40 @@ def tiny_model() -> TinyRegressor:
 @pytest.fixture
 def images() -> Tensor:
     return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def phantom_cc(tmp_path_factory):
+    """A small phantom (3 samples x 6 x 6 voxels, 32 px) and a tiny CC regressor trained
+    on its first two samples for a few hundred steps (seconds on one core)."""
+    import numpy as np
+
+    from histoxai.config import ModelConfig
+    from histoxai.models import build_regressor
+    from tests.training.conftest import phantom_store
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    store = phantom_store(tmp_path_factory.mktemp("xai_phantom") / "patches", n_samples=3, grid=6, size=32)
+    ids = store.ids()
+    x = torch.from_numpy(store.images(ids)).permute(0, 3, 1, 2).float().div(255.0)
+    y = torch.from_numpy(store.index["cc"].to_numpy(np.float32)[ids])
+    train = np.flatnonzero(store.index["sample"].to_numpy()[ids] != "s3")
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="test_resnet", targets=("cc",), hidden_width=32, feature_width=16, dropout=0.0)
+    model = build_regressor(cfg, [float(y[train].mean())], [float(y[train].std())])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(300):
+        b = torch.from_numpy(train)[torch.randint(0, len(train), (32,), generator=g)]
+        xb = x[b]
+        if torch.rand(1, generator=g) < 0.5:
+            xb = xb.flip(-1)
+        loss = ((model.standardized(xb)[:, 0] - (y[b] - y[train].mean()) / y[train].std()) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    torch.set_num_threads(threads)
+    return {"store": store, "model": model, "ids": ids, "images": x, "y": y.numpy().astype(np.float64)}

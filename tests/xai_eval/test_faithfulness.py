@@ -4,11 +4,11 @@ import torch
 from histoxai.xai_eval.faithfulness import (
     baseline_images,
     curve_area,
+    darkness_maps,
     faithfulness_scores,
     gaussian_blur,
     noisy_linear_impute,
     perturbation_curve,
-    random_maps,
     relevance_order,
     sobel_maps,
 )
@@ -26,7 +26,10 @@ def region_model():
 
 @pytest.fixture
 def batch():
-    return torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    """Random patches whose driving region is bright red: its content raises the score."""
+    x = torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    x[:, 0, :8, :8] = 0.8 + 0.2 * x[:, 0, :8, :8]
+    return x
 
 
 def scores_of(model, images, maps, seed=0):
@@ -43,13 +46,27 @@ def test_removing_the_true_features_moves_the_prediction_more_than_removing_othe
     jitter = 1e-3 * torch.rand(batch.shape[0], SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     true = region.expand(len(batch), -1, -1) + jitter
     other = (1 - region).expand(len(batch), -1, -1) + jitter
-    rand = random_maps((len(batch), SIZE, SIZE), torch.Generator().manual_seed(2))
+    rand = torch.rand((len(batch), SIZE, SIZE), generator=torch.Generator().manual_seed(2))
     good, _ = scores_of(model, batch, true)
     bad, _ = scores_of(model, batch, other)
     chance, _ = scores_of(model, batch, rand)
     assert good["deletion_auc"] > chance["deletion_auc"] > bad["deletion_auc"]
     assert good["insertion_auc"] < chance["insertion_auc"] < bad["insertion_auc"]
     assert good["road"] > chance["road"] - 1e-6 and good["road"] > bad["road"]
+
+
+def test_a_sign_flipped_map_scores_below_the_map_on_every_signed_curve(region_model, batch):
+    """Relevance is signed: −map removes the opposing evidence first."""
+    model, region = region_model
+    signed = (
+        region.expand(len(batch), -1, -1) - 0.5 * (1 - region) + 1e-3 * torch.rand(len(batch), SIZE, SIZE)
+    )
+    good, _ = scores_of(model, batch, signed)
+    flipped, _ = scores_of(model, batch, -signed)
+    assert good["deletion_auc"] > flipped["deletion_auc"]
+    assert good["road_morf_auc"] > flipped["road_morf_auc"]
+    assert good["road_lerf_auc"] < flipped["road_lerf_auc"]
+    assert good["road"] > 0 > flipped["road"]
 
 
 def test_deletion_curve_starts_at_zero_and_ends_at_the_baseline_prediction(region_model, batch):
@@ -59,7 +76,7 @@ def test_deletion_curve_starts_at_zero_and_ends_at_the_baseline_prediction(regio
     curve = perturbation_curve(predict, batch, torch.rand(len(batch), SIZE, SIZE), steps=4, baseline=base)
     assert curve.shape == (len(batch), 5)
     assert curve[:, 0].abs().max() == 0
-    expected = (predict(base) - predict(batch)).abs().double()
+    expected = (predict(batch) - predict(base)).double()  # the score drop, signed
     torch.testing.assert_close(curve[:, -1], expected)
 
 
@@ -101,5 +118,6 @@ def test_baselines_and_edge_maps():
     step[..., 4:] = 1.0
     edges = sobel_maps(step)[0]
     assert edges[:, 3:5].min() > 0.5 and edges[:, :2].max() < 1e-6
+    assert darkness_maps(flat).numpy() == pytest.approx(0.6)
     with pytest.raises(ValueError, match="perturbation baseline 'zeros'"):
         baseline_images(flat, "zeros")

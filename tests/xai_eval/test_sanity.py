@@ -45,8 +45,9 @@ def test_gradient_maps_change_under_randomisation_and_the_model_is_left_untouche
     cascade = randomisation_cascade(tiny_model, images, input_gradient(0), seed=0)
     assert list(cascade) == ["original", "head", "layer4", "layer3", "layer2", "layer1", "bn1", "conv1"]
     assert cascade["original"]["rank_corr"].numpy() == pytest.approx(1.0)  # deterministic method
-    summary = sanity_summary(cascade, threshold=0.5)
-    assert summary["sanity_final_rank_corr"] < 0.5 and summary["sanity_pass"] == 1.0
+    per, passed = sanity_summary(cascade, threshold=0.5)
+    assert passed and float(per["mprt_similarity"].mean()) < 0.5
+    assert set(per) == {"mprt_similarity", "mprt_ssim", "emprt"}
     assert all(torch.equal(v, state[k]) for k, v in tiny_model.state_dict().items())
 
 
@@ -56,4 +57,32 @@ def test_maps_that_ignore_the_model_fail_the_check(tiny_model, images, explain):
     for step in cascade.values():
         assert step["rank_corr"].numpy() == pytest.approx(1.0)
         assert step["ssim"].numpy() == pytest.approx(1.0)
-    assert sanity_summary(cascade)["sanity_pass"] == 0.0
+    per, passed = sanity_summary(cascade)
+    assert not passed and per["mprt_similarity"].numpy() == pytest.approx(1.0)
+
+
+def test_similarity_is_on_the_magnitude_so_a_sign_flip_has_not_changed(tiny_model, images):
+    """Adebayo et al. compare |map|: a method whose randomised maps only flip sign keeps
+    its structure and must fail (signed rho would call it 'changed')."""
+    calls = {"n": 0}
+
+    def flipping(model, x):
+        calls["n"] += 1
+        base = input_gradient(0)(tiny_model, x)  # always the trained model's map
+        return base if calls["n"] <= 2 else -base
+
+    cascade = randomisation_cascade(tiny_model, images[:2], flipping, seed=0)
+    per, passed = sanity_summary(cascade)
+    assert not passed and per["mprt_similarity"].numpy() == pytest.approx(1.0)
+
+
+def test_a_method_that_changes_only_deep_in_the_cascade_fails_the_first_block_criterion():
+    import torch as t
+
+    steps = ["original", "head", "layer4", "layer3"]
+    rho = {"original": 1.0, "head": 0.9, "layer4": 0.2, "layer3": 0.1}
+    cascade = {s: {"rank_corr": t.full((3,), rho[s], dtype=t.float64), "entropy": t.ones(3)} for s in steps}
+    per, passed = sanity_summary(cascade, threshold=0.5)
+    assert not passed  # the average over blocks (0.4) is below, but the head block is not
+    cascade["head"]["rank_corr"][:] = 0.3
+    assert sanity_summary(cascade, threshold=0.5)[1]

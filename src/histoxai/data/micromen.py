@@ -51,13 +51,14 @@ from tqdm import tqdm
 from histoxai.config import MicromenConfig
 from histoxai.data.nuclei import HALO_UM, count_nuclei
 from histoxai.data.store import SampleBlock
+from histoxai.errors import InputError
 
 SAMPLE_SUBDIR = Path("coreg_fine", "ver1")
 MR_TARGETS: dict[str, str] = {"md": "MD", "fa": "FA", "faip": "FAIP"}
 """Index column -> field of the ``MR`` struct."""
 
 
-class IngestError(ValueError):
+class IngestError(InputError):
     """A MICROMEN sample cannot be ingested: names the sample, the file and the problem."""
 
     def __init__(self, sample: str, file: str | Path, problem: str):

@@ -1,112 +1,123 @@
-"""Synthetic H&E phantom with known MD, FA and nuclei-count targets.
+"""Synthetic H&E phantom whose MD, FA and cell count are exact functions of its pixels.
 
 Each sample (a "tumour") is a grid of voxels with spatially smooth maps of tissue
-parameters: nuclear density, nuclear size and elongation, local orientation and its
-coherence, and air (extracellular space) fraction. The sample is rendered as one canvas
-of ``grid * patch_size_px`` pixels (nuclei cross patch borders) and cut into one patch
-per voxel. Samples differ in stain colours, parameter ranges, blur and noise, so leaving
-a sample out is a real distribution shift.
+parameters: nuclear density, size and elongation, orientation and its coherence,
+stromal fibre strength and air (free water) fraction. A sample is drawn as one canvas
+(nuclei cross voxel borders) and cut into one patch per voxel. Samples share the
+tissue-parameter ranges in part (``tissue_overlap``) while stain, blur and noise are
+their own, so leaving a sample out tests tissue reading (``phantom_profile``).
 
-Per patch the targets are functions of what was drawn in it (see ``FORMULAS``):
+Targets (see ``FORMULAS``) come from a voxel-averaged 2-D diffusion tensor built pixel
+by pixel from what is drawn, ``D(p) = m(p) [[1 + k c2, k s2], [k s2, 1 - k c2]]`` with
+``c2, s2 = cos 2t, sin 2t``:
 
-- ``cc``: number of nuclei whose centre lies in the patch's half-open pixel box.
-- ``md_clean = af * D_FREE + (1 - af) * (D_CELL + (D_ECM - D_CELL) * (1 - phi)^2)``, with
-  ``af`` the air fraction and ``phi = nf / (1 - af)`` the nuclear fraction of the
-  tissue, both measured on the mask: a two-compartment mixture of free water and
-  tissue whose diffusivity falls with cellularity (Archie-like tortuosity).
-- ``fa_clean = FA_BASE + FA_GAIN * order * (1 - af)``, with ``order`` the area-weighted
-  nematic order of the nuclei centred in the patch, ``|sum w (1 - b/a) e^{2i angle}| /
-  sum w`` (``w = pi a b``): high when elongated nuclei are aligned.
-- ``md = md_clean + N(0, noise_sd_md^2)``, ``fa = clip(fa_clean + N(0, noise_sd_fa^2), 0, 1)``.
+- air (free water): isotropic, ``m = D_FREE``, ``k = 0``;
+- nucleus: ``m = D_NUC``, ``k = K_NUC (a - b) / (a + b)`` along its long axis ``t``;
+- stroma (and distractors, painted over stroma): ``m = D_STROMA``, ``k = K_FIBRE *
+  fibres`` along the voxel's fibre direction, drawn as eosin fibres of that contrast.
 
-Distractors (red blood cell clusters, dark debris) are painted only over stroma pixels
-after the targets' inputs are fixed, so they never change a target.
+``MD`` is the mean eigenvalue of the patch-mean tensor, ``FA`` its 2-D fractional
+anisotropy, and ``cc`` counts the nuclei with at least half of their area visible in
+the patch. Distractors never change a target; the patch border is the voxel border, so
+there is no centre-in-patch rule anywhere.
 
 Example:
-    >>> blocks, card = generate_phantom(PhantomConfig(n_samples=2, grid_vox=(4, 4)), 32, seed=0)
+    >>> cfg = PhantomConfig(n_samples=2, grid_vox=(4, 4))
+    >>> blocks, card = generate_phantom(cfg, 32, seed=0)
     >>> blocks[0].images.shape
     (16, 32, 32, 3)
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
+from scipy import ndimage
+from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from histoxai.config import PhantomConfig
 from histoxai.data import phantom_draw as draw
-from histoxai.data.phantom_draw import AIR, DISTRACTOR, NUCLEI, STROMA, save_montage
-from histoxai.data.phantom_profile import SampleProfile, draw_profile
+from histoxai.data.phantom_draw import AIR, DISTRACTOR, NUCLEI, save_montage
+from histoxai.data.phantom_profile import GEOMETRIES, draw_profile
+from histoxai.data.phantom_scene import Scene, build_scene, compose, render_window
 from histoxai.data.store import MASK_CLASSES, SampleBlock
 
 __all__ = [
     "FORMULAS",
     "class_means",
-    "fa_from_order",
+    "fa_from_tensor",
     "generate_phantom",
-    "md_from_fractions",
-    "nuclei_stats",
+    "render_px",
     "render_sample",
     "save_montage",
+    "tensor_fields",
 ]
 
-D_FREE, D_ECM, D_CELL = 2.4, 2.0, 0.2  # um^2/ms: free water, extracellular matrix, restricted
-FA_BASE, FA_GAIN = 0.1, 1.0
+# Ex-vivo (fixed tissue, room temperature) diffusivities, um^2/ms: MD lands in the range of
+# MICROMEN's sample means (0.40-0.93 um^2/ms).
+D_FREE, D_STROMA, D_NUC = 1.4, 0.6, 0.25
+K_NUC, K_FIBRE = 0.8, 0.6  # largest relative anisotropy of a nucleus / of fibrous stroma
+CC_VISIBLE = 0.5  # a nucleus counts in the patch holding more than this share of its area
+DENSITY_RADIUS_UM = 15.0  # neighbourhood of ``local_density``
 
 FORMULAS = {
-    "cc": "number of nuclei whose centre (cx, cy) lies in the patch box [0, P) x [0, P)",
+    "pixel_tensor": "D(p) = m(p) * [[1 + k cos2t, k sin2t], [k sin2t, 1 - k cos2t]]; "
+    f"air: m={D_FREE}, k=0; nucleus: m={D_NUC}, k={K_NUC}*(a-b)/(a+b), t=its long axis; "
+    f"stroma and distractor pixels: m={D_STROMA}, k={K_FIBRE}*fibres, t=fibre direction of the voxel",
+    "voxel_tensor": "M = mean_p m(p), Q = mean_p m k cos2t, R = mean_p m k sin2t over the patch's pixels "
+    "(at the rendering resolution); eigenvalues M +- A, A = sqrt(Q^2 + R^2)",
+    "md_clean": "M  [um^2/ms] (mean eigenvalue)",
+    "fa_clean": "|l1 - l2| / sqrt(l1^2 + l2^2) = sqrt(2) A / sqrt(M^2 + A^2) (2-D FA)",
+    "target_smoothing": "target_smoothing_vox > 0: M, Q, R smoothed over the voxel grid with a Gaussian "
+    "of that sigma (voxels) before md_clean and fa_clean (MR-like point-spread)",
+    "cc": f"number of nuclei with visible_px in the patch > {CC_VISIBLE} * area_px (so at most one patch counts a nucleus) (area_px: the whole "
+    "ellipse's pixel count, visible_px: its pixels in the patch not hidden by a later nucleus)",
     "nuclear_fraction": "nf = fraction of patch pixels labelled nuclei in the mask",
     "air_fraction": "af = fraction of patch pixels labelled air in the mask",
-    "md_clean": f"af*{D_FREE} + (1-af)*({D_CELL} + {D_ECM - D_CELL:.1f}*(1 - phi)^2), "
-    "phi = min(1, nf/(1-af))  [um^2/ms]",
-    "order": "|sum_i w_i (1 - b_i/a_i) exp(2j angle_i)| / sum_i w_i, w_i = pi a_i b_i, "
-    "over nuclei centred in the patch (0 if none)",
-    "coherence": "|sum_i w_i exp(2j angle_i)| / sum_i w_i (0 if no nuclei)",
-    "elongation": "sum_i w_i a_i/b_i / sum_i w_i (1 if no nuclei)",
-    "fa_clean": f"{FA_BASE} + {FA_GAIN}*order*(1-af)",
     "md": "md_clean + N(0, noise_sd_md^2)",
     "fa": "clip(fa_clean + N(0, noise_sd_fa^2), 0, 1)",
-    "shortcut_cue": "shortcut_strength * clip((md - 0.1)/2.3, 0, 1) if shortcut else 0: relative "
+    "local_density": f"nuclei centres within {DENSITY_RADIUS_UM} um of the nucleus (itself excluded) per 1000 um^2",
+    "shortcut_cue": "shortcut_strength * clip((md - 0.3)/1.0, 0, 1) if shortcut else 0: relative "
     "darkening of the 1-px patch border",
 }
 
 
-def md_from_fractions(nuclear_fraction: np.ndarray, air_fraction: np.ndarray) -> np.ndarray:
-    """Noise-free MD (um^2/ms) from measured nuclear and air area fractions."""
-    nf, af = np.asarray(nuclear_fraction, float), np.asarray(air_fraction, float)
-    tissue = 1.0 - af
-    phi = np.minimum(1.0, np.divide(nf, tissue, out=np.zeros_like(nf), where=tissue > 0))
-    # tissue: Archie-like tortuosity, D_tissue = D_CELL + (D_ECM - D_CELL) (1 - phi)^2
-    return af * D_FREE + tissue * (D_CELL + (D_ECM - D_CELL) * (1.0 - phi) ** 2)
+def render_px(cfg: PhantomConfig, patch_size_px: int) -> tuple[int, float]:
+    """Pixels per voxel side at the rendering resolution and that resolution (um/px)."""
+    voxel_um = GEOMETRIES[cfg.geometry]["voxel_um"]
+    if cfg.um_per_px == 0:
+        return patch_size_px, voxel_um / patch_size_px
+    return max(4, int(round(voxel_um / cfg.um_per_px))), float(cfg.um_per_px)
 
 
-def fa_from_order(order: np.ndarray, air_fraction: np.ndarray) -> np.ndarray:
-    """Noise-free FA from the nuclei's nematic order and the air fraction."""
-    return FA_BASE + FA_GAIN * np.asarray(order, float) * (1.0 - np.asarray(air_fraction, float))
+def fa_from_tensor(m: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """2-D FA of tensors with mean eigenvalue ``m`` and deviatoric part ``(q, r)``."""
+    a = np.hypot(q, r)
+    den = np.sqrt(m * m + a * a)
+    return np.divide(np.sqrt(2.0) * a, den, out=np.zeros_like(a, dtype=float), where=den > 0)
 
 
-def nuclei_stats(nuclei: pd.DataFrame, n_patches: int) -> dict[str, np.ndarray]:
-    """Per-patch ``order``, ``coherence`` and ``elongation`` from a nuclei table
-    (columns ``offset``, ``a``, ``b``, ``angle``), see ``FORMULAS``."""
-    off = nuclei["offset"].to_numpy()
-    a, b, ang = (nuclei[c].to_numpy(float) for c in ("a", "b", "angle"))
-    w = np.pi * a * b
+def tensor_fields(
+    labels: np.ndarray, inst_k: np.ndarray, inst_t: np.ndarray, fibre_k: np.ndarray, fibre_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel ``(m, q, r)`` of the diffusion tensor (``FORMULAS['pixel_tensor']``).
 
-    def total(x):
-        return np.bincount(off, weights=x, minlength=n_patches)
+    Args:
+        labels: (..., H, W) mask labels.
+        inst_k, inst_t: (..., H, W) anisotropy and angle of the nucleus at each nuclei pixel.
+        fibre_k, fibre_t: anisotropy and angle of the stroma at each pixel (broadcastable).
 
-    wsum = total(w)
-    safe = np.where(wsum > 0, wsum, 1.0)
-    cos, sin = np.cos(2 * ang), np.sin(2 * ang)
-    aniso = w * (1 - b / a)
-    return {
-        "order": np.hypot(total(aniso * cos), total(aniso * sin)) / safe,
-        "coherence": np.hypot(total(w * cos), total(w * sin)) / safe,
-        "elongation": np.where(wsum > 0, total(w * a / b) / safe, 1.0),
-    }
+    Returns:
+        ``m``, ``q = m k cos 2t``, ``r = m k sin 2t`` as float64 arrays.
+    """
+    nuc = labels == NUCLEI
+    air = labels == AIR
+    m = np.where(air, D_FREE, np.where(nuc, D_NUC, D_STROMA))
+    k = np.where(air, 0.0, np.where(nuc, inst_k, fibre_k))
+    t = np.where(nuc, inst_t, fibre_t)
+    mk = m * k
+    return m, mk * np.cos(2 * t), mk * np.sin(2 * t)
 
 
 def generate_phantom(cfg: PhantomConfig, patch_size_px: int, seed: int) -> tuple[list[SampleBlock], dict]:
@@ -114,146 +125,201 @@ def generate_phantom(cfg: PhantomConfig, patch_size_px: int, seed: int) -> tuple
 
     Args:
         cfg: phantom parameters.
-        patch_size_px: patch side (any size >= 8).
+        patch_size_px: patch side of the store (the rendering is resized to it when
+            ``cfg.um_per_px`` asks for another resolution).
         seed: the same seed gives byte-identical arrays.
 
     Returns:
-        ``(blocks, card)``; the card is JSON-serialisable.
+        ``(blocks, card)``; the card is JSON-serialisable. Blocks carry ``instances``
+        (nucleus id per pixel) and the ``nuclei`` table.
     """
     if patch_size_px < 4:
         raise ValueError(f"patch_size_px={patch_size_px}: expected at least 4")
+    from histoxai.data.phantom_card import phantom_card
+
     blocks, profiles = [], {}
     for i in tqdm(range(cfg.n_samples), desc="phantom", unit="sample", leave=False):
-        rng = np.random.default_rng([seed, i])
-        profile = draw_profile(rng, f"s{i + 1}")
-        blocks.append(render_sample(cfg, profile, patch_size_px, rng))
-        profiles[profile.name] = profile
-    return blocks, _card(cfg, patch_size_px, seed, blocks, profiles)
+        scene = sample_scene(cfg, patch_size_px, seed, i)
+        blocks.append(render_sample(scene, patch_size_px))
+        profiles[scene.profile.name] = scene.profile
+    return blocks, phantom_card(cfg, patch_size_px, seed, blocks, profiles)
 
 
-def render_sample(
-    cfg: PhantomConfig, profile: SampleProfile, size: int, rng: np.random.Generator
-) -> SampleBlock:
+def sample_scene(cfg: PhantomConfig, patch_size_px: int, seed: int, index: int) -> Scene:
+    """Every random draw of sample ``index`` (``s{index+1}``): deterministic from ``seed``."""
+    rng = np.random.default_rng([seed, index])
+    profile = draw_profile(rng, f"s{index + 1}", cfg.geometry, cfg.tissue_overlap)
+    size, um = render_px(cfg, patch_size_px)
+    return build_scene(cfg, profile, size, um, rng)
+
+
+def render_sample(scene: Scene, patch_size_px: int) -> SampleBlock:
     """Draw one sample's canvas, cut it into patches and compute the targets."""
-    rows, cols = cfg.grid_vox
-    shape = (rows * size, cols * size)
-    maps = {
-        k: lo + (hi - lo) * draw.unit_field(rng, (rows, cols), cfg.smoothness_vox)
-        for k, (lo, hi) in profile.ranges.items()
-    }
-    u, v = (draw.unit_field(rng, (rows, cols), cfg.smoothness_vox) - 0.5 for _ in range(2))
-    maps["orientation"] = 0.5 * np.arctan2(v, u)
-
-    # air: a smooth pixel field thresholded at the local air-fraction map
-    labels = np.where(
-        draw.smooth_field(rng, shape, 6.0 / cfg.um_per_px) < draw.upsample(maps["air_fraction"], size),
-        AIR,
-        STROMA,
-    ).astype(np.uint8)
-
-    nuc = _place_nuclei(maps, size, cfg.um_per_px, rng)
-    keep = labels[nuc["cy"].astype(np.int64), nuc["cx"].astype(np.int64)] != AIR
-    nuc = {k: x[keep] for k, x in nuc.items()}
-    conc = np.zeros((3, *shape), dtype=np.float32)  # haematoxylin, eosin, RBC
-    h_scale, e_scale = profile.stain_scale
-    tex = draw.smooth_field(rng, shape, 2.0)
-    conc[0] = np.where(labels == AIR, 0.01, 0.05 * h_scale)
-    conc[1] = np.where(labels == AIR, 0.03, e_scale * (0.25 + 0.4 * tex))
-
-    k, ys, xs, rho2 = draw.ellipse_pixels(nuc["cx"], nuc["cy"], nuc["a"], nuc["b"], nuc["angle"], shape)
-    labels[ys, xs] = NUCLEI
-    grain = draw.smooth_field(rng, shape, 0.8)[ys, xs]
-    conc[0, ys, xs] = h_scale * nuc["dark"][k] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
-    conc[1, ys, xs] = 0.15 * e_scale
-
-    nf, af = (_fractions(labels, size, c) for c in (NUCLEI, AIR))  # fixed before distractors
-    # own stream: switching distractors on or off leaves every other draw (and target) unchanged
-    distractor_rng = np.random.default_rng(rng.integers(2**63))
-    if cfg.distractors:
-        draw.paint_distractors(labels, conc, cfg.um_per_px, distractor_rng)
-    images = draw.cut_patches(
-        draw.render_rgb(
-            conc, profile.stains_od, profile.background, profile.blur_px, profile.noise_gray, rng
-        ),
-        size,
-    )
-    masks = draw.cut_patches(labels, size)
-    table, nuclei = _targets(cfg, nuc, nf, af, masks, size, rows, cols, rng)
-    table = pd.concat([table, pd.DataFrame({f"map_{k}": m.ravel() for k, m in maps.items()})], axis=1)
+    cfg, size = scene.cfg, scene.size
+    rows, cols = scene.grid
+    canvas = compose(scene, (0, rows * size, 0, cols * size))
+    rgb = render_window(scene, canvas, (0, 0))
+    images = draw.cut_patches(rgb, size)
+    masks = draw.cut_patches(canvas.labels, size)
+    gid = draw.cut_patches(canvas.gid, size)
+    nuclei, instances = nuclei_table(scene, gid)
+    table = targets_table(scene, masks, nuclei)
     if cfg.shortcut:
-        _draw_shortcut(images, table["shortcut_cue"].to_numpy())
-    return SampleBlock(profile.name, images, table, masks, {"nuclei": nuclei})
+        draw_shortcut(images, table["shortcut_cue"].to_numpy())
+    if size != patch_size_px:
+        images, masks, instances = resize_patches(images, masks, instances, patch_size_px)
+        scale = patch_size_px / size
+        for c in ("cx", "cy", "a", "b"):
+            nuclei[c] *= scale
+        nuclei[["area_px", "visible_px"]] *= scale**2
+    return SampleBlock(scene.profile.name, images, table, masks, {"nuclei": nuclei}, instances)
 
 
-def _place_nuclei(maps: dict, size: int, um_per_px: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    rows, cols = maps["orientation"].shape
-    area_kum2 = (size * um_per_px) ** 2 / 1000
-    counts = rng.poisson(maps["density_per_kum2"].ravel() * area_kum2)
-    vox = np.repeat(np.arange(rows * cols), counts)
-    n = len(vox)
-    m = {k: x.ravel()[vox] for k, x in maps.items()}
-    radius = np.clip(m["radius_um"] * (1 + 0.12 * rng.standard_normal(n)), 1.0, None) / um_per_px
-    elong = np.clip(m["elongation"] * (1 + 0.1 * rng.standard_normal(n)), 1.0, None)
-    b = np.maximum(radius / np.sqrt(elong), 0.8)
-    col, row = vox % cols, vox // cols
-    # float rounding must not push a centre onto the next voxel's first pixel
-    cx = np.minimum((col + rng.random(n)) * size, np.nextafter((col + 1) * size, 0.0))
-    cy = np.minimum((row + rng.random(n)) * size, np.nextafter((row + 1) * size, 0.0))
-    return {
-        "cx": cx,
-        "cy": cy,
-        "a": np.maximum(radius * np.sqrt(elong), b),
-        "b": b,
-        "angle": m["orientation"] + (1 - m["coherence"]) * rng.uniform(-np.pi / 2, np.pi / 2, n),
-        "dark": rng.uniform(1.1, 1.7, n),
-    }
+def nucleus_anisotropy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``k`` of a nucleus with semi-axes ``a >= b`` (``FORMULAS['pixel_tensor']``)."""
+    return K_NUC * (a - b) / (a + b)
 
 
-def _fractions(labels: np.ndarray, size: int, label: int) -> np.ndarray:
-    hit = (labels == label).reshape(labels.shape[0] // size, size, labels.shape[1] // size, size)
-    return hit.mean(axis=(1, 3)).ravel()
+def voxel_tensor(
+    fractions: dict[str, np.ndarray], nuclei: pd.DataFrame, fibres: np.ndarray, fibre_angle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patch-mean tensor ``(M, Q, R)`` from class fractions and the visible nuclei.
+
+    Equal to the mean of :func:`tensor_fields` over the patch's pixels: every pixel of a
+    class shares ``m``; nuclei add ``visible_px * m k (cos 2t, sin 2t)``.
+
+    Args:
+        fractions: ``nuclei``, ``air`` and ``stroma`` (incl. distractor) fractions, (n,).
+        nuclei: rows ``offset, visible_px, a, b, orientation_rad`` with ``visible_px`` in
+            pixels of a patch of ``patch_px`` (column ``patch_px``) pixels.
+        fibres, fibre_angle: (n,) fibre strength and direction of each patch.
+    """
+    n = len(fibres)
+    m = D_FREE * fractions["air"] + D_NUC * fractions["nuclei"] + D_STROMA * fractions["stroma"]
+    ks = D_STROMA * K_FIBRE * fibres * fractions["stroma"]
+    q, r = ks * np.cos(2 * fibre_angle), ks * np.sin(2 * fibre_angle)
+    if len(nuclei):
+        w = nuclei["visible_px"].to_numpy() / nuclei["patch_px"].to_numpy() ** 2
+        kn = D_NUC * nucleus_anisotropy(nuclei["a"].to_numpy(), nuclei["b"].to_numpy()) * w
+        t = 2 * nuclei["orientation_rad"].to_numpy()
+        off = nuclei["offset"].to_numpy()
+        q = q + np.bincount(off, kn * np.cos(t), n)
+        r = r + np.bincount(off, kn * np.sin(t), n)
+    return m, q, r
 
 
-def _targets(cfg, nuc, nf, af, masks, size, rows, cols, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
+def targets_table(scene: Scene, masks: np.ndarray, nuclei: pd.DataFrame) -> pd.DataFrame:
+    """Per-patch targets and their inputs (``FORMULAS``) from the rendered canvas."""
+    cfg = scene.cfg
+    rows, cols = scene.grid
     n = rows * cols
-    col = (nuc["cx"] // size).astype(np.int64)
-    row = (nuc["cy"] // size).astype(np.int64)
-    order = np.argsort(row * cols + col, kind="stable")
-    nuclei = pd.DataFrame(
-        {
-            "offset": (row * cols + col)[order],
-            "cx": (nuc["cx"] - col * size)[order],
-            "cy": (nuc["cy"] - row * size)[order],
-            "a": nuc["a"][order],
-            "b": nuc["b"][order],
-            "angle": np.mod(nuc["angle"][order] + np.pi / 2, np.pi) - np.pi / 2,
-        }
-    )
-    stats = nuclei_stats(nuclei, n)
-    md_clean, fa_clean = md_from_fractions(nf, af), fa_from_order(stats["order"], af)
-    md = md_clean + cfg.noise_sd_md * rng.standard_normal(n)
-    fa = np.clip(fa_clean + cfg.noise_sd_fa * rng.standard_normal(n), 0.0, 1.0)
-    cue = cfg.shortcut_strength * np.clip((md - 0.1) / 2.3, 0, 1) if cfg.shortcut else np.zeros(n)
+    frac = {name: (masks == c).mean(axis=(1, 2)) for name, c in (("nuclei", NUCLEI), ("air", AIR))}
+    frac["stroma"] = 1.0 - frac["nuclei"] - frac["air"]
+    fibres, angle = scene.maps["fibres"].ravel(), scene.maps["orientation"].ravel()
+    m, q, r = voxel_tensor(frac, nuclei.assign(patch_px=scene.size), fibres, angle)
+    if cfg.target_smoothing_vox > 0:
+        m, q, r = (
+            ndimage.gaussian_filter(x.reshape(rows, cols), cfg.target_smoothing_vox, mode="nearest").ravel()
+            for x in (m, q, r)
+        )
+    md_clean, fa_clean = m, fa_from_tensor(m, q, r)
+    md = md_clean + cfg.noise_sd_md * scene.label_noise[0]
+    fa = np.clip(fa_clean + cfg.noise_sd_fa * scene.label_noise[1], 0.0, 1.0)
+    cue = cfg.shortcut_strength * np.clip((md - 0.3) / 1.0, 0, 1) if cfg.shortcut else np.zeros(n)
+    counted = nuclei[nuclei["counted"]]
     table = pd.DataFrame(
         {
             "row": np.repeat(np.arange(rows), cols).astype(np.int32),
             "col": np.tile(np.arange(cols), rows).astype(np.int32),
             "md": md,
             "fa": fa,
-            "cc": np.bincount(nuclei["offset"], minlength=n).astype(np.int64),
+            "cc": np.bincount(counted["offset"], minlength=n).astype(np.int64),
             "md_clean": md_clean,
             "fa_clean": fa_clean,
-            "nuclear_fraction": nf,
-            "air_fraction": af,
+            "tensor_q": q,
+            "tensor_r": r,
+            "nuclear_fraction": frac["nuclei"],
+            "air_fraction": frac["air"],
             "distractor_fraction": (masks == DISTRACTOR).mean(axis=(1, 2)),
-            **stats,
+            "fibre_strength": fibres,
+            "fibre_angle": angle,
             "shortcut_cue": cue,
         }
     )
-    return table, nuclei
+    maps = pd.DataFrame({f"map_{k}": v.ravel() for k, v in scene.maps.items()})
+    return pd.concat([table, maps], axis=1)
 
 
-def _draw_shortcut(images: np.ndarray, cue: np.ndarray) -> None:
+def nuclei_table(scene: Scene, gid: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per (patch, nucleus) with a visible pixel in the patch, and the per-patch
+    instance masks (ids 1..k within each patch, in order of global nucleus index)."""
+    n, size = gid.shape[0], gid.shape[1]
+    n_nuc = len(scene.nuc["cx"])
+    key = np.arange(n, dtype=np.int64)[:, None, None] * (n_nuc + 1) + gid
+    flat = key.ravel()
+    on = gid.ravel() > 0
+    uniq, inverse, visible = np.unique(flat[on], return_inverse=True, return_counts=True)
+    offset, g = np.divmod(uniq, n_nuc + 1)
+    first = np.searchsorted(offset, np.arange(n))
+    local = (np.arange(len(uniq)) - first[offset] + 1).astype(np.int32)
+    instances = np.zeros(flat.shape, dtype=np.int32)
+    instances[on] = local[inverse]
+    instances = instances.reshape(gid.shape)
+    edge = np.zeros((size, size), dtype=bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    border = (
+        np.bincount(inverse, weights=np.broadcast_to(edge, gid.shape).ravel()[on], minlength=len(uniq)) > 0
+    )
+    nuc = scene.nuc
+    i = g - 1
+    cols = scene.grid[1]
+    row, col = np.divmod(offset, cols)
+    angle = np.mod(nuc["angle"][i] + np.pi / 2, np.pi) - np.pi / 2
+    table = pd.DataFrame(
+        {
+            "offset": offset.astype(np.int64),
+            "nucleus": local,
+            "counted": visible > CC_VISIBLE * nuc["area_px"][i],
+            "area_px": nuc["area_px"][i].astype(np.float64),
+            "visible_px": visible.astype(np.float64),
+            "elongation": nuc["a"][i] / nuc["b"][i],
+            "orientation_rad": angle,
+            "local_density": nuc["local_density"][i],
+            "border": border,
+            "cx": nuc["cx"][i] - col * size,
+            "cy": nuc["cy"][i] - row * size,
+            "a": nuc["a"][i],
+            "b": nuc["b"][i],
+            "global_index": i.astype(np.int64),
+        }
+    )
+    return table, instances
+
+
+def local_density(cx: np.ndarray, cy: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Nuclei centres within ``DENSITY_RADIUS_UM`` of each centre, per 1000 um^2."""
+    if len(cx) == 0:
+        return np.zeros(0)
+    pts = np.column_stack([cx, cy]) * um_per_px
+    counts = cKDTree(pts).query_ball_point(pts, DENSITY_RADIUS_UM, return_length=True) - 1
+    return counts / (np.pi * DENSITY_RADIUS_UM**2 / 1000)
+
+
+def resize_patches(images: np.ndarray, masks: np.ndarray, instances: np.ndarray, size: int):
+    """Area-resize images and nearest-resize masks and instances to ``size`` px."""
+    from PIL import Image
+
+    out_i = np.empty((len(images), size, size, 3), np.uint8)
+    out_m = np.empty((len(images), size, size), np.uint8)
+    out_n = np.empty((len(images), size, size), np.int32)
+    for j in range(len(images)):
+        out_i[j] = np.asarray(Image.fromarray(images[j]).resize((size, size), Image.BOX))
+        out_m[j] = np.asarray(Image.fromarray(masks[j]).resize((size, size), Image.NEAREST))
+        out_n[j] = np.asarray(Image.fromarray(instances[j]).resize((size, size), Image.NEAREST))
+    return out_i, out_m, out_n
+
+
+def draw_shortcut(images: np.ndarray, cue: np.ndarray) -> None:
     """Darken the 1-px border of each patch by the relative amount ``cue`` (in place)."""
     ring = np.zeros(images.shape[1:3], dtype=bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True
@@ -271,61 +337,3 @@ def class_means(images: np.ndarray, masks: np.ndarray) -> dict[str, list[float]]
         for c in range(len(MASK_CLASSES))
         if count[c]
     }
-
-
-def _card(cfg, size, seed, blocks, profiles) -> dict:
-    table = pd.concat([b.table for b in blocks], ignore_index=True)
-    noise = {"md": cfg.noise_sd_md, "fa": cfg.noise_sd_fa}
-    ceilings = {t: _ceiling(table[t].to_numpy(), noise[t]) for t in ("md", "fa")} | {"cc": 1.0}
-    samples = {}
-    for block in blocks:
-        t = block.table
-        samples[block.sample] = profiles[block.sample].card() | {
-            "measured": {
-                c: [float(t[c].min()), float(t[c].max())]
-                for c in ("md", "fa", "cc", "nuclear_fraction", "air_fraction")
-            },
-            "mean_rgb": class_means(block.images, block.masks),
-        }
-    return {
-        "source": "phantom",
-        "generator": "histoxai.data.phantom.generate_phantom",
-        "seed": int(seed),
-        "params": _plain(dataclasses.asdict(cfg)),
-        "voxel_um": size * cfg.um_per_px,
-        "formulas": FORMULAS,
-        "constants": {
-            "D_FREE": D_FREE,
-            "D_ECM": D_ECM,
-            "D_CELL": D_CELL,
-            "FA_BASE": FA_BASE,
-            "FA_GAIN": FA_GAIN,
-        },
-        "mask_classes": list(MASK_CLASSES),
-        "noise_sd": noise,
-        "ceilings": ceilings,
-        "shortcut": (
-            f"patch border darkened by shortcut_cue (<= {cfg.shortcut_strength}), correlated with md; "
-            "masks unchanged"
-            if cfg.shortcut
-            else "off"
-        ),
-        "distractors": "RBC clusters and dark debris over stroma only; no effect on targets"
-        if cfg.distractors
-        else "off",
-        "samples": samples,
-    }
-
-
-def _ceiling(values: np.ndarray, sd: float) -> float:
-    """Noise-limited R^2 ceiling ``1 - sd^2 / var(values)`` (1 when noise-free)."""
-    var = float(np.var(values))
-    return 1.0 if sd == 0 else float(max(0.0, 1.0 - sd**2 / var)) if var > 0 else 0.0
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return [_plain(v) for v in x]
-    return x

@@ -25,30 +25,58 @@ RBC_OD = np.array([0.055, 0.770, 0.636])
 
 STROMA, NUCLEI, AIR, DISTRACTOR = range(len(MASK_CLASSES))
 RBC_RADIUS_UM = 3.6
-RBC_CLUSTERS_PER_MM2 = 25.0
-DEBRIS_PER_MM2 = 200.0
+RBC_PER_CLUSTER = 5.0  # mean red cells per cluster
+RBC_CLUSTER_UM2 = 160.0  # mean area one cluster covers (overlaps counted once)
+DEBRIS_UM2 = 4.5  # mean area of one debris speck
+RBC_SHARE = 0.7  # share of the distractor area that is red cells
 
 # Montage overlay colours per mask class (stroma, nuclei, air, distractor); None = no tint.
 OVERLAY_RGB: tuple[tuple[int, int, int] | None, ...] = (None, (0, 220, 255), (255, 230, 0), (255, 0, 0))
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """A stationary random field with uniform marginals on [0, 1) and correlation
-    length ``sigma_px``, float32 of ``shape``.
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], sigma_px: float, uniform: bool = True
+) -> np.ndarray:
+    """A stationary random field with correlation length ``sigma_px``, float32 of ``shape``
+    in [0, 1].
 
-    White noise is smoothed on a grid coarsened by up to ``sigma/2`` (cheap for large
-    sigma), upsampled bilinearly, standardised and pushed through the normal CDF.
+    Uniform white noise is smoothed on a grid coarsened by ``floor(sigma)`` (cheap for
+    large sigma; by the central limit theorem the result is close to Gaussian), upsampled
+    bilinearly and standardised. ``uniform``: push it through the normal CDF so the
+    marginal is uniform (a threshold at ``f`` keeps a share ``f``); else ``0.5 + z/4``
+    clipped (a texture, cheaper).
     """
-    step = max(1, int(sigma_px // 2))
+    step = max(1, int(sigma_px))
     small = (-(-shape[0] // step) + 2, -(-shape[1] // step) + 2)
-    noise = ndimage.gaussian_filter(
-        rng.standard_normal(small, dtype=np.float32), sigma_px / step, mode="wrap"
-    )
+    noise = ndimage.gaussian_filter(rng.random(small, dtype=np.float32), sigma_px / step, mode="wrap")
+    mean, sd = float(noise.mean()), max(float(noise.std()), 1e-12)
     if step > 1:
-        noise = ndimage.zoom(noise, step, order=1, prefilter=False)
+        noise = _upsample_linear(_upsample_linear(noise, step, 0), step, 1)
     noise = noise[: shape[0], : shape[1]]
-    noise = (noise - noise.mean()) / max(float(noise.std()), 1e-12)
-    return special.ndtr(noise).astype(np.float32)
+    noise -= np.float32(mean)
+    if uniform:
+        noise /= np.float32(sd)
+        return special.ndtr(noise).astype(np.float32)
+    noise *= np.float32(1 / (4 * sd))
+    noise += np.float32(0.5)
+    return np.clip(noise, 0, 1, out=noise)
+
+
+def pixel_hash(ys: np.ndarray, xs: np.ndarray, salt: float) -> np.ndarray:
+    """Deterministic pseudo-random value in [0, 1) per canvas pixel (a per-pixel grain that
+    costs nothing where nothing is drawn and is the same whatever else is drawn)."""
+    v = np.sin(ys.astype(np.float64) * 12.9898 + xs.astype(np.float64) * 78.233 + salt) * 43758.5453
+    return (v - np.floor(v)).astype(np.float32)
+
+
+def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """Linear interpolation between neighbours along ``axis`` at ``f`` points per step:
+    (n, ...) -> ((n-1)*f, ...) with ``out[f*i + j] = a[i] + (a[i+1] - a[i]) j / f``."""
+    a = np.moveaxis(a, axis, 0)
+    t = (np.arange(f, dtype=a.dtype) / f).reshape(1, f, *([1] * (a.ndim - 1)))
+    lo = a[:-1, None]
+    out = lo + (a[1:, None] - lo) * t
+    return np.moveaxis(out.reshape(-1, *a.shape[1:]), 0, axis)
 
 
 def unit_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -59,8 +87,10 @@ def unit_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -
 
 def upsample(grid: np.ndarray, factor: int) -> np.ndarray:
     """Bilinear upsampling of a voxel map to pixels, (R, C) -> (R*factor, C*factor)."""
-    out = ndimage.zoom(grid.astype(np.float32), factor, order=1, mode="nearest", grid_mode=True)
-    return out[: grid.shape[0] * factor, : grid.shape[1] * factor]
+    padded = np.pad(grid.astype(np.float32), 1, mode="edge")
+    out = _upsample_linear(_upsample_linear(padded, factor, 0), factor, 1)
+    h = factor // 2  # voxel centres land on their pixel block's centre
+    return out[h : h + grid.shape[0] * factor, h : h + grid.shape[1] * factor]
 
 
 def ellipse_pixels(
@@ -71,6 +101,7 @@ def ellipse_pixels(
     angle: np.ndarray,
     shape: tuple[int, int],
     chunk: int = 2048,
+    area: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pixels covered by filled ellipses, tested on a bounding window per ellipse.
 
@@ -81,32 +112,43 @@ def ellipse_pixels(
             coordinates, i.e. y pointing down).
         shape: canvas (H, W); pixels outside are dropped.
         chunk: ellipses tested at once (bounds memory).
+        area: if given, an (n,) int array that receives each ellipse's pixel count
+            before clipping to ``shape`` (its whole area on an unbounded canvas).
 
     Returns:
         ``(k, ys, xs, rho2)``: ellipse index, pixel row and column, and the normalised
-        squared radius (0 at the centre, 1 on the rim) of every covered pixel.
+        squared radius (0 at the centre, 1 on the rim) of every covered pixel, grouped
+        by radius class ``ceil(max(a, b))`` (ascending) and by index within a class:
+        painting in this order, larger ellipses cover smaller ones and, within a class,
+        later ones cover earlier ones.
     """
     n = len(cx)
+    if area is not None:
+        area[:] = 0
     if n == 0:
         e = np.empty(0, dtype=np.int64)
         return e, e, e, np.empty(0, dtype=np.float32)
-    r = int(np.ceil(max(float(a.max()), float(b.max())))) + 1
-    off = np.arange(-r, r + 1)
+    radius = np.ceil(np.maximum(a, b)).astype(np.int64) + 1
     parts = []
-    for s in range(0, n, chunk):
-        sl = slice(s, s + chunk)
-        x0, y0 = np.floor(cx[sl]).astype(np.int64), np.floor(cy[sl]).astype(np.int64)
-        dx = (x0[:, None, None] + off[None, None, :] + 0.5 - cx[sl, None, None]).astype(np.float32)
-        dy = (y0[:, None, None] + off[None, :, None] + 0.5 - cy[sl, None, None]).astype(np.float32)
-        cos = np.cos(angle[sl]).astype(np.float32)[:, None, None]
-        sin = np.sin(angle[sl]).astype(np.float32)[:, None, None]
-        u = (dx * cos + dy * sin) / a[sl, None, None].astype(np.float32)
-        v = (dy * cos - dx * sin) / b[sl, None, None].astype(np.float32)
-        rho2 = u * u + v * v  # (m, K, K)
-        k, iy, ix = np.nonzero(rho2 <= 1.0)
-        ys, xs = y0[k] + off[iy], x0[k] + off[ix]
-        ok = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
-        parts.append((k[ok] + s, ys[ok], xs[ok], rho2[k[ok], iy[ok], ix[ok]]))
+    for r in np.unique(radius):  # windows sized per radius class: small ellipses test few pixels
+        members = np.flatnonzero(radius == r)
+        off = np.arange(-r, r + 1)
+        for s in range(0, len(members), chunk):
+            sl = members[s : s + chunk]
+            x0, y0 = np.floor(cx[sl]).astype(np.int64), np.floor(cy[sl]).astype(np.int64)
+            dx = (x0[:, None, None] + off[None, None, :] + 0.5 - cx[sl, None, None]).astype(np.float32)
+            dy = (y0[:, None, None] + off[None, :, None] + 0.5 - cy[sl, None, None]).astype(np.float32)
+            cos = np.cos(angle[sl]).astype(np.float32)[:, None, None]
+            sin = np.sin(angle[sl]).astype(np.float32)[:, None, None]
+            u = (dx * cos + dy * sin) / a[sl, None, None].astype(np.float32)
+            v = (dy * cos - dx * sin) / b[sl, None, None].astype(np.float32)
+            rho2 = u * u + v * v  # (m, K, K)
+            k, iy, ix = np.nonzero(rho2 <= 1.0)
+            if area is not None:
+                area[sl] = np.bincount(k, minlength=len(sl))
+            ys, xs = y0[k] + off[iy], x0[k] + off[ix]
+            ok = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
+            parts.append((sl[k[ok]], ys[ok], xs[ok], rho2[k[ok], iy[ok], ix[ok]]))
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
@@ -115,65 +157,133 @@ def render_rgb(
     stains_od: np.ndarray,
     background: np.ndarray,
     blur_px: float,
-    noise_gray: float,
-    rng: np.random.Generator,
+    noise: np.ndarray,
 ) -> np.ndarray:
     """Beer-Lambert rendering: ``I = background * exp(-sum_s conc_s * od_s)``, then a
-    Gaussian blur (optics) and additive Gaussian noise (sensor), as uint8.
+    Gaussian blur (optics) and additive sensor noise, as uint8.
 
     Args:
         conc: (S, H, W) stain concentrations (optical density units).
         stains_od: (S, 3) OD vector of each stain.
         background: (3,) white level in [0, 1].
         blur_px: sigma of the optical blur (px).
-        noise_gray: sd of the sensor noise (grey levels of 255).
-        rng: noise source.
+        noise: (3, H, W) sensor noise in grey levels of 255 (drawn by the caller).
 
     Returns:
         (H, W, 3) uint8 image.
     """
-    od = np.tensordot(conc, stains_od.astype(np.float32), axes=(0, 0))  # (H, W, 3)
-    rgb = np.exp(-od) * (255.0 * background.astype(np.float32))
-    if blur_px > 0:
-        rgb = ndimage.gaussian_filter(rgb, (blur_px, blur_px, 0), mode="reflect")
-    rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(noise_gray)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    s, h, w = conc.shape
+    od = (-stains_od.astype(np.float32)).T @ conc.reshape(s, -1)  # (3, H*W), negated OD
+    np.exp(od, out=od)
+    od *= (255.0 * background).astype(np.float32)[:, None]
+    planes = od.reshape(3, h, w)
+    if blur_px >= 0.25:  # below a quarter pixel the blur changes nothing visible
+        for p in planes:  # in place, plane by plane (contiguous: faster than one 3-D call)
+            ndimage.gaussian_filter(p.copy(), blur_px, mode="reflect", output=p)
+    planes += noise
+    planes += np.float32(0.5)  # round half up, then truncate
+    np.clip(planes, 0, 255.49, out=planes)
+    return np.ascontiguousarray(planes.astype(np.uint8).transpose(1, 2, 0))
+
+
+def blur_radius(blur_px: float) -> int:
+    """Pixels the optical blur of ``render_rgb`` reaches (scipy's 4-sigma truncation)."""
+    return int(4.0 * blur_px + 0.5) + 1 if blur_px >= 0.25 else 0
+
+
+def draw_distractors(
+    rng: np.random.Generator, shape: tuple[int, int], um_per_px: float, density: float
+) -> dict[str, np.ndarray]:
+    """Random RBC clusters and debris specks over a canvas of ``shape`` (not yet painted).
+
+    ``density`` is the expected share of the canvas the objects cover before they are
+    restricted to stroma: ``RBC_SHARE`` of it red cells in clusters, the rest debris.
+
+    Returns:
+        ``rbc_x, rbc_y, rbc_r, rbc_cluster, rbc_level`` (one entry per red cell, level per
+        cluster) and ``debris_x, debris_y, debris_a, debris_b, debris_angle``, all in px.
+    """
+    area_um2 = shape[0] * shape[1] * um_per_px**2
+    n_clusters = rng.poisson(RBC_SHARE * density * area_um2 / RBC_CLUSTER_UM2)
+    per = 2 + rng.poisson(RBC_PER_CLUSTER - 2, n_clusters)
+    centre = np.repeat(rng.random((n_clusters, 2)) * shape[::-1], per, axis=0)
+    spread = np.repeat(rng.uniform(3, 7, n_clusters), per)[:, None] / um_per_px
+    xy = centre + rng.standard_normal(centre.shape) * spread
+    r = np.maximum(RBC_RADIUS_UM * (1 + 0.08 * rng.standard_normal(len(xy))) / um_per_px, 0.8)
+    level = rng.uniform(1.8, 2.4, n_clusters)
+    n_debris = rng.poisson((1 - RBC_SHARE) * density * area_um2 / DEBRIS_UM2)
+    dxy = rng.random((n_debris, 2)) * shape[::-1]
+    dr = np.maximum(rng.uniform(0.6, 1.5, n_debris) / um_per_px, 0.8)
+    return {
+        "rbc_x": xy[:, 0],
+        "rbc_y": xy[:, 1],
+        "rbc_r": r,
+        "rbc_cluster": np.repeat(np.arange(n_clusters), per),
+        "rbc_level": level,
+        "debris_x": dxy[:, 0],
+        "debris_y": dxy[:, 1],
+        "debris_a": dr * rng.uniform(1, 1.6, n_debris),
+        "debris_b": dr,
+        "debris_angle": rng.uniform(0, np.pi, n_debris),
+    }
 
 
 def paint_distractors(
-    labels: np.ndarray, conc: np.ndarray, um_per_px: float, rng: np.random.Generator
+    labels: np.ndarray,
+    conc: np.ndarray,
+    objects: dict[str, np.ndarray],
+    origin: tuple[int, int] = (0, 0),
+    drop_cluster: int = -1,
+    drop_debris: int = -1,
 ) -> None:
-    """RBC clusters (red discs with pale centres) and dark debris specks, over stroma only."""
-    area_mm2 = labels.size * (um_per_px / 1000) ** 2
-    n_clusters = rng.poisson(RBC_CLUSTERS_PER_MM2 * area_mm2)
-    per = 3 + rng.poisson(8, n_clusters)
-    centre = np.repeat(rng.random((n_clusters, 2)) * labels.shape[::-1], per, axis=0)
-    spread = np.repeat(rng.uniform(4, 10, n_clusters), per)[:, None] / um_per_px
-    xy = centre + rng.standard_normal(centre.shape) * spread
-    r = np.maximum(RBC_RADIUS_UM * (1 + 0.08 * rng.standard_normal(len(xy))) / um_per_px, 0.8)
-    k, ys, xs, rho2 = ellipse_pixels(xy[:, 0], xy[:, 1], r, r, np.zeros(len(r)), labels.shape)
+    """Paint ``draw_distractors`` objects over the stroma pixels of a canvas window (in place).
+
+    Args:
+        labels, conc: (H, W) labels and (3, H, W) concentrations of the window.
+        objects: from :func:`draw_distractors` (canvas coordinates).
+        origin: canvas (y, x) of the window's top-left pixel.
+        drop_cluster, drop_debris: index of an RBC cluster / debris speck to leave out (-1: none).
+    """
+    y0, x0 = origin
+    keep = (objects["rbc_cluster"] != drop_cluster) & _near(
+        objects["rbc_x"] - x0, objects["rbc_y"] - y0, objects["rbc_r"], labels.shape
+    )
+    k, ys, xs, rho2 = ellipse_pixels(
+        objects["rbc_x"][keep] - x0,
+        objects["rbc_y"][keep] - y0,
+        objects["rbc_r"][keep],
+        objects["rbc_r"][keep],
+        np.zeros(int(keep.sum())),
+        labels.shape,
+    )
     free = labels[ys, xs] == STROMA
-    ys, xs, rho2 = ys[free], xs[free], rho2[free]
+    k, ys, xs, rho2 = k[free], ys[free], xs[free], rho2[free]
+    level = objects["rbc_level"][objects["rbc_cluster"][keep][k]]
     conc[:, ys, xs] = 0.0
-    conc[2, ys, xs] = rng.uniform(1.8, 2.4) * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
     conc[1, ys, xs] = 0.1
     labels[ys, xs] = DISTRACTOR
 
-    n_debris = rng.poisson(DEBRIS_PER_MM2 * area_mm2)
-    xy = rng.random((n_debris, 2)) * labels.shape[::-1]
-    r = np.maximum(rng.uniform(0.6, 1.5, n_debris) / um_per_px, 0.8)
+    keep = (np.arange(len(objects["debris_x"])) != drop_debris) & _near(
+        objects["debris_x"] - x0, objects["debris_y"] - y0, objects["debris_a"], labels.shape
+    )
     k, ys, xs, _ = ellipse_pixels(
-        xy[:, 0],
-        xy[:, 1],
-        r * rng.uniform(1, 1.6, n_debris),
-        r,
-        rng.uniform(0, np.pi, n_debris),
+        objects["debris_x"][keep] - x0,
+        objects["debris_y"][keep] - y0,
+        objects["debris_a"][keep],
+        objects["debris_b"][keep],
+        objects["debris_angle"][keep],
         labels.shape,
     )
     free = labels[ys, xs] == STROMA
     conc[0, ys[free], xs[free]] = 2.4
     conc[1, ys[free], xs[free]] = 1.4
     labels[ys[free], xs[free]] = DISTRACTOR
+
+
+def _near(x: np.ndarray, y: np.ndarray, r: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Objects of radius ``r`` centred at (x, y) that may cover a pixel of ``shape``."""
+    return (x > -r - 2) & (x < shape[1] + r + 2) & (y > -r - 2) & (y < shape[0] + r + 2)
 
 
 def cut_patches(canvas: np.ndarray, size: int) -> np.ndarray:

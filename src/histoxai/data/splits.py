@@ -5,7 +5,8 @@
   because MR maps are smoothed and neighbouring voxels leak into each other.
 - ``leave_sample_out``: train (and val) on ``train_samples``, test on every other sample.
 
-Samples in ``holdout_samples`` are ``out`` (out-of-sample) for the first two schemes.
+Samples in ``holdout_samples`` are ``out`` (out-of-sample) for the first two schemes; with
+``in_samples`` set, every sample not in it is ``out`` too (the thesis: train on s3 and s4).
 """
 
 from __future__ import annotations
@@ -20,19 +21,25 @@ def assign_splits(index: pd.DataFrame, cfg: SplitConfig, seed: int) -> pd.DataFr
     """Return ``index`` with ``split_random``, ``split_spatial_block`` and
     ``split_leave_sample_out`` columns (values ``train``, ``val``, ``test``, ``out``)."""
     samples = index["sample"].unique().tolist()
-    for name in (*cfg.holdout_samples, *cfg.train_samples):
+    for name in (*cfg.holdout_samples, *cfg.train_samples, *cfg.in_samples):
         if name not in samples:
             raise ValueError(f"data.split: sample {name!r} is not in the data; samples are {samples}")
     if abs(sum(cfg.fractions) - 1) > 1e-6:
         raise ValueError(f"data.split.fractions={list(cfg.fractions)}: expected three fractions summing to 1")
     out = index.copy()
     held = index["sample"].isin(cfg.holdout_samples).to_numpy()
+    if cfg.in_samples:
+        held = held | ~index["sample"].isin(cfg.in_samples).to_numpy()
     rng = np.random.default_rng(seed)
 
     out["split_random"] = _by_units(np.arange(len(index)), cfg.fractions, rng, held)
-    blocks = index.groupby(
-        [index["sample"], index["row"] // cfg.block_vox, index["col"] // cfg.block_vox], sort=False
-    ).ngroup().to_numpy()
+    blocks = (
+        index.groupby(
+            [index["sample"], index["row"] // cfg.block_vox, index["col"] // cfg.block_vox], sort=False
+        )
+        .ngroup()
+        .to_numpy()
+    )
     out["split_spatial_block"] = _by_units(blocks, cfg.fractions, rng, held)
 
     train_samples = cfg.train_samples or tuple(samples[: max(1, len(samples) - max(1, len(samples) // 3))])

@@ -238,3 +238,26 @@ def baseline_predictions(
             out[f"yhat_{t}"] = np.nan
     out.attrs["density_source"] = used
     return out
+
+
+def sample_mean_predictions(pred: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
+    """The sample-mean shortcut: each patch predicted by its sample's mean over that
+    sample's ``train`` patches (the pooled ``train`` mean for a sample without any).
+
+    What recognising the sample, and nothing about the tissue, already explains: its
+    within-sample R² is 0 by construction. Needs no images: ``pred`` is a predictions frame
+    (``patch_id, sample, row, col, split, y_<t>``); ``yhat_<t>`` columns are replaced.
+
+    Returns:
+        ``patch_id, sample, row, col, split`` and ``y_<t>``, ``yhat_<t>`` per target.
+    """
+    out = pred[["patch_id", "sample", "row", "col", "split"]].copy()
+    train = (pred["split"] == "train").to_numpy()
+    for t in targets:
+        y = pred[f"y_{t}"].to_numpy(np.float64)
+        known = train & np.isfinite(y)
+        means = pd.Series(y[known]).groupby(pred["sample"].to_numpy()[known]).mean()
+        pooled = float(y[known].mean()) if known.any() else np.nan
+        out[f"y_{t}"] = y
+        out[f"yhat_{t}"] = pred["sample"].map(means).fillna(pooled).to_numpy(np.float64)
+    return out

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from histoxai.data.store import SPLITS, PatchStore
+from histoxai.errors import InputError, MissingInputError
 
 ID_COLUMNS: tuple[str, ...] = ("patch_id", "sample", "row", "col", "split")
 
@@ -32,29 +33,29 @@ def load_predictions(path: str | Path, targets: Sequence[str] | None = None) -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"predictions file {path} does not exist (run `histoxai train` first)")
+        raise MissingInputError(f"predictions file {path} does not exist (run `histoxai train` first)")
     try:
         pred = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
-        raise ValueError(f"predictions file {path} is not a readable Parquet file: {err}") from err
+        raise InputError(f"predictions file {path} is not a readable Parquet file: {err}") from err
     missing = [c for c in ID_COLUMNS if c not in pred.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"predictions file {path} lacks columns {missing}; expected {list(ID_COLUMNS)} + y_<t>, yhat_<t>"
         )
     found = prediction_targets(pred)
     wanted = list(targets) if targets else found
     absent = [t for t in wanted if t not in found]
     if absent or not wanted:
-        raise ValueError(
+        raise InputError(
             f"predictions file {path} lacks y_<t>/yhat_<t> columns for targets {absent or '(any)'}; "
             f"found targets {found}"
         )
     if pred.empty:
-        raise ValueError(f"predictions file {path} has no rows")
+        raise InputError(f"predictions file {path} has no rows")
     bad = sorted(set(pred["split"].astype(str)) - set(SPLITS))
     if bad:
-        raise ValueError(f"predictions file {path}: unknown split values {bad}; expected {list(SPLITS)}")
+        raise InputError(f"predictions file {path}: unknown split values {bad}; expected {list(SPLITS)}")
     pred = pred.copy()
     pred["split"] = pred["split"].astype(str)
     pred["sample"] = pred["sample"].astype(str)
@@ -69,9 +70,9 @@ def load_run_info(path: str | Path) -> dict:
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"run file {path} is not valid JSON: {err}") from err
+        raise InputError(f"run file {path} is not valid JSON: {err}") from err
     if not isinstance(info, dict):
-        raise ValueError(f"run file {path}: expected a JSON object, got {type(info).__name__}")
+        raise InputError(f"run file {path}: expected a JSON object, got {type(info).__name__}")
     return info
 
 
@@ -79,7 +80,7 @@ def check_against_store(pred: pd.DataFrame, store: PatchStore, path: str | Path)
     """Fail when the predictions do not belong to the patches of ``store``."""
     ids = pred["patch_id"].to_numpy(np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= len(store)):
-        raise ValueError(
+        raise InputError(
             f"predictions file {path} has patch ids outside 0..{len(store) - 1} of store {store.root}; "
             "was the store re-prepared after training?"
         )
@@ -91,7 +92,7 @@ def check_against_store(pred: pd.DataFrame, store: PatchStore, path: str | Path)
     )
     if not same.all():
         first = int(ids[~same][0])
-        raise ValueError(
+        raise InputError(
             f"predictions file {path} does not match store {store.root} (patch {first} differs in "
             "sample/row/col); was the store re-prepared after training?"
         )

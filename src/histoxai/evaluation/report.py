@@ -1,8 +1,15 @@
-"""The evaluation report: metrics of the CNN and the baseline per split and per sample,
-the R² ceiling of the phantom, tables (Markdown + CSV), figures and ``metrics.json``.
+"""The evaluation report: metrics of the CNN, the polynomial baseline and the sample-mean
+shortcut per split and per sample, the phantom's R² ceilings, tables (Markdown + CSV),
+figures and ``metrics.json``.
+
+Every R² is given three ways (``r2``, ``ev``, ``r2within``; see
+``histoxai.evaluation.metrics``) beside the two baselines. With several seeds, the CNN's
+numbers are the mean over seeds and the report gives their standard deviation.
+``metrics.json`` holds only the headline numbers (``dvc metrics show``); every metric goes
+to MLflow and the full tables to CSV/Markdown.
 
 Example:
-    >>> ev = evaluate(pred, ["md", "fa"], baseline=base, ceilings={"md": 0.93})
+    >>> ev = evaluate(pred, ["md", "fa"], baseline=base, ceilings={"ceiling": {"md": 0.93}})
     >>> write_report("reports/evaluate/histoxai-mdfa", ev, pred, base, info={"model": "histoxai-mdfa"})
 """
 
@@ -16,61 +23,134 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from histoxai.evaluation.baseline import sample_mean_predictions
 from histoxai.evaluation.metrics import flat_metrics, per_sample_table, per_split_table
 from histoxai.evaluation.plots import label, plot_sample_maps, plot_scatter
-from histoxai.io import atomic_path, write_json
+from histoxai.io import atomic_files, write_json
 
-CNN, BASELINE = "CNN", "baseline"
+CNN, BASELINE, SAMPLE_MEAN = "CNN", "baseline", "sample-mean"
+PREFIX: dict[str, str] = {CNN: "", BASELINE: "baseline/", SAMPLE_MEAN: "samplemean/"}
 COMPARED_SPLITS: tuple[str, ...] = ("val", "test", "out")
+HEADLINE_SPLIT = "test"
 
 
 @dataclass
 class Evaluation:
-    """Metrics of each model (``"CNN"``, ``"baseline"``) and the flat ``metrics`` dict.
+    """Metrics of each model (``"CNN"``, ``"baseline"``, ``"sample-mean"``).
 
-    ``metrics`` keys: ``test/r2_md`` (CNN), ``baseline/test/r2_md``,
-    ``sample/<s>/in/r2_md``, ``baseline/sample/<s>/out/r2_md``, ``ceiling/r2_md``.
+    ``per_split``/``per_sample``: tables per model (the CNN's: mean over ``seeds``);
+    ``spread``: the CNN's per-split standard deviation over seeds (None for one seed);
+    ``per_seed``: the CNN's per-split table of each seed. ``ceilings``: per kind
+    (``ceiling``: label noise; ``oracle``: image-oracle) the R² per target.
+    ``metrics``: every finite metric, flat (``test/r2_md``, ``baseline/test/r2_md``,
+    ``samplemean/test/r2within_md``, ``sample/<s>/in/r2_md``, ``ceiling/r2_md``,
+    ``test/r2sd_md``); ``headline``: the few that go to ``metrics.json``.
     """
 
     targets: list[str]
     per_split: dict[str, pd.DataFrame]
     per_sample: dict[str, pd.DataFrame]
-    ceilings: dict[str, float] = field(default_factory=dict)
+    ceilings: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, float] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    per_seed: dict[int, pd.DataFrame] = field(default_factory=dict)
+    spread: pd.DataFrame | None = None
 
 
 def evaluate(
     pred: pd.DataFrame,
     targets: Sequence[str],
     baseline: pd.DataFrame | None = None,
-    ceilings: Mapping[str, float] | None = None,
+    ceilings: Mapping[str, Mapping[str, float]] | None = None,
+    seed_preds: Mapping[int, pd.DataFrame] | None = None,
 ) -> Evaluation:
-    """Metrics of ``pred`` (and ``baseline``, same columns) per split and per sample."""
-    frames = {CNN: pred} if baseline is None else {CNN: pred, BASELINE: baseline}
+    """Metrics of ``pred`` (and ``baseline``, same columns, and the sample-mean shortcut)
+    per split and per sample.
+
+    Args:
+        pred: the (registered) model's predictions frame.
+        targets: targets to score.
+        baseline: the polynomial baseline's predictions, or None.
+        ceilings: ``{kind: {target: R²}}``, kinds such as ``ceiling`` (label noise),
+            ``oracle`` (image oracle) and ``oracle r2within`` (see :func:`ceiling_name`).
+        seed_preds: predictions of the same model trained with each seed (``pred``
+            among them); the CNN's metrics are then their mean.
+    """
+    frames = {CNN: pred, **({BASELINE: baseline} if baseline is not None else {})}
+    frames[SAMPLE_MEAN] = sample_mean_predictions(pred, targets)
     per_split = {m: per_split_table(f, targets) for m, f in frames.items()}
     per_sample = {m: per_sample_table(f, targets) for m, f in frames.items()}
-    ceilings = {t: float(ceilings[t]) for t in targets if ceilings and t in ceilings}
+    per_seed: dict[int, pd.DataFrame] = {}
+    spread = None
+    if seed_preds and len(seed_preds) > 1:
+        per_seed = {int(s): per_split_table(f, targets) for s, f in seed_preds.items()}
+        stacked = pd.concat(per_seed.values(), keys=list(per_seed))
+        per_split[CNN] = stacked.groupby(level=1, sort=False).mean()
+        spread = stacked.groupby(level=1, sort=False).std(ddof=1)
+        samples = pd.concat([per_sample_table(f, targets) for f in seed_preds.values()])
+        per_sample[CNN] = samples.groupby(level=0, sort=False).mean()
+    kinds = {kind: {t: float(v[t]) for t in targets if t in v} for kind, v in (ceilings or {}).items()}
+    kinds = {k: v for k, v in kinds.items() if v}
     metrics: dict[str, float] = {}
     for model in frames:
-        prefix = "" if model == CNN else f"{model}/"
-        metrics.update(flat_metrics(per_split[model], per_sample[model], prefix))
-    metrics.update({f"ceiling/r2_{t}": v for t, v in ceilings.items()})
-    return Evaluation(list(targets), per_split, per_sample, ceilings, metrics)
+        metrics.update(flat_metrics(per_split[model], per_sample[model], PREFIX[model]))
+    if spread is not None:
+        for split, row in spread.iterrows():
+            for t in targets:
+                if np.isfinite(row[f"r2_{t}"]):
+                    metrics[f"{split}/r2sd_{t}"] = float(row[f"r2_{t}"])
+    for kind, values in kinds.items():
+        metrics.update({ceiling_name(kind, t): v for t, v in values.items()})
+    ev = Evaluation(list(targets), per_split, per_sample, kinds, metrics, seeds=list(seed_preds or []))
+    ev.per_seed, ev.spread = per_seed, spread
+    ev.headline = headline_metrics(ev)
+    return ev
+
+
+def ceiling_name(kind: str, target: str) -> str:
+    """Metric name of a ceiling: ``ceiling/r2_md``; kind ``"oracle r2within"``:
+    ``oracle/r2within_md``."""
+    name, _, metric = kind.partition(" ")
+    return f"{name}/{metric or 'r2'}_{target}"
+
+
+def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, float]:
+    """The few numbers of ``metrics.json``, per target: the CNN's ``r2`` and ``r2within``
+    on ``split`` (and ``r2sd`` over seeds), both baselines' ``r2`` and the ceilings;
+    rounded to 4 decimals."""
+    keys = []
+    for t in ev.targets:
+        keys += [f"{split}/r2_{t}", f"{split}/r2within_{t}", f"{split}/r2sd_{t}"]
+        keys += [f"{PREFIX[m]}{split}/r2_{t}" for m in (BASELINE, SAMPLE_MEAN)]
+        keys += [ceiling_name(kind, t) for kind in ev.ceilings]
+    return {k: round(ev.metrics[k], 4) for k in keys if k in ev.metrics}
 
 
 def comparison_table(ev: Evaluation) -> pd.DataFrame:
-    """R² per target (rows): CNN and baseline on val/test/out, and the ceiling."""
+    """Rows (target, split) for val/test/out; columns: the CNN's ``r2`` (and its SD over
+    seeds), ``ev`` and ``r2within``; ``r2`` and ``r2within`` of the baseline; ``r2`` of
+    the sample-mean shortcut; the ceilings."""
     rows = {}
+    cnn = ev.per_split[CNN]
     for t in ev.targets:
-        row = {}
         for split in COMPARED_SPLITS:
-            for model, table in ev.per_split.items():
-                if split in table.index:
-                    row[f"{model} {split}"] = table.at[split, f"r2_{t}"]
-        if ev.ceilings:
-            row["ceiling"] = ev.ceilings.get(t, np.nan)
-        rows[label(t)] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("R²")
+            if split not in cnn.index:
+                continue
+            row = {"CNN r2": cnn.at[split, f"r2_{t}"]}
+            if ev.spread is not None:
+                row["± sd"] = ev.spread.at[split, f"r2_{t}"]
+            row.update({"CNN ev": cnn.at[split, f"ev_{t}"], "CNN r2within": cnn.at[split, f"r2within_{t}"]})
+            if BASELINE in ev.per_split:
+                row["polynomial r2"] = ev.per_split[BASELINE].at[split, f"r2_{t}"]
+                row["polynomial r2within"] = ev.per_split[BASELINE].at[split, f"r2within_{t}"]
+            row["sample-mean r2"] = ev.per_split[SAMPLE_MEAN].at[split, f"r2_{t}"]
+            for kind, values in ev.ceilings.items():
+                row[kind] = values.get(t, np.nan)
+            rows[(label(t), split)] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = pd.Index([f"{t}, {s}" for t, s in frame.index], name="target, split")
+    return frame
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -89,16 +169,14 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _split_view(table: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    cols = {
-        f"{m}_{t}": f"{m.upper() if m != 'r2' else 'R²'} {t}" for t in targets for m in ("r2", "mse", "mae")
-    }
+    cols = {f"{m}_{t}": f"{m} {t}" for t in targets for m in ("r2", "ev", "r2within", "mse", "mae")}
     view = table[list(cols)].rename(columns=cols)
     view["n"] = table[f"n_{targets[0]}"].astype(int)
     return view
 
 
 def _sample_view(table: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    cols = {f"{g}/r2_{t}": f"R² {t} {g}" for t in targets for g in ("in", "out")}
+    cols = {f"{g}/{m}_{t}": f"{m} {t} {g}" for t in targets for g in ("in", "out") for m in ("r2", "ev")}
     view = table[list(cols)].rename(columns=cols)
     view["n in"], view["n out"] = table["n_in"].astype(int), table["n_out"].astype(int)
     return view
@@ -110,8 +188,22 @@ def render_markdown(
     """``report.md`` text: run info, comparison, per-split and per-sample tables, figures."""
     out = [f"# Evaluation: {info.get('model', 'model')}", ""]
     out += [f"- {k}: `{v}`" for k, v in info.items() if v not in (None, "")]
-    out += ["", "## CNN vs baseline vs ceiling (R²)", "", markdown_table(comparison_table(ev)), ""]
+    seeds = f" (mean over seeds {ev.seeds})" if len(ev.seeds) > 1 else ""
+    out += ["", f"## CNN{seeds} vs baselines vs ceilings", "", markdown_table(comparison_table(ev)), ""]
+    out += [
+        "- `r2`: coefficient of determination 1 − SS_res/SS_tot; `ev`: explained variance "
+        "1 − var(y − ŷ)/var(y) (the thesis' R², Eq. 3.2); `r2within`: R² after removing each "
+        "sample's mean from y and ŷ (predicting the sample's mean scores 0).",
+        "- sample-mean: each patch predicted by its sample's training mean (the shortcut of "
+        "recognising the sample; the pooled training mean for samples without training patches).",
+    ]
     out += [f"- {n}" for n in notes] + [""]
+    if ev.per_seed:
+        table = pd.concat(
+            {s: t[[f"r2_{x}" for x in ev.targets]] for s, t in ev.per_seed.items()}, names=["seed", "split"]
+        )
+        table.index = pd.Index([f"{s} {sp}" for s, sp in table.index], name="seed, split")
+        out += ["## CNN per seed (r2)", "", markdown_table(table), ""]
     for model, table in ev.per_split.items():
         out += [f"## Per split: {model}", "", markdown_table(_split_view(table, ev.targets)), ""]
     out += [
@@ -127,6 +219,12 @@ def render_markdown(
     return "\n".join(out)
 
 
+REPORT_FILES = (
+    "metrics.json", "report.md", "per_split.csv", "per_sample.csv", "baseline_predictions.parquet", "plots",
+)  # fmt: skip
+"""Everything :func:`write_report` may write into a report directory."""
+
+
 def write_report(
     out_dir: str | Path,
     ev: Evaluation,
@@ -135,23 +233,29 @@ def write_report(
     info: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """Write the report directory atomically (replaced as a whole when complete).
+    """Write the report into ``out_dir``, every file renamed into place once all are done.
 
-    Contents: ``metrics.json`` (flat, finite numbers), ``report.md``, ``per_split.csv``,
-    ``per_sample.csv``, ``baseline_predictions.parquet`` (with a baseline) and
+    The directory itself is kept (DVC's ``.gitignore`` in it survives); report files an
+    earlier run wrote and this one does not (``baseline_predictions.parquet`` after the
+    baseline was turned off) are removed.
+
+    Contents: ``metrics.json`` (the headline numbers), ``report.md``, ``per_split.csv``,
+    ``per_sample.csv``, ``per_seed.csv`` (the CNN per seed; empty for one seed),
+    ``baseline_predictions.parquet`` (with a baseline) and
     ``plots/scatter_<t>.png``, ``plots/maps_<sample>.png``.
     """
     info = dict(info or {})
     name = str(info.get("model", ""))
-    with atomic_path(out_dir) as tmp:
+    with atomic_files(out_dir, REPORT_FILES) as tmp:
         plots = tmp / "plots"
         plots.mkdir(parents=True)
         figures = []
-        frames = {CNN: pred} if baseline is None else {CNN: pred, BASELINE: baseline}
+        frames = {CNN: pred, **({BASELINE: baseline} if baseline is not None else {})}
         for t in ev.targets:
             title = f"{name}: predicted vs measured {label(t)}"
-            if t in ev.ceilings:
-                title += f" (phantom R² ceiling {ev.ceilings[t]:.3f})"
+            caps = ", ".join(f"{k} {v[t]:.3f}" for k, v in ev.ceilings.items() if t in v)
+            if caps:
+                title += f" (R² {caps})"
             plot_scatter(frames, t, plots / f"scatter_{t}.png", title)
             figures.append(f"plots/scatter_{t}.png")
         samples = list(dict.fromkeys(pred["sample"]))
@@ -166,9 +270,14 @@ def write_report(
             title = f"{name}: sample {sample}" + (f" (R² {r2})" if r2 else "")
             plot_sample_maps(pred, sample, ev.targets, plots / f"maps_{sample}.png", title)
             figures.append(f"plots/maps_{sample}.png")
-        write_json(tmp / "metrics.json", ev.metrics)
-        _long(ev.per_split).to_csv(tmp / "per_split.csv")
+        write_json(tmp / "metrics.json", ev.headline)
+        split_tables = dict(ev.per_split)
+        if ev.spread is not None:
+            split_tables["CNN sd over seeds"] = ev.spread
+        _long(split_tables).to_csv(tmp / "per_split.csv")
         _long(ev.per_sample).to_csv(tmp / "per_sample.csv")
+        seeds = pd.concat(ev.per_seed, names=["seed"]) if ev.per_seed else pd.DataFrame()
+        seeds.to_csv(tmp / "per_seed.csv")
         if baseline is not None:
             baseline.to_parquet(tmp / "baseline_predictions.parquet", index=False)
         (tmp / "report.md").write_text(render_markdown(ev, info, notes, figures))

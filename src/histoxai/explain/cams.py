@@ -11,7 +11,9 @@ float32, before any ReLU. Whether a ReLU follows is the method's choice
 
 Layers are named by module path in the model (``backbone.layer4``), by path in the
 backbone (``layer4``) or by index into the backbone's stage outputs (``-1`` is the
-deepest), found generically from timm's ``feature_info``.
+deepest), found generically from timm's ``feature_info``, or ``last_conv``: the
+backbone's last convolution with a spatial output (``histoxai.models.backbones.last_conv_layer``;
+``conv_head`` in EfficientNetV2, Keras' ``top_conv``, the layer tf-keras-vis explains).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from histoxai.explain.scores import ScoreFn
+from histoxai.models.backbones import LAST_CONV, last_conv_layer
 
 Layer = int | str
 
@@ -49,7 +52,11 @@ def stage_layers(model: nn.Module) -> list[str]:
 
 
 def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
-    """(module path, module) of a layer given by stage index or module path."""
+    """(module path, module) of a layer given by stage index, module path or ``last_conv``."""
+    if layer == LAST_CONV:
+        backbone = getattr(model, "backbone", model)
+        path = last_conv_layer(backbone)
+        layer = f"backbone.{path}" if backbone is not model else path
     if isinstance(layer, int) or (isinstance(layer, str) and layer.lstrip("-").isdigit()):
         stages = stage_layers(model)
         i = int(layer)

@@ -17,7 +17,9 @@ import numpy as np
 from torch import nn
 
 from histoxai.config import Config, ExplainConfig
+from histoxai.data.provenance import check_model_store
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError, MissingInputError
 from histoxai.explain.methods import resolve_variants
 from histoxai.explain.runner import explain_patches
 from histoxai.explain.store import SaliencyStore
@@ -39,17 +41,17 @@ def load_explained_model(ex: ExplainConfig, tracking_uri: str) -> tuple[nn.Modul
     root = Path(ex.model_dir)
     run_json = root / "run.json"
     if not run_json.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"explain.model_dir={ex.model_dir!r}: {run_json} is missing (run `histoxai train`)"
         )
     try:
         run = json.loads(run_json.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{run_json} is not valid JSON: {err}") from err
+        raise InputError(f"{run_json} is not valid JSON: {err}") from err
     model = load_checkpoint(root / "model.pt")
     made_by = getattr(model, "checkpoint_extra", {}).get("run_id")
     if made_by and run.get("run_id") and made_by != run["run_id"]:
-        raise ValueError(
+        raise InputError(
             f"{root}: model.pt is from run {made_by} but run.json from run {run['run_id']} "
             "(a training was interrupted between the two); run `histoxai train` again"
         )
@@ -57,7 +59,7 @@ def load_explained_model(ex: ExplainConfig, tracking_uri: str) -> tuple[nn.Modul
     info = {
         "name": run.get("model_name", root.name), "version": str(run.get("model_version", "")),
         "uri": run.get("model_uri", ""), "run_id": run.get("run_id", ""), "tags": tags,
-        "source": f"model_dir: {root}/model.pt (the checkpoint the train stage wrote)",
+        "source": f"model_dir: {root}/model.pt (the checkpoint the train stage wrote)", "run": run,
     }  # fmt: skip
     return model, info
 
@@ -69,7 +71,7 @@ def select_ids(
     (0: no limit) drawn at random with ``seed``, in ascending order."""
     ids = patches.ids(split=None if split == "all" else split, scheme=scheme)
     if not len(ids):
-        raise ValueError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
+        raise InputError(f"explain.split={split!r}: no patches of split scheme {scheme!r} in {patches.root}")
     if max_patches and len(ids) > max_patches:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_patches, replace=False))
     return ids
@@ -85,6 +87,8 @@ def explain_model(
     ex = cfg.explain
     variants = resolve_variants(ex.methods)
     patches = PatchStore(cfg.base.patches_dir)
+    if info.get("run"):  # a model_dir: refuse a model trained on another store (patch size, index)
+        check_model_store(info["run"], patches, str(ex.model_dir))
     tags = dict(info.get("tags") or {})
     # The split scheme the model was trained on (a registry version tag), else the config's.
     scheme = str(info.get("split_scheme") or tags.get("split_scheme") or cfg.data.split.scheme)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from histoxai.errors import InputError, MissingInputError
 from histoxai.io import write_json
 
 META_COLUMNS = ("patch_id", "sample", "row", "col", "split", "target", "y", "y_hat", "delta", "rel_delta")
@@ -146,13 +147,13 @@ class SaliencyStore:
         self.root = Path(root)
         path = self.root / "manifest.json"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no saliency store at {self.root}: {path} is missing (run `histoxai explain`)"
             )
         try:
             self.manifest: dict = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+            raise InputError(f"{path} is not valid JSON: {err}") from err
         self.patch_ids = np.asarray(self.manifest["patch_ids"], dtype=np.int64)
         self._row = {int(p): i for i, p in enumerate(self.patch_ids)}
         self._meta: pd.DataFrame | None = None
@@ -193,7 +194,7 @@ class SaliencyStore:
         root = Path(root)
         missing = set(META_COLUMNS) - set(meta.columns)
         if missing:
-            raise ValueError(f"saliency meta lacks columns {sorted(missing)}")
+            raise InputError(f"saliency meta lacks columns {sorted(missing)}")
         n = len(manifest["patch_ids"])
         manifest = {
             **manifest,
@@ -280,7 +281,7 @@ class SaliencyStore:
         """Store (N, H, W) float32 maps for all patch ids at once and mark the pair complete."""
         maps = np.asarray(maps, dtype=np.float32)
         if maps.shape[0] != len(self.patch_ids):
-            raise ValueError(
+            raise InputError(
                 f"{map_name(target, variant)}: {maps.shape[0]} maps for {len(self.patch_ids)} patches"
             )
         stem = self.root / "maps" / map_name(target, variant)

@@ -9,13 +9,16 @@ downloaded, so a missing file is an immediate error instead of a network wait.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import timm
 import torch
 
+from histoxai.errors import MissingInputError
 
-class PretrainedWeightsError(FileNotFoundError):
+
+class PretrainedWeightsError(MissingInputError):
     """Pretrained weights were asked for but are not available offline."""
 
 
@@ -35,9 +38,7 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
         ValueError: ``name`` is not a timm model.
         PretrainedWeightsError: weights were asked for but are not available offline.
     """
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
-        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
+    check_backbone(name)
     kwargs = {"num_classes": 0, "global_pool": "avg"}
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
@@ -49,6 +50,13 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
             f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
         )
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+
+
+def check_backbone(name: str) -> None:
+    """Raise ValueError naming ``model.backbone`` unless ``name`` is a timm model."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
+        raise ValueError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
 
 
 def cached_weights(name: str) -> Path | None:
@@ -98,3 +106,55 @@ def missing_weights_message(name: str) -> str:
         f"model.pretrained=true but no pretrained weights for {name!r}{where} are available offline "
         "and histoxai never downloads at run time. " + _HOW_TO.format(name=name)
     )
+
+
+LAST_CONV = "last_conv"
+"""CAM layer alias: the backbone's last convolution with a spatial output (see below)."""
+
+_SHORTCUT = {"downsample", "shortcut"}
+_LAST_CONV_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def last_conv_layer(backbone: torch.nn.Module, probe_px: int = 128) -> str:
+    """Module path (in ``backbone``) of the last ``Conv2d`` run whose output is spatial.
+
+    This is the layer tf-keras-vis explains when no layer is named (its ``find_layer``
+    walks back to the last ``Conv`` layer: Keras' ``top_conv`` in EfficientNetV2), found
+    for any timm model by running a ``probe_px`` square zero image through it and
+    recording the convolutions in execution order. Convolutions on a 1×1 map (the
+    post-pooling ``conv_head`` of MobileNetV3, say) are skipped: a CAM there has one pixel.
+    EfficientNetV2-S gives ``conv_head`` (timm's ``bn2`` follows it with BN + SiLU).
+    Residual shortcut convolutions (timm names them ``downsample``/``shortcut``) run after
+    their block's main branch and are skipped, so ResNets give the last main-branch conv.
+    The answer is cached per backbone instance.
+    """
+    if backbone in _LAST_CONV_CACHE:
+        return _LAST_CONV_CACHE[backbone]
+    names = {m: n for n, m in backbone.named_modules()}
+    seen: list[str] = []
+
+    def hook(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        if output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            seen.append(names[module])
+
+    convs = [
+        m
+        for n, m in backbone.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and not _SHORTCUT.intersection(n.split("."))
+    ]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    param = next(backbone.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, probe_px, probe_px, device=device))
+    finally:
+        backbone.train(was_training)
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(backbone).__name__} runs no Conv2d with a spatial output; name a CAM layer")
+    _LAST_CONV_CACHE[backbone] = seen[-1]
+    return seen[-1]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from histoxai.config import ModelConfig, parse, to_dict
+from histoxai.data.provenance import StoreMismatchError, check_model_store, store_fingerprint  # noqa: F401
 from histoxai.io import atomic_path
 from histoxai.models.regressor import Regressor, build_regressor
 

@@ -4,8 +4,12 @@ Architecture (as published for MICROMEN, with augmentations done in the data pip
 
     RGB [0, 1] -> [Macenko stain normalisation] -> (x - mean) / std
       -> backbone (timm, num_classes=0, global average pooling)   (B, F)
-      -> dropout -> dense(hidden_width) + ReLU                     (B, hidden)
-      -> per target: dense(feature_width) + ReLU -> dropout -> linear(1)
+      -> dropout -> dense(hidden_width) + act                      (B, hidden)
+      -> per target: dense(feature_width) + act -> dropout -> linear(1)
+
+``act`` is ReLU (``head_activation: relu``, the default) or none (``linear``: the
+thesis' Table 3.1, Lank 2024, whose Dense layers are linear; the whole head is then an
+affine map of the pooled features).
       -> * target_std + target_mean                                (B, T) real units
 
 Targets are standardised with the training split's mean and std, which the model stores,
@@ -31,7 +35,7 @@ class Regressor(nn.Module):
         targets: output column order, e.g. ``("md", "fa")``.
         backbone: the timm feature extractor (pick CAM layers from it).
         stain: the input stain normaliser (``nn.Identity`` when off).
-        neck: dropout + dense(hidden_width) + ReLU.
+        neck: dropout + dense(hidden_width) + activation (ReLU or none).
         heads: one ``nn.Sequential`` per target giving its standardised value.
     """
 
@@ -47,6 +51,7 @@ class Regressor(nn.Module):
         input_mean: Sequence[float] = (0.485, 0.456, 0.406),
         input_std: Sequence[float] = (0.229, 0.224, 0.225),
         stain: nn.Module | None = None,
+        head_activation: str = "relu",
     ):
         super().__init__()
         self.targets = tuple(targets)
@@ -63,14 +68,13 @@ class Regressor(nn.Module):
         self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("target_mean", torch.tensor(target_mean, dtype=torch.float32))
         self.register_buffer("target_std", torch.tensor(target_std, dtype=torch.float32))
-        self.neck = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(feature_dim(backbone), hidden_width), nn.ReLU()
-        )
+        act = head_activation_module(head_activation)
+        self.neck = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(backbone), hidden_width), act())
         self.heads = nn.ModuleDict(
             {
                 t: nn.Sequential(
                     nn.Linear(hidden_width, feature_width),
-                    nn.ReLU(),
+                    act(),
                     nn.Dropout(dropout),
                     nn.Linear(feature_width, 1),
                 )
@@ -96,6 +100,17 @@ class Regressor(nn.Module):
         """Stop (or restart) gradient updates of the backbone; heads stay trainable."""
         for p in self.backbone.parameters():
             p.requires_grad_(not frozen)
+
+
+HEAD_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "linear": nn.Identity}
+"""``model.head_activation`` -> the module after the neck's and each head's hidden Dense."""
+
+
+def head_activation_module(name: str) -> type[nn.Module]:
+    """The activation class of ``model.head_activation`` (``relu`` | ``linear``)."""
+    if name not in HEAD_ACTIVATIONS:
+        raise ValueError(f"model.head_activation={name!r}: expected one of {sorted(HEAD_ACTIVATIONS)}")
+    return HEAD_ACTIVATIONS[name]
 
 
 def feature_dim(backbone: nn.Module) -> int:
@@ -137,4 +152,5 @@ def build_regressor(
         input_mean=tuple(pcfg.get("mean", (0.485, 0.456, 0.406))),
         input_std=tuple(pcfg.get("std", (0.229, 0.224, 0.225))),
         stain=stain,
+        head_activation=cfg.head_activation,
     )

@@ -1,5 +1,6 @@
-"""Evaluate a trained model's predictions beside the classical baseline and the
-phantom's R² ceiling; write the report and log it to the training run in MLflow.
+"""Evaluate a trained model's predictions (every seed) beside the polynomial baseline, the
+sample-mean shortcut and the phantom's R² ceilings; write the report and log it to the
+training run in MLflow.
 
 Run::
 
@@ -7,31 +8,23 @@ Run::
     histoxai evaluate --model-dir models/histoxai-cc
     histoxai evaluate --set evaluate.baseline_degree=3
 
-Reads ``data/patches`` and ``<model-dir>/predictions.parquet`` + ``run.json``; writes
-``reports/evaluate/<model-dir name>/`` (``metrics.json``, ``report.md``, CSV tables,
-``plots/*.png``).
+Reads ``data/patches`` and ``<model-dir>/predictions.parquet`` + ``run.json`` (+
+``seeds/<seed>/predictions.parquet``); writes ``reports/evaluate/<model-dir name>/``
+(``metrics.json`` with the headline numbers, ``report.md``, CSV tables, ``plots/*.png``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Mapping
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
-from histoxai.evaluation.baseline import baseline_predictions
-from histoxai.evaluation.predictions import (
-    check_against_store,
-    load_predictions,
-    load_run_info,
-    prediction_targets,
-)
-from histoxai.evaluation.report import comparison_table, evaluate, write_report
+from histoxai.evaluation.model_dir import check_model_dir, evaluate_model_dir, log_results
+from histoxai.evaluation.predictions import load_run_info
+from histoxai.evaluation.report import comparison_table, write_report
+
+__all__ = ["add_arguments", "log_results", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,123 +39,14 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Evaluate ``--model-dir`` and write ``<base.reports_dir>/evaluate/<name>/``."""
     model_dir = getattr(args, "model_dir", None) or Path(cfg.base.models_dir) / cfg.model.registered_name
     model_dir = Path(model_dir)
-    pred_path = model_dir / "predictions.parquet"
-    info = load_run_info(model_dir / "run.json")
-    pred = load_predictions(pred_path, info.get("targets"))
-    targets = list(info.get("targets") or prediction_targets(pred))
     store = PatchStore(cfg.base.patches_dir)
-    check_against_store(pred, store, pred_path)
-    scheme = info.get("split_scheme") or cfg.data.split.scheme
-
-    notes: list[str] = []
-    baseline = None
-    if cfg.evaluate.baseline:
-        baseline, note = _baseline(cfg, store, scheme, targets, pred, pred_path)
-        notes.append(note)
-    ceilings = _ceilings(store)
-    if ceilings:
-        notes.append("ceiling: noise-limited R² of the phantom's measured targets (store card `ceilings`).")
-    ev = evaluate(pred, targets, baseline, ceilings)
-
+    check_model_dir(model_dir, load_run_info(model_dir / "run.json"), store)
+    ev, pred, baseline, info, notes = evaluate_model_dir(
+        model_dir, store, cfg.evaluate, cfg.data.split.scheme
+    )
     out_dir = Path(cfg.base.reports_dir) / "evaluate" / model_dir.name
-    report_info = {
-        "model": info.get("model_name") or model_dir.name,
-        "model_uri": info.get("model_uri"),
-        "run_id": info.get("run_id"),
-        "split_scheme": scheme,
-        "data_hash": info.get("data_hash"),
-        "predictions": str(pred_path),
-        "patch store": str(store.root),
-    }
-    write_report(out_dir, ev, pred, baseline, report_info, notes)
-    logged = log_results(info, out_dir, ev.metrics)
+    write_report(out_dir, ev, pred, baseline, info, notes)
+    logged = log_results(load_run_info(model_dir / "run.json"), out_dir, ev.metrics)
     print(f"evaluate: {out_dir} ({len(ev.metrics)} metrics{', logged to run ' + logged if logged else ''})")
     print(comparison_table(ev).to_string(float_format=lambda v: f"{v:.3f}"))
     return out_dir
-
-
-def _baseline(
-    cfg: Config, store: PatchStore, scheme: str, targets: list[str], pred: pd.DataFrame, pred_path: Path
-) -> tuple[pd.DataFrame, str]:
-    e = cfg.evaluate
-    base = baseline_predictions(
-        store, scheme, targets, e.baseline_degree, e.structure_sigma_px, e.channel, e.density_source
-    )
-    source = base.attrs.get("density_source", "?")
-    base = base.set_index("patch_id").loc[pred["patch_id"].to_numpy()].reset_index()
-    differ = base["split"].to_numpy() != pred["split"].to_numpy()
-    if differ.any():
-        raise ValueError(
-            f"predictions file {pred_path}: split of patch {int(pred['patch_id'].to_numpy()[differ][0])} differs "
-            f"from store column split_{scheme}; was the store re-prepared after training?"
-        )
-    note = (
-        f"baseline: degree-{e.baseline_degree} polynomial in nuclei density (nuclei per mm², counted by "
-        + (
-            "the classical detector `histoxai.data.nuclei.count_nuclei`"
-            if source == "detector"
-            else "the store's `cc`"
-        )
-        + f") and structure-tensor coherence ({e.channel}, σ = {e.structure_sigma_px} px), "
-        "least squares on the train split."
-    )
-    if source == "cc" and "cc" in targets:
-        note += " Its `cc` prediction uses the measured count, so it is not a fair comparison for `cc`."
-    return base, note
-
-
-def _ceilings(store: PatchStore) -> dict[str, float]:
-    ceilings = store.card.get("ceilings") or {}
-    if not isinstance(ceilings, Mapping) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in ceilings.values()
-    ):
-        raise ValueError(
-            f"{store.root / 'card.json'}: 'ceilings' must map targets to numbers, got {ceilings!r}"
-        )
-    return {str(k): float(v) for k, v in ceilings.items()}
-
-
-def log_results(info: Mapping[str, object], out_dir: Path, metrics: Mapping[str, float]) -> str | None:
-    """Log ``metrics`` and the report files to the MLflow run of ``run.json``.
-
-    Skipped (returns None) when ``run.json`` has no ``run_id``. The tracking URI is
-    ``MLFLOW_TRACKING_URI`` when set, else the one recorded in ``run.json``.
-
-    Returns:
-        The run id logged to, or None.
-    """
-    run_id = info.get("run_id")
-    if not run_id:
-        return None
-    tracking = _tracking()
-    if tracking is None:
-        print(
-            f"evaluate: warning: histoxai.tracking has no log_metrics/log_artifacts; run {run_id} not updated"
-        )
-        return None
-    import histoxai.tracking as package
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or info.get("tracking_uri") or None
-    if hasattr(package, "resolve_tracking_uri"):
-        uri = package.resolve_tracking_uri(uri, Path.cwd())
-    uri = uri or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    tracking.log_metrics(str(run_id), {k: v for k, v in metrics.items() if np.isfinite(v)}, uri)
-    top = sorted(p for p in out_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
-    tracking.log_artifacts(str(run_id), top, "evaluate", uri)
-    tracking.log_artifacts(str(run_id), sorted((out_dir / "plots").glob("*.png")), "evaluate/plots", uri)
-    return str(run_id)
-
-
-def _tracking():
-    """The module with ``log_metrics``/``log_artifacts``: ``histoxai.tracking`` itself, or
-    its ``xai_log`` module while the package does not re-export them."""
-    import importlib
-
-    for name in ("histoxai.tracking", "histoxai.tracking.xai_log"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "log_metrics") and hasattr(module, "log_artifacts"):
-            return module
-    return None

@@ -11,8 +11,6 @@ Uses ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from histoxai.config import Config
 
@@ -25,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
     """Set the alias and print what changed."""
-    from histoxai.tracking import promote, resolve_tracking_uri
+    from histoxai.tracking import resolve_tracking_uri
 
-    tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
+    tracking_uri = resolve_tracking_uri(must_exist=True)  # before the registry's heavy imports
+    from histoxai.tracking import promote
+
     done = promote(args.model, args.version, tracking_uri, args.alias)
     was = f" (was version {done['previous']})" if done["previous"] else ""
     print(f"{done['name']}@{done['alias']} -> version {done['version']}{was} in {tracking_uri}")

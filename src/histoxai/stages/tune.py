@@ -2,21 +2,20 @@
 
 Run::
 
-    histoxai tune --space tuning/spaces/mdfa.yaml --n-trials 50
-    histoxai tune --space tuning/spaces/cc.yaml --study-name histoxai-cc --workers 2
+    histoxai tune --space tuning/spaces/light-mdfa.yaml --n-trials 50
+    histoxai tune --space tuning/spaces/light-cc.yaml --study-name histoxai-cc --workers 2
     histoxai tune --storage postgresql://user:pw@db/optuna --study-name s1   # on each machine
     histoxai tune --study-name s1 --finalize          # re-summarise, (re)set champion
 
 Flags override the ``tune`` section of the params file (``--set tune.x=...`` works too).
 Running the same command again resumes the study. Watch it with ``mlflow ui`` and
-``optuna-dashboard <storage>`` (see docs/tuning.md).
+``optuna-dashboard <storage>``. The guide: docs/tuning.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from histoxai.config import Config
 
@@ -52,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     """Run the study of ``cfg.tune`` (with flag overrides) and print its summary."""
-    from tuning.space import apply_params, load_space
+    from histoxai.config import apply_overrides
+    from tuning.space import load_space
 
     args = args or argparse.Namespace()
     flags = {
@@ -60,14 +60,17 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         for attr, key in _FLAGS.items()
         if getattr(args, attr, None) is not None
     }
-    cfg = apply_params(cfg, flags)
+    cfg = apply_overrides(cfg, flags)
     load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
 
+    from histoxai.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))  # before torch and mlflow load
     from tuning.launcher import launch
 
     summary = launch(
         cfg,
-        _tracking_uri(getattr(args, "tracking_uri", None)),
+        tracking_uri,
         finalize_only=getattr(args, "finalize", False),
         worker=getattr(args, "worker", False),
         run_id=os.environ.get("MLFLOW_RUN_ID") or None,  # under `mlflow run`: the study's parent
@@ -75,15 +78,6 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     if summary:
         print(_describe(summary))
     return summary
-
-
-def _tracking_uri(explicit: str | None) -> str:
-    explicit = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        from histoxai.tracking import resolve_tracking_uri
-    except ImportError:  # older tracking package: same default as the training stage
-        return explicit or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return resolve_tracking_uri(explicit, Path.cwd())
 
 
 def _describe(summary: dict) -> str:

@@ -1,33 +1,44 @@
-"""MLflow tracking and registry; the only package that imports mlflow."""
+"""MLflow tracking and registry; the only package that imports mlflow.
 
-from histoxai.tracking.lineage import data_lineage
-from histoxai.tracking.registry import (
-    alias_version,
-    load_registered_model,
-    log_regressor,
-    promote,
-    resolve_model_uri,
-)
-from histoxai.tracking.runs import (
-    TrackedRun,
-    log_artifacts,
-    log_dict_artifact,
-    log_metrics,
-    resolve_tracking_uri,
-    start_run,
-)
+Names are loaded on first use (PEP 562), so ``from histoxai.tracking import
+resolve_tracking_uri`` checks a tracking URI without importing mlflow, torch or timm.
+"""
 
-__all__ = [
-    "TrackedRun",
-    "alias_version",
-    "data_lineage",
-    "load_registered_model",
-    "log_artifacts",
-    "log_dict_artifact",
-    "log_metrics",
-    "log_regressor",
-    "promote",
-    "resolve_model_uri",
-    "resolve_tracking_uri",
-    "start_run",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "resolve_tracking_uri": "uri",
+    "check_tracking_uri": "uri",
+    "data_lineage": "lineage",
+    "alias_version": "registry",
+    "load_registered_model": "registry",
+    "log_regressor": "registry",
+    "promote": "registry",
+    "resolve_model_uri": "registry",
+    "TrackedRun": "runs",
+    "experiment_id": "runs",
+    "log_artifacts": "runs",
+    "log_dict_artifact": "runs",
+    "log_metrics": "runs",
+    "log_params": "runs",
+    "log_report": "runs",
+    "param_text": "runs",
+    "start_run": "runs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'histoxai.tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"histoxai.tracking.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

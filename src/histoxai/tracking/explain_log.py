@@ -7,13 +7,9 @@ Everything goes through :class:`mlflow.MlflowClient` with explicit ids.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-_BATCH = 100  # params per log_batch call (MLflow accepts up to 100)
 
 
 def log_explain_run(
@@ -37,19 +33,8 @@ def log_explain_run(
     Returns:
         The new run's id.
     """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from histoxai.tracking.runs import client, experiment_id, log_metrics, log_params
 
-    from histoxai.tracking.runs import default_artifact_location
-
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        experiment_id = client.create_experiment(
-            experiment, default_artifact_location(tracking_uri, experiment)
-        )
-    else:
-        experiment_id = found.experiment_id
     tags = {
         "histoxai.stage": "explain",
         "histoxai.model_name": str(model.get("name", "")),
@@ -57,20 +42,18 @@ def log_explain_run(
         "histoxai.model_uri": str(model.get("uri", "")),
         "histoxai.source_run_id": str(model.get("run_id", "")),
     }
-    run = client.create_run(
-        experiment_id, run_name=f"explain-{model.get('name', '')}-v{model.get('version', '')}", tags=tags
+    c = client(tracking_uri)
+    run = c.create_run(
+        experiment_id(tracking_uri, experiment),
+        run_name=f"explain-{model.get('name', '')}-v{model.get('version', '')}",
+        tags=tags,
     )
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), _BATCH):
-        client.log_batch(run_id, params=items[i : i + _BATCH])
-    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
-    for i in range(0, len(values), 1000):
-        client.log_batch(run_id, metrics=values[i : i + 1000])
+    log_params(run_id, params, tracking_uri)
+    log_metrics(run_id, metrics, tracking_uri)
     for path in artifacts:
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id)
+        c.log_artifact(run_id, str(path))
+    c.set_terminated(run_id)
     return run_id
 
 

@@ -23,11 +23,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
+from histoxai.errors import InputError, MissingModelError
 from histoxai.models.regressor import Regressor
 from histoxai.tracking.runs import TrackedRun
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+STATE_TAG = "histoxai.state"  # version tag: "pending" until the model directory is committed
+PENDING, PUBLISHED = "pending", "published"
 
 
 def log_regressor(
@@ -37,10 +42,10 @@ def log_regressor(
     input_example: np.ndarray,
     tags: Mapping[str, str] | None = None,
 ) -> dict:
-    """Log ``model`` to ``run`` (signature + input example) and register a new version.
+    """Log ``model`` to ``run`` (signature + input example), register and publish a new version.
 
     The version gets ``tags`` and alias ``candidate``; ``champion`` too if the registered
-    model has no champion yet.
+    model has no champion yet. Same as :func:`register_regressor` then :func:`publish_version`.
 
     Args:
         run: the active run (see :func:`histoxai.tracking.start_run`).
@@ -53,29 +58,102 @@ def log_regressor(
         ``{"model_name", "model_version", "model_uri" (models:/NAME/VERSION),
         "logged_model_uri", "aliases"}``.
     """
+    registered = register_regressor(run, model, registered_name, input_example, tags)
+    registered["aliases"] = publish_version(run.client, registered_name, registered["model_version"])
+    return registered
+
+
+def register_regressor(
+    run: TrackedRun,
+    model: Regressor,
+    registered_name: str,
+    input_example: np.ndarray,
+    tags: Mapping[str, str] | None = None,
+) -> dict:
+    """Log and register a new version tagged ``histoxai.state=pending``, with no alias.
+
+    Nothing points at it until :func:`publish_version`; a pending version whose run died
+    is removed by :func:`recover_registrations`. Arguments as :func:`log_regressor`.
+
+    Returns:
+        ``{"model_name", "model_version", "model_uri", "logged_model_uri", "aliases": []}``.
+    """
     model = model.cpu().eval()
     example = np.ascontiguousarray(input_example, dtype=np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
     with _quiet("mlflow.pytorch"):  # its warning on pickle: we need the class back (see below)
-        info = _log_model(model, example, output, registered_name, tags)
+        info = _log_model(model, example, output, registered_name, {**(tags or {}), STATE_TAG: PENDING})
     version = str(info.registered_model_version)
     client = run.client
+    client.set_model_version_tag(registered_name, version, STATE_TAG, PENDING)
     for k, v in (tags or {}).items():
         client.set_model_version_tag(registered_name, version, k, str(v))
         client.set_registered_model_tag(registered_name, k, str(v))
-    client.set_registered_model_alias(registered_name, CANDIDATE, version)
-    aliases = [CANDIDATE]
-    if alias_version(client, registered_name, CHAMPION) is None:
-        client.set_registered_model_alias(registered_name, CHAMPION, version)
-        aliases.append(CHAMPION)
     return {
         "model_name": registered_name,
         "model_version": version,
         "model_uri": f"models:/{registered_name}/{version}",
         "logged_model_uri": info.model_uri,
-        "aliases": aliases,
+        "aliases": [],
     }
+
+
+def aliases_to_publish(client: MlflowClient, name: str) -> list[str]:
+    """The aliases :func:`publish_version` will set: ``candidate``, and ``champion`` when
+    ``name`` has none yet."""
+    return [CANDIDATE] if alias_version(client, name, CHAMPION) is not None else [CANDIDATE, CHAMPION]
+
+
+def publish_version(client: MlflowClient, name: str, version: str) -> list[str]:
+    """Point ``candidate`` (and ``champion`` when there is none) at ``version`` and mark it
+    published. Returns the aliases set."""
+    aliases = aliases_to_publish(client, name)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, str(version))
+    client.set_model_version_tag(name, str(version), STATE_TAG, PUBLISHED)
+    return aliases
+
+
+def recover_registrations(client: MlflowClient, name: str, committed: str | None, is_dead) -> dict:
+    """Finish or remove what a killed training left in the registry under ``name``.
+
+    A ``pending`` version whose run is over (``is_dead(run)``) is published when it is
+    ``committed`` (its model directory was swapped into place before the kill) and deleted
+    otherwise; its run, if still RUNNING, is ended FINISHED or FAILED accordingly.
+
+    Args:
+        client: registry client.
+        name: registered model name.
+        committed: the version the model directory's ``run.json`` names, or None.
+        is_dead: ``run -> bool``: the run's process is gone (see :mod:`histoxai.tracking.runs`).
+
+    Returns:
+        ``{"published": [versions], "deleted": [versions], "failed_runs": [run ids]}``.
+    """
+    done: dict[str, list[str]] = {"published": [], "deleted": [], "failed_runs": []}
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return done
+    for mv in versions:
+        if mv.tags.get(STATE_TAG) != PENDING:
+            continue
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        if run is not None and not is_dead(run):
+            continue
+        keep = committed is not None and str(mv.version) == str(committed)
+        if keep:
+            publish_version(client, name, str(mv.version))
+            done["published"].append(str(mv.version))
+        else:
+            client.delete_model_version(name, str(mv.version))
+            done["deleted"].append(str(mv.version))
+        if run is not None and run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FINISHED" if keep else "FAILED")
+            if not keep:
+                done["failed_runs"].append(run.info.run_id)
+    return done
 
 
 def _log_model(
@@ -119,7 +197,7 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
     "run_id", "uri" (models:/NAME/VERSION), "tags", "aliases"}``."""
     match = _URI.match(model_uri)
     if match is None:
-        raise ValueError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise InputError(f"model URI {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = match["name"]
     try:
@@ -128,7 +206,7 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> dict:
         else:
             mv = client.get_model_version(name, match["version"])
     except MlflowException as err:
-        raise ValueError(
+        raise MissingModelError(
             f"model {model_uri!r} is not in the registry at {tracking_uri} ({err.message}); "
             "run `histoxai train` first or check the name/alias/version"
         ) from None
@@ -170,7 +248,7 @@ def promote(name: str, version: str | int, tracking_uri: str, alias: str = CHAMP
         client.get_model_version(name, str(version))
     except MlflowException:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        raise ValueError(
+        raise MissingModelError(
             f"registered model {name!r} has no version {version} in {tracking_uri}; versions: {versions}"
         ) from None
     previous = alias_version(client, name, alias)

@@ -1,12 +1,21 @@
 """MLflow runs: where they are stored, starting or resuming one, logging to it.
 
-The tracking URI is passed in explicitly (the CLI layer reads ``MLFLOW_TRACKING_URI``);
-the default is ``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlartifacts``.
+The one seam between histoxai and MLflow's tracking API:
+
+- :func:`~histoxai.tracking.uri.resolve_tracking_uri` (in ``uri.py``, which imports no
+  mlflow, so a dead store is reported before the heavy imports): which store, checked;
+- :func:`experiment_id`: find or create an experiment (safe when workers race);
+- :func:`param_text`: how a param value is written (lists as ``[md, fa]``, the YAML
+  flow style ``--set`` accepts), so training and trial runs compare column by column;
+- :func:`log_metrics`, :func:`log_artifacts`, :func:`log_report`: log to a run by id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,11 +31,9 @@ from histoxai.config import Config, dump_yaml, flatten
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
-def resolve_tracking_uri(explicit: str | None, repo_root: str | Path) -> str:
-    """``explicit`` (e.g. ``$MLFLOW_TRACKING_URI``) if set, else ``sqlite:///<repo_root>/mlflow.db``."""
-    if explicit:
-        return explicit
-    return f"sqlite:///{(Path(repo_root).resolve() / 'mlflow.db').as_posix()}"
+def client(tracking_uri: str) -> MlflowClient:
+    """A client bound to ``tracking_uri`` (tracking and registry)."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
@@ -38,12 +45,35 @@ def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return None
 
 
-def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """Id of experiment ``name``, created if missing."""
-    exp = client.get_experiment_by_name(name)
+def experiment_id(tracking_uri: str, name: str) -> str:
+    """Id of experiment ``name``, created if missing (safe when workers race)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri, name))
+    try:
+        return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri, name))
+    except Exception:  # another process created it first
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def param_text(value: Any) -> str:
+    """A param value as MLflow stores it: lists as ``[a, b]``, cut to MLflow's limit."""
+    if isinstance(value, (list, tuple)):
+        value = "[" + ", ".join(map(str, value)) + "]"
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def log_params(run_id: str, params: Mapping[str, Any], tracking_uri: str) -> None:
+    """Log ``params`` (formatted by :func:`param_text`) to run ``run_id``, 100 per request."""
+    c = client(tracking_uri)
+    items = [Param(str(k), param_text(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i : i + 100], synchronous=True)
 
 
 class TrackedRun:
@@ -56,17 +86,15 @@ class TrackedRun:
 
     def __init__(self, run_id: str, experiment_id: str, tracking_uri: str):
         self.run_id, self.experiment_id, self.tracking_uri = run_id, experiment_id, tracking_uri
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.client = client(tracking_uri)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params (values as strings, lists as ``[a, b]``), 100 per request."""
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+        """Log params (see :func:`param_text`), 100 per request."""
+        log_params(self.run_id, params, self.tracking_uri)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log numeric metrics at ``step`` (NaN values are skipped)."""
-        log_metrics(self.run_id, metrics, self.tracking_uri, step, client=self.client)
+        log_metrics(self.run_id, metrics, self.tracking_uri, step)
 
     def log_config(self, cfg: Config) -> None:
         """The resolved config as flat dotted params (``train.lr``) and ``config.yaml``."""
@@ -77,7 +105,7 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
-        log_artifacts(self.run_id, paths, artifact_path, self.tracking_uri, client=self.client)
+        log_artifacts(self.run_id, paths, artifact_path, self.tracking_uri)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for k, v in tags.items():
@@ -103,11 +131,10 @@ def start_run(
     ``mlflow run``) and make it the active run; it ends FINISHED, or FAILED on error."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # log_model registers through the global registry URI
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     if run_id:
         active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
     else:
-        exp_id = experiment_id(client, experiment, tracking_uri)
+        exp_id = experiment_id(tracking_uri, experiment)
         active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags or {}))
     run = TrackedRun(active.info.run_id, active.info.experiment_id, tracking_uri)
     try:
@@ -118,19 +145,70 @@ def start_run(
     mlflow.end_run(status="FINISHED")
 
 
+PID_TAG, HOST_TAG = "histoxai.pid", "histoxai.host"
+
+
+def process_tags() -> dict[str, str]:
+    """Run tags naming this process, so a later run can tell a killed run from a live one."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def run_is_dead(run) -> bool:
+    """Whether an MLflow run's process is gone: the run has ended, or it is RUNNING with
+    :func:`process_tags` naming a process of this host that no longer exists. A RUNNING run
+    of another host, or without the tags, counts as alive."""
+    if run.info.status != "RUNNING":
+        return True
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def end_dead_runs(tracking_uri: str, experiment: str, run_name: str) -> list[str]:
+    """Mark FAILED the runs named ``run_name`` in ``experiment`` left RUNNING by a killed
+    process (see :func:`run_is_dead`). Returns their ids."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"attributes.status = 'RUNNING' and attributes.run_name = '{run_name}'"
+    )
+    ended = []
+    for run in runs:
+        if run_is_dead(run):
+            client.set_terminated(run.info.run_id, "FAILED")
+            ended.append(run.info.run_id)
+    return ended
+
+
 def log_metrics(
     run_id: str,
     metrics: Mapping[str, float],
     tracking_uri: str,
     step: int | None = None,
-    client: MlflowClient | None = None,
 ) -> None:
-    """Log ``metrics`` to run ``run_id`` (e.g. the training run named in ``run.json``)."""
-    client = client or MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    """Log the finite numbers of ``metrics`` to run ``run_id`` at ``step`` (NaN, inf and
+    non-numbers are left out)."""
+    c = client(tracking_uri)
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v == v]  # v == v: not NaN
+    items = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     for i in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+        c.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
 
 
 def log_artifacts(
@@ -138,26 +216,34 @@ def log_artifacts(
     paths: Iterable[str | Path],
     artifact_path: str | None,
     tracking_uri: str,
-    client: MlflowClient | None = None,
 ) -> None:
     """Upload files and directories (their contents) to run ``run_id`` under ``artifact_path``."""
-    client = client or MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    c = client(tracking_uri)
     for path in map(Path, paths):
         if path.is_dir():
-            client.log_artifacts(run_id, str(path), artifact_path)
+            c.log_artifacts(run_id, str(path), artifact_path)
         elif path.is_file():
-            client.log_artifact(run_id, str(path), artifact_path)
+            c.log_artifact(run_id, str(path), artifact_path)
         else:
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or directory")
 
 
+def log_report(
+    run_id: str, tracking_uri: str, metrics: Mapping[str, float], report_dir: str | Path, artifact_path: str
+) -> None:
+    """Log a stage's ``metrics`` and its report directory to an existing run.
+
+    The report's top-level ``.json``, ``.md`` and ``.csv`` files go under
+    ``artifact_path``, its ``plots/*.png`` under ``artifact_path/plots``.
+    """
+    report_dir = Path(report_dir)
+    log_metrics(run_id, metrics, tracking_uri)
+    top = sorted(p for p in report_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
+    log_artifacts(run_id, top, artifact_path, tracking_uri)
+    plots = sorted((report_dir / "plots").glob("*.png"))
+    log_artifacts(run_id, plots, f"{artifact_path}/plots", tracking_uri)
+
+
 def log_dict_artifact(run_id: str, obj: Mapping, artifact_file: str, tracking_uri: str) -> None:
     """Log a JSON/YAML-able mapping as an artifact (format from the file extension)."""
-    MlflowClient(tracking_uri, registry_uri=tracking_uri).log_dict(run_id, dict(obj), artifact_file)
-
-
-def _param_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        value = "[" + ", ".join(map(str, value)) + "]"
-    text = str(value)
-    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+    client(tracking_uri).log_dict(run_id, dict(obj), artifact_file)

@@ -9,45 +9,22 @@ study: ``optuna.study`` (both), ``optuna.role`` (``study`` / ``trial``),
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import RunTag
 
-from histoxai.tracking.runs import default_artifact_location
+from histoxai.tracking.runs import client, experiment_id, log_metrics, log_params
 
 STUDY_TAG = "optuna.study"
 ROLE_TAG = "optuna.role"
 TRIAL_TAG = "optuna.trial"
 STATE_TAG = "optuna.state"
 REASON_TAG = "optuna.fail_reason"
-_BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch call
 _MLFLOW_STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
-
-
-def client(tracking_uri: str) -> MlflowClient:
-    """A client bound to ``tracking_uri``."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def experiment_id(tracking_uri: str, name: str) -> str:
-    """The id of experiment ``name``, created if missing (safe when workers race)."""
-    c = client(tracking_uri)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:  # artifacts where the training stage puts them (beside a sqlite store)
-        return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri, name))
-    except Exception:  # another process created it first
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
 
 
 def find_study_run(tracking_uri: str, experiment: str, study_name: str) -> str | None:
@@ -97,7 +74,7 @@ def start_study_run(
             run_id = c.create_run(exp_id, tags=tags, run_name=study_name).info.run_id
         else:
             c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        _log_params(c, run_id, params)
+        log_params(run_id, params, tracking_uri)
     else:
         c.update_run(run_id, status="RUNNING")
         c.set_tag(run_id, "optuna.resumed", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -132,21 +109,13 @@ def start_trial_run(
     run = c.create_run(
         parent.info.experiment_id, tags=tags, run_name=f"{study_name}-trial-{trial_number:03d}"
     )
-    _log_params(c, run.info.run_id, params)
+    log_params(run.info.run_id, params, tracking_uri)
     return run.info.run_id
 
 
 def log_epoch(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Log one epoch's metrics (non-finite values are skipped) at ``step``."""
-    now = int(time.time() * 1000)
-    batch = [
-        Metric(k, float(v), now, step)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and math.isfinite(v)
-    ]
-    c = client(tracking_uri)
-    for i in range(0, len(batch), 1000):
-        c.log_batch(run_id, metrics=batch[i : i + 1000])
+    log_metrics(run_id, metrics, tracking_uri, step)
 
 
 def end_trial_run(
@@ -293,14 +262,3 @@ def register_trial_model(
         version = str(mv.version)
     c.set_registered_model_alias(model_name, alias, version)
     return version, created
-
-
-def _log_params(c: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    items = [Param(str(k), _param_text(v)) for k, v in params.items()]
-    for i in range(0, len(items), _BATCH):
-        c.log_batch(run_id, params=items[i : i + _BATCH])
-
-
-def _param_text(value: Any) -> str:
-    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    return text[:6000]

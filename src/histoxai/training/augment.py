@@ -3,7 +3,8 @@
 Every function takes (B, 3, H, W) float RGB in [0, 1] and draws one random choice per
 image from ``generator`` (on the CPU, so a seed gives the same augmentations on any
 device). None of them changes a target: MD, FA and nuclei counts are invariant to
-flips, right-angle and small rotations and to stain colour.
+flips, right-angle and small rotations, to stain colour and to the focus (blur) of the
+scan.
 """
 
 from __future__ import annotations
@@ -83,15 +84,48 @@ def random_rotation(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def gaussian_kernels(sigmas: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, 2 * radius + 1) normalised 1-D Gaussian kernels; sigma 0 gives the identity."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=sigmas.device)
+    s = sigmas.float().clamp_min(1e-6)[:, None]
+    k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
+    return k / k.sum(1, keepdim=True)
+
+
+def random_blur(
+    x: torch.Tensor, max_sigma_px: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Blur each image with a Gaussian of sigma U(0, max_sigma_px) px (separable, reflected
+    borders, radius ceil(3 sigma)), the focus differences between slides and scanners."""
+    if max_sigma_px <= 0:
+        return x
+    b, c, h, w = x.shape
+    radius = min(math.ceil(3 * max_sigma_px), (min(h, w) - 1))
+    sigmas = _draw((b,), generator, x.device) * max_sigma_px
+    k = gaussian_kernels(sigmas, radius).to(x.dtype).repeat_interleave(c, 0)  # (B*C, K)
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k[:, None, None, :], groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w).contiguous(memory_format=_memory_format(x))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    )
+
+
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Apply the augmentations switched on in ``cfg`` (flips, rot90, small rotation,
-    H&E jitter) to a batch."""
+    H&E jitter, blur) to a batch."""
     if cfg.flips or cfg.rot90:
         x = random_dihedral(x, cfg.flips, cfg.rot90, generator)
     if cfg.small_rotation_deg > 0:
         x = random_rotation(x, cfg.small_rotation_deg, generator)
     if cfg.stain_jitter > 0:
         x = hed_jitter(x, cfg.stain_jitter, generator)
+    if cfg.blur_sigma_px > 0:
+        x = random_blur(x, cfg.blur_sigma_px, generator)
     return x

@@ -5,6 +5,12 @@ averaged with ``loss_weights``. Each epoch reports ``train/loss`` (running, with
 augmentation and dropout), ``val/loss`` and ``val/{r2,mse,mae}_<target>`` in real units,
 and ``lr``. A seed fixes initialisation-independent randomness (shuffling, dropout,
 augmentation), so a CPU run repeats exactly.
+
+Early stopping (``patience``) never ends fine-tuning before ``min_epochs`` (by default the
+learning-rate schedule's length: stopping while the LR is still near its peak left the
+demo models underfit). A non-finite training loss, validation loss or validation metric
+raises :class:`NonFiniteTrainingError` at once, so no caller can save or register a
+model that predicts NaN.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from histoxai.config import TrainConfig
-from histoxai.data.datasets import PatchBatches, to_model_input
+from histoxai.data.datasets import PatchBatches, target_matrix, to_model_input
+from histoxai.errors import UserError
 from histoxai.models.regressor import Regressor
 from histoxai.training.augment import augment_batch
 from histoxai.training.metrics import TargetMetrics
@@ -29,6 +36,25 @@ from histoxai.training.runtime import autocast, resolve_device, resolve_precisio
 from histoxai.training.schedules import lr_schedule, set_lr
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteTrainingError(UserError, ValueError):
+    """The training loss or a validation metric became NaN or infinite (e.g. a learning
+    rate far too high). Raised by :func:`fit`; nothing of the run may be saved or
+    registered."""
+
+
+def min_finetune_epochs(cfg: TrainConfig) -> int:
+    """Fine-tuning epochs that always run before early stopping may end the phase.
+
+    ``train.min_epochs`` when set, else the schedule's length: ``warmup_epochs +
+    decay_epochs`` for ``cosine`` (capped at ``epochs``), 1 for a constant LR.
+    """
+    if cfg.min_epochs > 0:
+        return min(cfg.min_epochs, cfg.epochs)
+    if cfg.schedule == "cosine":
+        return min(cfg.warmup_epochs + cfg.decay_epochs, cfg.epochs)
+    return 1
 
 
 @dataclass
@@ -111,8 +137,9 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitR
     result = FitResult(device=str(device), precision=str(amp).replace("torch.", "") if amp else "fp32")
     best_state: dict | None = None
     epoch, start = 0, time.perf_counter()
+    val_counts = _value_counts(val, model.targets)
 
-    def phase(name: str, max_epochs: int, schedule: Callable[[float], float]) -> None:
+    def phase(name: str, max_epochs: int, schedule: Callable[[float], float], min_epochs: int) -> None:
         nonlocal epoch, best_state
         params = [p for p in model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -133,6 +160,12 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitR
                 with autocast(device, amp):
                     z = model.standardize(run_model(x))
                 loss = weighted_loss(z, t, weights)
+                if not torch.isfinite(loss):
+                    raise NonFiniteTrainingError(
+                        f"train/loss is {loss.item()} at {name} epoch {epoch}, step {step} (lr {lr:.3g}); "
+                        "nothing is saved or registered: lower train.lr / train.warmup_target_lr "
+                        "or check the targets"
+                    )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -141,6 +174,7 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitR
                 bar.set_postfix(loss=f"{total / count:.4f}")
             metrics = {"train/loss": total / max(count, 1), "lr": lr}
             metrics.update(evaluate(model, val, "val", device, amp, weights, cfg.channels_last))
+            _check_finite(metrics, val_counts, name, epoch)
             result.history.append({"epoch": epoch, "phase": name, **metrics})
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
@@ -152,19 +186,42 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitR
             else:
                 stale += 1
             epoch += 1
-            if stale >= cfg.patience or not math.isfinite(metrics["train/loss"]):
+            if stale >= cfg.patience and local + 1 >= min_epochs:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
 
     if cfg.frozen_epochs > 0:
         model.freeze_backbone(True)
-        phase("frozen", cfg.frozen_epochs, lambda e: cfg.lr)
+        phase("frozen", cfg.frozen_epochs, lambda e: cfg.lr, 1)
         model.freeze_backbone(False)
-    phase("finetune", cfg.epochs, lr_schedule(cfg))
+    phase("finetune", cfg.epochs, lr_schedule(cfg), min_finetune_epochs(cfg))
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _value_counts(batches: PatchBatches, targets) -> dict[str, int]:
+    """Patches with a value per target among ``batches`` (a metric of fewer than 2 is NaN)."""
+    y = target_matrix(batches.store, batches.ids, targets)
+    return {t: int(np.isfinite(y[:, j]).sum()) for j, t in enumerate(targets)}
+
+
+def _check_finite(metrics: Mapping[str, float], counts: Mapping[str, int], phase: str, epoch: int) -> None:
+    """Raise :class:`NonFiniteTrainingError` on a NaN/inf loss or metric (a metric of a
+    target with fewer than 2 validation values is NaN by definition and allowed)."""
+    bad = {
+        k: v
+        for k, v in metrics.items()
+        if not math.isfinite(v)
+        and (k in ("train/loss", "val/loss") or counts.get(k.rsplit("_", 1)[-1], 2) >= 2)
+    }
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise NonFiniteTrainingError(
+            f"non-finite metrics at {phase} epoch {epoch} ({shown}); nothing is saved or registered: "
+            "lower train.lr / train.warmup_target_lr or check the targets"
+        )
 
 
 @torch.no_grad()

@@ -10,9 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import ExplainedVariance, MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-METRICS: dict[str, type] = {"r2": R2Score, "mse": MeanSquaredError, "mae": MeanAbsoluteError}
+# r2: 1 - SS_res/SS_tot; ev: explained variance 1 - var(y - ŷ)/var(y), the thesis' R² (Eq. 3.2)
+METRICS: dict[str, type] = {
+    "r2": R2Score,
+    "ev": ExplainedVariance,
+    "mse": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+}
 
 
 def metric_name(split: str, metric: str, target: str) -> str:
@@ -21,7 +27,7 @@ def metric_name(split: str, metric: str, target: str) -> str:
 
 
 class TargetMetrics:
-    """Accumulates R², MSE and MAE per target over batches.
+    """Accumulates R² (``r2``), explained variance (``ev``), MSE and MAE per target over batches.
 
     Example:
         >>> m = TargetMetrics(["md", "fa"])

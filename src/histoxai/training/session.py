@@ -6,6 +6,7 @@ files and no tracking server (the caller logs through ``on_epoch``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,14 @@ from histoxai.models.regressor import Regressor, build_regressor
 from histoxai.training.fit import EpochCallback, FitResult, cpu_threads, fit, predict
 from histoxai.training.runtime import resolve_device
 from histoxai.training.stain import fit_macenko, pick_reference
+
+
+def seed_configs(cfg: Config) -> list[Config]:
+    """One config per seed of ``base.seed_list()`` (``base.seed`` set to it), the seed of
+    the registered model first."""
+    return [
+        dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, seed=s)) for s in cfg.base.seed_list()
+    ]
 
 
 def target_stats(

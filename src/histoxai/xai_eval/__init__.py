@@ -1,19 +1,21 @@
-"""Measure saliency maps of a regressor and pick the method to trust (``histoxai xai-eval``).
+"""Measure saliency maps of a regressor and say which to trust (``histoxai xai-eval``).
 
-Modules, one metric family each (pure functions on tensors, batched, on the maps' or
-model's device):
+One relevance rule (``relevance``: signed maps, positive for what raises the
+prediction) and one ground truth per target (``truth``: signed influence from the
+phantom's formulas, counted-nuclei instances) feed every metric family, each a module
+of pure functions that declares its metrics beside them (``registry``):
 
-- ``localisation``: mass/rank accuracy, pointing game, AUROC against the phantom masks
-  of the features that truly drive each target; share on distractors (torch, equal to
-  Quantus 0.6, which is used with ``backend="quantus"``).
-- ``faithfulness``: deletion/insertion curves and ROAD (noisy linear imputation) in the
-  target's units; random and Sobel-edge baseline maps.
-- ``sanity``: cascading parameter randomisation (Adebayo et al. 2018).
-- ``stability``: map change under input noise; agreement between variants of a method.
-- ``tissue``: attribution share per tissue class (masks or colour deconvolution),
-  binned by target value and by error.
-- ``shortcut``: attribution on the border band carrying the phantom's shortcut cue.
-- ``similarity``: rank correlation and SSIM used by the above.
-- ``suite``: all families for one target; ``ranking``: the documented rule that orders
-  methods; ``report``: metrics.json, ranking.json, report.md, CSV tables and plots.
+- ``localisation``: mass/rank accuracy, pointing game, AUROC, signed agreement,
+  per-nucleus hit rate and evenness, mass on uncounted nuclei and distractors.
+- ``faithfulness``: signed deletion/insertion/ROAD curves in target units; Sobel and
+  darkness reference maps.
+- ``sanity``: cascading parameter randomisation (MPRT on |map|, eMPRT).
+- ``stability``: max-sensitivity; agreement between variants of a method.
+- ``intervention``: object mass vs the true effect of re-rendering without the object.
+- ``resolution``: random and oracle references at each map's native resolution.
+- ``tissue``, ``shortcut``, ``nuclei``: what the maps point at (classes, border band,
+  per-nucleus properties).
+- ``stats``: cluster bootstrap by sample; ``ranking``: the verdict rule.
+- ``inputs`` (what the stage reads), ``suite`` (all families for one target),
+  ``pipeline`` (one model end to end), ``report`` (metrics/<target>.json, ranking.json, report.md, tables, plots).
 """

@@ -13,12 +13,19 @@ watch the regression head's prediction move.
   (LeRF, small change wanted). The summary ``road = area(MoRF) − area(LeRF)`` is higher
   for better maps (Rong et al. likewise read the two orders together).
 
+Everything is signed: ``predict`` returns the explained score s (ŷ for ``higher``,
+−ŷ for ``lower``), maps are signed relevance, and a curve is s(x) − s(perturbed), the
+drop of the score. Deletion and ROAD MoRF want a large drop (removing what supports the
+score lowers it), insertion a small gap, ROAD LeRF a small (ideally negative) drop;
+``road = area(MoRF) − area(LeRF)`` is the primary faithfulness metric. A sign-flipped
+map swaps MoRF and LeRF, so it scores −road.
+
 Quantus' faithfulness metrics (``ROAD``, ``RegionPerturbation``, ...) compare the argmax
 class before and after perturbation, which a regressor does not have, so these are
-written here. Curves are |Δŷ| in the target's units (µm²/ms for MD, nuclei for CC);
-areas are trapezoid means over f in [0, 1], also in target units.
+written here. Curves are in the target's units (µm²/ms for MD, nuclei for CC); areas
+are trapezoid means over f in [0, 1], also in target units.
 
-The baseline maps every method is compared with come from :func:`random_maps` and
+Model-free reference maps: :func:`darkness_maps` and
 :func:`sobel_maps` (an edge detector: what a map that only sees contrast would score).
 """
 
@@ -30,15 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from histoxai.xai_eval.registry import declare
+
 Predict = Callable[[Tensor], Tensor]
 """``images (B, 3, H, W) in [0, 1] -> prediction of one head (B,)`` in real units."""
 
 FAITHFULNESS_METRICS: tuple[str, ...] = (
-    "deletion_auc",
-    "insertion_auc",
-    "road_morf_auc",
-    "road_lerf_auc",
-    "road",
+    declare("deletion_auc", "faithfulness", higher=True, normalised=True),
+    declare("insertion_auc", "faithfulness", higher=False),
+    declare("road_morf_auc", "faithfulness", higher=True),
+    declare("road_lerf_auc", "faithfulness", higher=False),
+    declare("road", "faithfulness", higher=True, primary=True, normalised=True),
 )
 
 
@@ -70,11 +79,9 @@ def baseline_images(images: Tensor, kind: str = "blur", sigma_px: float = 5.0) -
     raise ValueError(f"perturbation baseline {kind!r}: expected 'blur' or 'mean'")
 
 
-def random_maps(
-    shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str = "cpu"
-) -> Tensor:
-    """Uniform random maps (B, H, W): the chance level of every metric."""
-    return torch.rand(shape, generator=generator).to(device)
+def darkness_maps(images: Tensor) -> Tensor:
+    """1 − grey, (B, H, W): a darkness prior (nuclei are dark), independent of the model."""
+    return 1.0 - images.mean(dim=1)
 
 
 def sobel_maps(images: Tensor) -> Tensor:
@@ -205,12 +212,13 @@ def perturbation_curve(
     batch_size: int = 64,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """|Δŷ| after perturbing the top fraction f of pixels, (B, steps + 1) float64.
+    """Score drop s(x) − s(perturbed) after perturbing the top fraction f of pixels,
+    (B, steps + 1) float64.
 
     Args:
-        predict: one head's prediction in real units.
+        predict: the explained score of one head in real units (sign applied).
         images: (B, 3, H, W) in [0, 1].
-        maps: (B, H, W) raw maps (larger = more relevant).
+        maps: (B, H, W) signed relevance (larger = more relevant).
         steps: number of fractions after f = 0.
         mode: ``deletion`` (most relevant replaced by ``baseline``; Δ from the original),
             ``insertion`` (baseline with the most relevant restored; Δ to the original),
@@ -239,7 +247,7 @@ def perturbation_curve(
         raise ValueError(f"perturbation mode {mode!r}: expected deletion, insertion, road_morf or road_lerf")
     preds = _predict_chunked(predict, perturbed.reshape(-1, *images.shape[1:]), batch_size).view(b, steps + 1)
     reference = _predict_chunked(predict, images, batch_size)
-    return (preds - reference[:, None]).abs()
+    return reference[:, None] - preds
 
 
 def curve_area(curves: Tensor) -> Tensor:

@@ -1,77 +1,42 @@
-"""Localisation against ground-truth masks: does a map point at the features that truly
-drive the target?
+"""Localisation against the signed ground truth (:mod:`histoxai.xai_eval.truth`): does a
+map's relevance point at the content that raises the target?
 
-In the phantom the targets are generated from known structures (``MASK_CLASSES``):
-the nuclei count from nuclei, MD from nuclei and air (free water), FA from the
-elongated, aligned nuclei. :data:`TRUTH_CLASSES` names them per target.
+All metrics read *signed relevance* (:mod:`histoxai.xai_eval.relevance`); the
+localisation region is where the truth is positive (counted nuclei for cc, air for md,
+aligned nuclei for fa). Mass metrics count the positive part of the relevance; ranking
+metrics (rank accuracy, pointing game, AUROC) use its order. Ties are scored by their
+expectation under random tie-breaking, and a map without positive mass counts as
+uniform, so flat maps score exactly chance.
 
-Relevance: by default (``relevance="magnitude"``) a pixel's relevance is |map|. Input
-gradients of "higher prediction" are *negative* on dark nuclei (brightening a nucleus
-lowers the count), so a signed gradient map that points exactly at the nuclei would
-look anti-localised; CAMs are non-negative anyway. ``relevance="signed"`` scores the
-raw map instead (positive = supports a higher prediction). Mass metrics count the
-positive part of the relevance; ranking metrics (rank accuracy, pointing game, AUROC)
-use its order. Ties are scored by their expectation under random tie-breaking, and a
-map without positive mass counts as uniform, so flat maps (e.g. a Grad-CAM of a
-1x1 final feature map) score exactly chance instead of being dropped or rewarded.
+Object level (counted nuclei, from the truth's instance mask): the hit rate (share of
+counted nuclei whose positive mass exceeds their uniform share, i.e. their pixel
+share), the evenness of mass across counted nuclei (normalised entropy), and the mass
+on uncounted nuclei and on distractors. ``signed_corr`` is the per-patch Pearson
+correlation between relevance and the signed truth (sign and magnitude agreement).
 
-Quantus 0.6 ``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``, ``PointingGame`` and
-``AUC`` take precomputed (x, y, a, s) arrays and never call the model, so they accept
-our regression targets; :func:`quantus_localisation` runs them (``backend="quantus"``).
-The torch versions here give the same numbers on maps without ties (tests check
-equality), batched on the maps' device. Written by hand because Quantus lacks them:
-shares of attribution on other classes (distractors), the tie and flat-map
-conventions above (rows where they matter are scored here), flat maps (Quantus
-refuses a batch of all-0 or all-1 maps) and empty masks (Quantus' pointing game fails
-casting NaN into its boolean result).
+Quantus' ``RelevanceMassAccuracy``, ``RelevanceRankAccuracy``, ``PointingGame`` and
+``AUC`` agree with these on maps without ties; a test compares them. Quantus is not
+called at run time.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from histoxai.data.store import MASK_CLASSES
-from histoxai.xai_eval.similarity import average_ranks, flat
+from histoxai.xai_eval.registry import declare
+from histoxai.xai_eval.similarity import average_ranks, flat, pearson
 
-TRUTH_CLASSES: dict[str, tuple[str, ...]] = {
-    "cc": ("nuclei",),
-    "md": ("nuclei", "air"),
-    "fa": ("nuclei",),
-    "faip": ("nuclei",),
-}
-"""Mask classes whose pixels truly drive each target in the phantom."""
-
-LOCALISATION_METRICS: tuple[str, ...] = (
-    "mass_accuracy",
-    "rank_accuracy",
-    "pointing_game",
-    "auroc",
-    "distractor_share",
-)
-
-
-def class_mask(masks: Tensor, classes: tuple[str, ...]) -> Tensor:
-    """(B, H, W) bool: pixels whose label is one of ``classes`` (``MASK_CLASSES`` names)."""
-    unknown = set(classes) - set(MASK_CLASSES)
-    if unknown:
-        raise ValueError(f"unknown mask classes {sorted(unknown)}; expected names from {MASK_CLASSES}")
-    out = torch.zeros(masks.shape, dtype=torch.bool, device=masks.device)
-    for name in classes:
-        out |= masks == MASK_CLASSES.index(name)
-    return out
-
-
-def truth_mask(masks: Tensor, target: str) -> Tensor:
-    """(B, H, W) bool: the ground-truth features of ``target`` (:data:`TRUTH_CLASSES`)."""
-    if target not in TRUTH_CLASSES:
-        raise ValueError(
-            f"no ground-truth classes for target {target!r}; expected one of {sorted(TRUTH_CLASSES)}"
-        )
-    return class_mask(masks, TRUTH_CLASSES[target])
+MASS = declare("mass_accuracy", "localisation", higher=True, primary=True, normalised=True)
+RANK = declare("rank_accuracy", "localisation", higher=True, normalised=True)
+POINT = declare("pointing_game", "localisation", higher=True)
+AUROC = declare("auroc", "localisation", higher=True, normalised=True)
+SIGNED = declare("signed_corr", "localisation", higher=True, normalised=True)
+DISTRACTOR = declare("distractor_share", "localisation", higher=False)
+UNCOUNTED = declare("uncounted_share", "localisation", higher=False)
+HIT = declare("nucleus_hit_rate", "localisation", higher=True, normalised=True)
+EVEN = declare("nucleus_evenness", "localisation", higher=True)
 
 
 def _nan_where(values: Tensor, empty: Tensor) -> Tensor:
@@ -145,102 +110,76 @@ def auroc(maps: Tensor, truth: Tensor) -> Tensor:
     return _nan_where(u / (n_pos * n_neg).clamp_min(1), (n_pos == 0) | (n_neg == 0))
 
 
-def relevance(maps: Tensor, mode: str = "magnitude") -> Tensor:
-    """Pixel relevance of raw maps: ``magnitude`` (|map|) or ``signed`` (the map)."""
-    if mode == "magnitude":
-        return maps.abs()
-    if mode == "signed":
-        return maps
-    raise ValueError(f"relevance {mode!r}: expected 'magnitude' or 'signed'")
+def nucleus_mass(rel: Tensor, instances: Tensor) -> list[Tensor]:
+    """Positive relevance mass per counted nucleus, one (k_b,) tensor per patch (ids
+    1..k_b; mass of id j at position j − 1) and the share of the patch's mass."""
+    pos = flat(rel).clamp_min(0.0)
+    inst = instances.reshape(len(instances), -1).long().to(pos.device)
+    out = []
+    for b in range(len(pos)):
+        k = int(inst[b].max()) if inst[b].numel() else 0
+        out.append(torch.bincount(inst[b], weights=pos[b], minlength=k + 1)[1:])
+    return out
 
 
-def localisation_scores(
-    maps: Tensor, masks: Tensor, target: str, backend: str = "torch", relevance_mode: str = "magnitude"
-) -> dict[str, Tensor]:
-    """All localisation metrics of ``maps`` (B, H, W) against store ``masks`` (B, H, W).
+def object_scores(rel: Tensor, instances: Tensor) -> dict[str, Tensor]:
+    """Hit rate and evenness of positive mass over counted nuclei, (B,) each (NaN
+    without counted nuclei; evenness needs two)."""
+    pos = flat(rel).clamp_min(0.0)
+    total = pos.sum(dim=1)
+    inst = instances.reshape(len(instances), -1).long().to(pos.device)
+    n = inst.shape[1]
+    hit, even = (
+        torch.full((len(pos),), float("nan"), dtype=torch.float64),
+        torch.full((len(pos),), float("nan"), dtype=torch.float64),
+    )
+    for b, mass in enumerate(nucleus_mass(rel, instances)):
+        area = torch.bincount(inst[b], minlength=len(mass) + 1)[1:].double()
+        present = area > 0
+        if not present.any():
+            continue
+        share = mass / total[b] if total[b] > 0 else area / n  # no positive mass: uniform
+        hit[b] = float((share[present] > area[present] / n).double().mean())
+        if int(present.sum()) >= 2:
+            p = (
+                mass[present] / mass[present].sum()
+                if mass[present].sum() > 0
+                else area[present] / area[present].sum()
+            )
+            ent = -(p * torch.log(p.clamp_min(1e-300))).sum()
+            even[b] = float(ent / np.log(int(present.sum())))
+    return {HIT: hit, EVEN: even}
 
-    Args:
-        maps: raw saliency maps.
-        masks: label masks (``MASK_CLASSES`` values).
-        target: the explained target; picks the truth classes.
-        backend: ``torch`` (batched, on the maps' device) or ``quantus`` (Quantus 0.6
-            for the four metrics it has; distractor share is always torch).
-        relevance_mode: ``magnitude`` or ``signed`` (see :func:`relevance`).
+
+def signed_corr(rel: Tensor, signed: Tensor) -> Tensor:
+    """Pearson correlation of relevance with the signed truth per patch, (B,); NaN when
+    the truth is flat."""
+    a, s = flat(rel), flat(signed)
+    return _nan_where(pearson(a, s), s.std(dim=1) == 0)
+
+
+def localisation_scores(rel: Tensor, truth, rows: slice | np.ndarray = slice(None)) -> dict[str, Tensor]:
+    """All localisation metrics of relevance maps (B, H, W) against a
+    :class:`~histoxai.xai_eval.truth.Truth` (``rows`` selects its patches).
 
     Returns:
         Metric name -> (B,) float64 CPU tensor (NaN where undefined).
     """
-    masks = masks.to(maps.device)
-    maps = relevance(maps, relevance_mode)
-    truth = truth_mask(masks, target)
-    if backend == "torch":
-        out = {
-            "mass_accuracy": mass_accuracy(maps, truth),
-            "rank_accuracy": rank_accuracy(maps, truth),
-            "pointing_game": pointing_game(maps, truth),
-            "auroc": auroc(maps, truth),
-        }
-    elif backend == "quantus":
-        out = {k: torch.from_numpy(v) for k, v in quantus_localisation(maps, truth).items()}
-    else:
-        raise ValueError(f"localisation backend {backend!r}: expected 'torch' or 'quantus'")
-    out["distractor_share"] = mass_share(maps, class_mask(masks, ("distractor",)))
-    return {k: v.detach().cpu().double() for k, v in out.items()}
+    dev = rel.device
 
+    def t(x):
+        return torch.as_tensor(np.asarray(x[rows])).to(dev)
 
-def quantus_localisation(maps: Tensor, truth: Tensor) -> dict[str, np.ndarray]:
-    """Quantus 0.6 localisation metrics on precomputed maps (no model call).
-
-    Quantus takes (x, y, a, s) batches; ``y`` is only checked for shape, so the
-    regression targets pass as dummy zeros. ``abs`` and ``normalise`` are off: the
-    mass metric gets the positive part, the ranking metrics the map itself. Empty
-    masks are NaN; maps with tied values at the decision points (flat maps, maps
-    without positive mass) are re-scored by this module's conventions (see the module
-    docstring), because Quantus' answer there depends on the array order.
-    """
-    import quantus
-
-    a = maps.detach().cpu().double().numpy()[:, None]  # (B, 1, H, W)
-    s = truth.detach().cpu().numpy()[:, None].astype(np.float64)
-    x = np.zeros((a.shape[0], 3, *a.shape[2:]), dtype=np.float64)
-    y = np.zeros(a.shape[0], dtype=np.int64)
-    keep = s.reshape(len(s), -1).sum(axis=1) > 0
-    kwargs = {"disable_warnings": True, "abs": False, "normalise": False}
-    metrics = {
-        "mass_accuracy": (quantus.RelevanceMassAccuracy(**kwargs), np.clip(a, 0, None), mass_accuracy),
-        "rank_accuracy": (quantus.RelevanceRankAccuracy(**kwargs), a, rank_accuracy),
-        "pointing_game": (quantus.PointingGame(**kwargs), a, pointing_game),
-        "auroc": (quantus.AUC(**kwargs), a, auroc),  # ties: average ranks, as here
+    region = t(truth.region)
+    out = {
+        MASS: mass_accuracy(rel, region),
+        RANK: rank_accuracy(rel, region),
+        POINT: pointing_game(rel, region),
+        AUROC: auroc(rel, region),
+        SIGNED: signed_corr(rel, t(truth.signed)),
+        DISTRACTOR: mass_share(rel, t(truth.distractor)),
     }
-    flat_a = a.reshape(len(a), -1)
-    flat = np.ptp(flat_a, axis=1) == 0  # Quantus refuses batches of all-0 or all-1 maps
-    top_tied = (flat_a == flat_a.max(axis=1, keepdims=True)).sum(axis=1) > 1
-    no_mass = np.clip(flat_a, 0, None).sum(axis=1) == 0
-    kth_tied = _kth_tied(flat_a, s.reshape(len(s), -1).sum(axis=1).astype(int))
-    ours_instead = {"mass_accuracy": no_mass | flat, "rank_accuracy": kth_tied, "pointing_game": top_tied}
-    out = {}
-    for name, (metric, a_in, ours) in metrics.items():
-        scores = np.full(len(a), np.nan)
-        fix = keep & (ours_instead.get(name, flat) | flat)
-        send = keep & ~fix
-        if send.any():
-            with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-                warnings.simplefilter("ignore")
-                got = metric(
-                    model=None, x_batch=x[send], y_batch=y[send], a_batch=a_in[send], s_batch=s[send],
-                    channel_first=True,
-                )  # fmt: skip
-            scores[send] = np.asarray(got, dtype=np.float64)
-        if fix.any():
-            scores[fix] = (
-                (ours or auroc)(maps[torch.from_numpy(fix)], truth[torch.from_numpy(fix)]).cpu().numpy()
-            )
-        out[name] = scores
-    return out
-
-
-def _kth_tied(a: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Rows whose k-th largest value is tied with another value."""
-    desc = -np.sort(-a, axis=1)
-    kth = desc[np.arange(len(a)), np.clip(k - 1, 0, a.shape[1] - 1)]
-    return (a == kth[:, None]).sum(axis=1) > 1
+    if truth.target == "cc":
+        out[UNCOUNTED] = mass_share(rel, t(truth.uncounted))
+        out.update(object_scores(rel, t(truth.instances)))
+    return {k: v.detach().cpu().double() for k, v in out.items()}

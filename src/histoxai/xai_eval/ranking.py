@@ -1,22 +1,22 @@
-"""Rank the saliency methods of one target and pick the one to trust.
+"""The verdict of one target: which explanation to trust, or a plain statement that
+none can be named.
 
-Rule (also written into every report, see :data:`RANKING_RULE`):
+Rule (also written into every report, see :data:`VERDICT_RULE`):
 
-1. Every metric in :data:`RANKED_METRICS` that at least one method has a value for is
-   used. Per metric, methods are ranked 1 (best) .. n in the metric's direction (ties
-   share their average rank).
-2. A method that does not beat the random-map baseline on a metric (strictly better in
-   the metric's direction; a missing value never beats it) gets rank n + 1 on it
-   instead: failing to beat chance is never rewarded, and dropping the metric (which
-   would let a method that fails most metrics score well on the one it passes) is not
-   done either.
-3. A method's score is the mean of its ranks over the used metrics (lower is better).
-4. Methods that fail the randomisation sanity check (their maps barely change when the
-   model is randomised) are placed after all methods that pass, whatever their score;
-   the first method of the order is the one to trust.
-
-The sanity metrics are not ranked themselves: a fresh random map changes completely
-between calls, so "beating random" is impossible there; they act as the gate of step 4.
+1. One primary metric per property (declared beside the metric,
+   :mod:`~histoxai.xai_eval.registry`): localisation ``mass_accuracy``, faithfulness
+   ``road``, randomisation ``mprt_similarity``, robustness ``max_sensitivity``. The
+   verdict reads localisation (faithfulness when the store has no ground truth).
+2. Methods are ordered by P(top), the share of cluster-bootstrap draws (samples
+   resampled) in which the method has the best primary score, then by the mean; no
+   name order ever decides.
+3. The sanity gate: a method that fails cascading randomisation (Adebayo et al. 2018;
+   similarity of |map| not below the threshold at every block) cannot be named.
+4. The first method that passes is the top; every passing method whose interval
+   overlaps the top's is tied with it, and a tie is reported as a tie.
+5. The top must reach the oracle-normalised bar, (s − random_res) / (oracle_res −
+   random_res) >= ``xai_eval.normalised_bar`` at its own native resolution; otherwise
+   the report says that no method clears it instead of naming one.
 """
 
 from __future__ import annotations
@@ -26,122 +26,109 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-METRICS: dict[str, tuple[str, bool]] = {
-    "mass_accuracy": ("localisation", True),
-    "rank_accuracy": ("localisation", True),
-    "pointing_game": ("localisation", True),
-    "auroc": ("localisation", True),
-    "distractor_share": ("localisation", False),
-    "deletion_auc": ("faithfulness", True),
-    "insertion_auc": ("faithfulness", False),
-    "road_morf_auc": ("faithfulness", True),
-    "road_lerf_auc": ("faithfulness", False),
-    "road": ("faithfulness", True),
-    "noise_rank_corr": ("stability", True),
-    "noise_ssim": ("stability", True),
-    "sanity_rank_corr": ("sanity", False),
-    "sanity_ssim": ("sanity", False),
-    "sanity_final_rank_corr": ("sanity", False),
-    "sanity_pass": ("sanity", True),
-    "empty_maps": ("maps", False),
-}
-"""Metric -> (family, higher is better)."""
+from histoxai.config import XaiEvalConfig
+from histoxai.xai_eval import faithfulness, intervention, localisation, sanity, stability  # noqa: F401 (declare metrics)
+from histoxai.xai_eval.registry import METRICS, primary
+from histoxai.xai_eval.stats import overlaps
 
-RANKED_METRICS: tuple[str, ...] = (
-    "mass_accuracy",
-    "rank_accuracy",
-    "pointing_game",
-    "auroc",
-    "distractor_share",
-    "deletion_auc",
-    "insertion_auc",
-    "road",
-    "noise_rank_corr",
+PROPERTIES: tuple[str, ...] = ("localisation", "faithfulness", "randomisation", "robustness", "intervention")
+
+VERDICT_RULE = (
+    "Primary metrics: localisation `mass_accuracy`, faithfulness `road`, randomisation `mprt_similarity`, "
+    "robustness `max_sensitivity`. The verdict reads the localisation primary (faithfulness without ground "
+    "truth): methods are ordered by P(top) over a cluster bootstrap of samples, then by the mean; methods that "
+    "fail the randomisation sanity check cannot be named; methods whose intervals overlap the top's are a tie; "
+    "the top must reach the oracle-normalised bar at its own native resolution, else no method is named."
 )
-"""Metrics that enter the score (one per idea: ``road`` stands for its two curves,
-``noise_rank_corr`` for stability)."""
-
-RANKING_RULE = (
-    "Per metric ({metrics}), methods are ranked 1 (best) to n in the metric's direction; "
-    "a method that does not beat the random-map baseline on a metric gets rank n + 1 there. "
-    "The score is the mean rank over the metrics (lower is better). Methods that fail the "
-    "randomisation sanity check (mean Spearman rho between maps of the trained and the fully "
-    "randomised model >= the threshold) come after all that pass. The first method is the one to trust."
-).format(metrics=", ".join(RANKED_METRICS))
 
 
-def beats(value: float, baseline: float, higher_is_better: bool) -> bool:
-    """Whether ``value`` is strictly better than ``baseline`` (NaN value: never; NaN
-    baseline: any finite value)."""
-    if not np.isfinite(value):
-        return False
-    if not np.isfinite(baseline):
-        return True
-    return value > baseline if higher_is_better else value < baseline
+def _entry(t: pd.DataFrame, m: str) -> dict:
+    r = t.loc[m]
+    return {k: _f(r.get(k)) for k in ("mean", "lo", "hi", "norm_mean", "norm_lo", "norm_hi", "p_top")}
 
 
-def rank_methods(
+def verdict(
     table: pd.DataFrame,
-    random: Mapping[str, float],
-    passes_sanity: Mapping[str, bool] | None = None,
-    edges: Mapping[str, float] | None = None,
-) -> list[dict]:
-    """Order the methods of one target by :data:`RANKING_RULE`.
-
-    Args:
-        table: one row per method (index: method/variant name), columns: metric means.
-        random: metric -> value of the random-map baseline.
-        passes_sanity: method -> passed the randomisation check (missing: not run,
-            treated as passed).
-        edges: metric -> value of the edge-detector baseline (reported as
-            ``beats_edges``, not used in the score).
+    rows: Mapping[str, dict],
+    passes_sanity: Mapping[str, bool],
+    cfg: XaiEvalConfig,
+    has_truth: bool,
+) -> dict:
+    """The verdict of one target from its statistics table (``TargetResult.stats``).
 
     Returns:
-        Ordered list of ``{"method", "rank", "score", "passes_sanity", "sanity_checked",
-        "beats_random", "beats_edges", "n_metrics", "ranks", "metrics"}`` (best first).
+        ``{"metric", "status" ("method" | "tie" | "none"), "top", "tied", "text",
+        "order" (methods, best first, *without* the sanity gate), "failed_sanity",
+        "properties" (family -> metric, and per method mean/interval/normalised/P(top))}``.
     """
-    passes_sanity = dict(passes_sanity or {})
-    methods = list(table.index)
-    n = len(methods)
-    used = [m for m in RANKED_METRICS if m in table.columns and table[m].notna().any()]
-    ranks = pd.DataFrame(index=methods, columns=used, dtype=np.float64)
-    won = pd.DataFrame(False, index=methods, columns=used)
-    for metric in used:
-        higher = METRICS[metric][1]
-        values = table[metric].astype(np.float64)
-        ranks[metric] = values.rank(ascending=not higher, method="average", na_option="bottom")
-        base = float(random.get(metric, np.nan))
-        won[metric] = [beats(float(v), base, higher) for v in values]
-        ranks.loc[~won[metric], metric] = n + 1
-    score = ranks.mean(axis=1) if used else pd.Series(np.nan, index=methods)
-    rows = []
-    for method in methods:
-        rows.append(
-            {
-                "method": method,
-                "score": _float(score[method]),
-                "passes_sanity": bool(passes_sanity.get(method, True)),
-                "sanity_checked": method in passes_sanity,
-                "beats_random": int(won.loc[method].sum()),
-                "beats_edges": int(
-                    sum(
-                        beats(float(table.loc[method, m]), float((edges or {}).get(m, np.nan)), METRICS[m][1])
-                        for m in used
-                    )
-                ),
-                "n_metrics": len(used),
-                "ranks": {m: float(ranks.loc[method, m]) for m in used},
-                "metrics": {c: _float(table.loc[method, c]) for c in table.columns},
-            }
-        )
-    rows.sort(
-        key=lambda r: (not r["passes_sanity"], np.inf if r["score"] is None else r["score"], r["method"])
+    family = "localisation" if has_truth else "faithfulness"
+    metric = primary(family)
+    methods = [m for m, v in rows.items() if v["kind"] == "method"]
+    out: dict = {"metric": metric.name, "sanity_threshold": cfg.sanity_threshold, "status": "none", "top": None, "tied": [], "order": [], "failed_sanity": [],
+                 "properties": {}}  # fmt: skip
+    for prop in PROPERTIES:
+        try:
+            pm = primary(prop)
+        except KeyError:
+            continue
+        t = table[table["metric"] == pm.name].set_index("method") if len(table) else pd.DataFrame()
+        if len(t):
+            out["properties"][prop] = {"metric": pm.name, "higher": pm.higher,
+                                       "methods": {m: _entry(t, m) for m in methods if m in t.index}}  # fmt: skip
+    t = table[table["metric"] == metric.name].set_index("method") if len(table) else pd.DataFrame()
+    scored = [m for m in methods if m in t.index]
+    if not scored:
+        out["text"] = f"no method has a {metric.name} score"
+        return out
+    sign = -1.0 if metric.higher else 1.0
+    order = sorted(
+        scored,
+        key=lambda m: (
+            -np.nan_to_num(t.loc[m, "p_top"]),
+            sign * np.nan_to_num(t.loc[m, "mean"], nan=-sign * np.inf),
+        ),
     )
-    for i, row in enumerate(rows, start=1):
-        row["rank"] = i
-    return rows
+    out["order"] = order
+    out["failed_sanity"] = [m for m in order if not passes_sanity.get(m, True)]
+    gated = [m for m in order if passes_sanity.get(m, True)]
+    if not gated:
+        out["text"] = "no method passes the randomisation sanity check, so none is named"
+        return out
+    top = gated[0]
+    ci = (t.loc[top, "lo"], t.loc[top, "hi"])
+    tied = [m for m in gated[1:] if overlaps(ci, (t.loc[m, "lo"], t.loc[m, "hi"]))]
+    norm = _f(t.loc[top].get("norm_mean"))
+    out.update(top=top, tied=tied)
+    res = "x".join(map(str, rows[top]["resolution"]))
+    if has_truth and (norm is None or norm < cfg.normalised_bar):
+        out["text"] = (
+            f"no method clears the oracle-normalised bar of {cfg.normalised_bar:g} on {metric.name}: the best, "
+            f"`{top}` ({res}), reaches {_fmt(norm)}; no explanation is named to trust"
+        )
+        return out
+    if tied:
+        out["status"] = "tie"
+        out["text"] = (
+            f"tie on {metric.name}: `{top}` and "
+            + ", ".join(f"`{m}`" for m in tied)
+            + " (overlapping intervals)"
+        )
+    else:
+        out["status"] = "method"
+        out["text"] = f"`{top}` ({res}) on {metric.name}, P(top) {_fmt(_f(t.loc[top, 'p_top']))}"
+    return out
 
 
-def _float(value) -> float | None:
-    value = float(value)
+def _f(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
     return value if np.isfinite(value) else None
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+__all__ = ["METRICS", "PROPERTIES", "VERDICT_RULE", "verdict"]

@@ -1,14 +1,23 @@
-"""Write the XAI evaluation of one model: ``metrics.json`` (flat, DVC metrics),
-``ranking.json`` (per target: methods best first; the dashboard shows it),
-``report.md``, CSV tables and PNG plots.
+"""Write the XAI evaluation of one model into its report directory.
 
-Metric keys are ``<target>/<method>/<metric>``, e.g. ``md/gradcampp/auroc``; the
-baselines appear as methods ``random`` and ``sobel``.
+Files (each written to a temporary name and renamed; the directory itself and
+anything else in it, e.g. DVC's ``.gitignore``, are left alone; every file is declared
+in ``dvc.yaml``):
+
+- ``metrics/<target>.json``: the headline (DVC metrics, one small file per target so
+  ``dvc metrics show`` fits 120 columns): the verdict's top method, its primary score
+  with interval, normalised score and native resolution.
+- ``ranking.json``: per target the verdict and the methods in order (the dashboard).
+- ``report.md``: the verdict, rule, per-property tables, tissue shares, sanity cascade,
+  per-nucleus analysis.
+- ``tables/``: CSV per target: ``stats_<t>.csv`` (every metric with intervals),
+  ``per_patch_<t>.csv``, ``shares_by_bin_<t>.csv``, ``nuclei_<t>.csv``,
+  ``nuclei_summary_<t>.csv``; ``plots/``: PNG per target.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,79 +30,110 @@ import pandas as pd  # noqa: E402
 
 from histoxai.io import atomic_path, write_json, write_text  # noqa: E402
 from histoxai.xai_eval.faithfulness import fractions  # noqa: E402
-from histoxai.xai_eval.ranking import METRICS, RANKING_RULE, rank_methods  # noqa: E402
-from histoxai.xai_eval.suite import BASELINES, TargetResult  # noqa: E402
+from histoxai.xai_eval.nuclei import PROPERTIES, binned  # noqa: E402
+from histoxai.xai_eval.ranking import VERDICT_RULE  # noqa: E402
+from histoxai.xai_eval.registry import METRICS  # noqa: E402
+from histoxai.xai_eval.suite import TargetResult  # noqa: E402
 from histoxai.xai_eval.tissue import TISSUE_CLASSES  # noqa: E402
+
+REFERENCES = ("random", "oracle", "sobel", "darkness")
+
+
+def headline(res: TargetResult) -> dict:
+    """The DVC metrics of one target (``metrics/<target>.json``, a handful of keys so
+    ``dvc metrics show`` stays within 120 columns): ``top`` (the verdict's top method,
+    named or not), ``verdict`` (``method``, ``tie`` or ``none``), ``score``/``lo``/``hi``
+    (its primary score and interval), ``norm`` (oracle-normalised), ``res`` (native
+    map height in px)."""
+    v = res.verdict
+    top = v.get("top")
+    entry: dict = {"top": top or "none", "verdict": v.get("status", "none")}
+    prop = v.get("properties", {}).get(_fam(v), {})
+    stats = prop.get("methods", {}).get(top, {}) if top else {}
+    for key, src in (("score", "mean"), ("lo", "lo"), ("hi", "hi"), ("norm", "norm_mean")):
+        if stats.get(src) is not None:
+            entry[key] = round(float(stats[src]), 3)
+    if top:
+        entry["res"] = int(res.rows[top]["resolution"][0])
+    return entry
 
 
 def flat_metrics(results: Mapping[str, TargetResult]) -> dict[str, float]:
-    """``<target>/<method>/<metric>`` -> value (finite values only)."""
+    """``<target>/<row>/<metric>`` -> mean, ``..._norm`` -> normalised mean (finite
+    only; logged to MLflow, whose names allow no ``@`` or ``|``: ``random@8x8`` becomes
+    ``random_8x8``, ``sg|abs`` ``sg_abs``)."""
     out: dict[str, float] = {}
     for target, res in results.items():
-        for method, row in res.summary.iterrows():
-            for metric, value in row.items():
-                if value is not None and np.isfinite(value):
-                    out[f"{target}/{method}/{metric}"] = float(value)
-        for _, row in res.agreement.iterrows():
-            for k in ("variant_rank_corr", "variant_ssim"):
-                out[f"{target}/{row['a']}_vs_{row['b']}/{k}"] = float(row[k])
-        if res.shortcut is not None:
-            for _, row in res.shortcut.iterrows():
-                out[f"{target}/{row['method']}/border_ratio"] = float(row["ratio"])
+        for _, r in res.stats.iterrows():
+            name = re.sub(r"[^\w\-. :/]", "_", str(r["method"]))
+            if np.isfinite(r["mean"]):
+                out[f"{target}/{name}/{r['metric']}"] = float(r["mean"])
+            if np.isfinite(r.get("norm_mean", np.nan)):
+                out[f"{target}/{name}/{r['metric']}_norm"] = float(r["norm_mean"])
     return out
 
 
 def ranking(results: Mapping[str, TargetResult]) -> dict:
-    """The ``ranking.json`` content: rule, and per target the trusted method, the
-    ordered methods and the baselines' values."""
-    out: dict = {"rule": RANKING_RULE, "targets": {}}
+    """``ranking.json``: rule and per target the verdict and the ordered methods."""
+    out: dict = {"rule": VERDICT_RULE, "targets": {}}
     for target, res in results.items():
-        table = res.summary.loc[res.methods]
-        random = res.summary.loc["random"].to_dict() if "random" in res.summary.index else {}
-        edges = res.summary.loc["sobel"].to_dict() if "sobel" in res.summary.index else {}
-        ordered = rank_methods(table, random, res.passes_sanity, edges)
-        out["targets"][target] = {
-            "trusted": ordered[0]["method"] if ordered else None,
-            "methods": ordered,
-            "baselines": {
-                b: {k: _json_float(v) for k, v in res.summary.loc[b].items()}
-                for b in BASELINES
-                if b in res.summary.index
-            },
-        }
+        v = res.verdict
+        methods = []
+        for m in v.get("order", []):
+            metrics = {p: e["methods"][m]["mean"] for p, e in v["properties"].items() if m in e["methods"]}
+            methods.append({"method": m, "score": v["properties"][_fam(v)]["methods"][m]["p_top"],
+                            "passes_sanity": res.passes_sanity.get(m, True), "sanity_checked": m in res.passes_sanity,
+                            "resolution": res.rows[m]["resolution"], "metrics": metrics})  # fmt: skip
+        out["targets"][target] = {"trusted": v.get("top") if v.get("status") == "method" else None,
+                                  "status": v.get("status"), "verdict": v.get("text"), "tied": v.get("tied", []),
+                                  "methods": methods, "properties": v.get("properties", {})}  # fmt: skip
     return out
+
+
+def _fam(v: dict) -> str:
+    return "localisation" if v.get("metric") == "mass_accuracy" else "faithfulness"
 
 
 def write_report(
     out_dir: str | Path, results: Mapping[str, TargetResult], info: Mapping[str, object]
-) -> Path:
-    """Write everything into ``out_dir`` (replaced atomically as a whole).
+) -> list[Path]:
+    """Write the report into ``out_dir`` (created if needed, never replaced).
 
-    Args:
-        out_dir: e.g. ``reports/xai_eval/mdfa``.
-        results: target -> :class:`TargetResult`.
-        info: model/run facts listed at the top of the report.
-
-    Returns:
-        ``out_dir``.
+    ``metrics/``, ``tables/`` and ``plots/`` are rebuilt in a temporary directory and
+    swapped in as a whole; ``ranking.json`` and ``report.md`` are each written
+    atomically. Returns every file written.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rank = ranking(results)
-    with atomic_path(out_dir) as tmp:
-        (tmp / "plots").mkdir(parents=True)
-        write_json(tmp / "metrics.json", flat_metrics(results))
-        write_json(tmp / "ranking.json", rank)
+    with atomic_path(out_dir / "tables") as tmp:
+        tmp.mkdir(parents=True)
         for target, res in results.items():
-            res.summary.rename_axis("method").to_csv(tmp / f"summary_{target}.csv")
+            res.stats.to_csv(tmp / f"stats_{target}.csv", index=False)
             res.per_patch.to_csv(tmp / f"per_patch_{target}.csv", index=False)
             binned_table(res).to_csv(tmp / f"shares_by_bin_{target}.csv", index=False)
-            plot_curves(res, tmp / "plots" / f"curves_{target}.png")
-            plot_shares(res, tmp / "plots" / f"shares_{target}.png")
-            plot_binned(res, tmp / "plots" / f"shares_by_bin_{target}.png")
+            res.nuclei.to_csv(tmp / f"nuclei_{target}.csv", index=False)
+            res.nuclei_summary.to_csv(tmp / f"nuclei_summary_{target}.csv", index=False)
+    with atomic_path(out_dir / "plots") as tmp:
+        tmp.mkdir(parents=True)
+        for target, res in results.items():
+            plot_curves(res, tmp / f"curves_{target}.png")
+            plot_shares(res, tmp / f"shares_{target}.png")
+            plot_binned(res, tmp / f"shares_by_bin_{target}.png")
+            plot_properties(res, tmp / f"properties_{target}.png")
             if res.cascade:
-                plot_cascade(res, tmp / "plots" / f"randomisation_{target}.png")
-        write_text(tmp / "report.md", report_markdown(results, rank, info))
-    return out_dir
+                plot_cascade(res, tmp / f"randomisation_{target}.png")
+            if len(res.nuclei):
+                plot_nuclei(res, tmp / f"nuclei_{target}.png")
+    write_json(out_dir / "ranking.json", rank)
+    write_text(out_dir / "report.md", report_markdown(results, rank, info))
+    with atomic_path(out_dir / "metrics") as tmp:
+        tmp.mkdir(parents=True)
+        for target, res in results.items():
+            write_json(tmp / f"{target}.json", headline(res))
+    return [out_dir / f for f in ("ranking.json", "report.md")] + sorted(
+        p for d in ("metrics", "tables", "plots") for p in (out_dir / d).iterdir()
+    )
 
 
 def binned_table(res: TargetResult) -> pd.DataFrame:
@@ -110,11 +150,6 @@ def binned_table(res: TargetResult) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- markdown
-
-
-def _json_float(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _fmt(value) -> str:
@@ -135,67 +170,86 @@ def markdown_table(frame: pd.DataFrame, index: str | None = None) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _ci(mean, lo, hi) -> str:
+    return f"{_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def property_table(res: TargetResult, family: str) -> pd.DataFrame:
+    """Rows: methods then references; columns: each metric of ``family`` as
+    ``mean [lo, hi]`` and, for normalised metrics, ``norm``; P(top) of the primary."""
+    t = res.stats[res.stats["family"] == family] if len(res.stats) else pd.DataFrame()
+    if not len(t):
+        return pd.DataFrame()
+    names = [m for m in res.rows if m in set(t["method"])]
+    out = pd.DataFrame(index=names)
+    out["kind"] = [res.rows[m]["kind"] for m in names]
+    out["res"] = ["x".join(map(str, res.rows[m]["resolution"])) for m in names]
+    for metric in dict.fromkeys(t["metric"]):
+        part = t[t["metric"] == metric].set_index("method")
+        meta = METRICS[metric]
+        label = f"{metric} {'↑' if meta.higher else '↓'}" + (" (primary)" if meta.primary else "")
+        out[label] = [_ci(*part.loc[m, ["mean", "lo", "hi"]]) if m in part.index else "–" for m in names]
+        if meta.normalised:
+            out[f"{metric} norm"] = [
+                _ci(*part.loc[m, ["norm_mean", "norm_lo", "norm_hi"]])
+                if m in part.index and res.rows[m]["kind"] == "method"
+                else "–"
+                for m in names
+            ]
+        if meta.primary:
+            out["P(top)"] = [_fmt(part.loc[m, "p_top"]) if m in part.index else "–" for m in names]
+    return out
+
+
 def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mapping[str, object]) -> str:
     lines = ["# XAI evaluation", ""]
     lines += [f"- **{k}**: {v}" for k, v in info.items() if v not in (None, "")]
-    lines += ["", "## How the method to trust is chosen", "", rank["rule"], ""]
+    lines += ["", "## How the verdict is reached", "", rank["rule"], ""]
     lines += [
-        "Directions: " + ", ".join(f"`{m}` {'↑' if up else '↓'}" for m, (_, up) in METRICS.items()) + ".",
-        "Baselines: `random` (fresh uniform noise per call: chance) and `sobel` (edge magnitude, "
-        "independent of the model). Faithfulness curves are |Δŷ| in the target's units.",
-        "Localisation and faithfulness rank pixels by the configured relevance (see `relevance` above; "
-        "default |map|); tied values and flat maps score chance. Tissue shares count the positive "
-        "attribution of the raw map (a map without any counts as uniform: its area shares); the shortcut "
-        "check counts |map|.",
+        "Relevance is signed: positive where a pixel's content supports a higher prediction (the map for "
+        "score `higher`, its negation for `lower`); `|abs` rows, when present, are |map|. Every score comes "
+        "with a 95 % cluster-bootstrap interval (samples resampled). `norm` = (s − random_res) / "
+        "(oracle_res − random_res) against a smooth random map and the ground truth pooled to the method's "
+        "native resolution `res` (1: as good as any map of that resolution can be; 0: chance). Reference rows: "
+        "`random`/`oracle` at full and at each method's resolution (`@hxw`), `sobel` (edges) and `darkness` "
+        "(1 − grey), both model-free.",
         "",
     ]
     for target, res in results.items():
-        entry = rank["targets"][target]
-        lines += [f"## {target}", "", f"**Method to trust: `{entry['trusted']}`**", ""]
-        order = pd.DataFrame(
-            [
-                {"rank": r["rank"], "method": r["method"], "score": r["score"],
-                 "beats random": f"{r['beats_random']}/{r['n_metrics']}",
-                 "beats edges": f"{r['beats_edges']}/{r['n_metrics']}",
-                 "sanity": ("pass" if r["passes_sanity"] else "FAIL") if r["sanity_checked"] else "not run"}
-                for r in entry["methods"]
+        v = res.verdict
+        lines += [f"## {target}", "", f"**Verdict: {v.get('text', '–')}.**", ""]
+        if v.get("failed_sanity"):
+            lines += [
+                "Failed the randomisation sanity check: " + ", ".join(f"`{m}`" for m in v["failed_sanity"]),
+                "",
             ]
-        )  # fmt: skip
-        lines += [markdown_table(order), "", "### Metrics (means over patches)", ""]
-        cols = [c for c in METRICS if c in res.summary.columns]
-        lines += [markdown_table(res.summary[cols], "method"), ""]
-        lines += ["### Attribution share per tissue class", ""]
-        shares = pd.DataFrame({m: v["attribution"] for m, v in res.shares.items()}).T
-        area = next(iter(res.shares.values()))["area"] if res.shares else {}
-        shares.loc["(area)"] = pd.Series(area)
-        lines += [markdown_table(shares[list(TISSUE_CLASSES)], "method"), ""]
-        table = binned_table(res)
-        for by, title in (("target", f"measured {target}"), ("error", "|ŷ − y|")):
-            part = table[table["by"] == by]
-            if len(part):
-                pivot = part.pivot(index="method", columns="bin", values="nuclei").reindex(list(res.binned))
-                pivot = pivot[list(dict.fromkeys(part["bin"]))]
-                lines += [f"Nuclei share by {title} bin (all classes: `shares_by_bin_{target}.csv`):", ""]
-                lines += [markdown_table(pivot, "method"), ""]
+        for family in ("localisation", "faithfulness", "randomisation", "robustness", "intervention"):
+            table = property_table(res, family)
+            if len(table):
+                lines += [f"### {family.capitalize()}", "", markdown_table(table, "row"), ""]
+        lines += ["### Positive relevance share per tissue class", ""]
+        shares = pd.DataFrame({m: s["attribution"] for m, s in res.shares.items()}).T
+        if res.shares:
+            shares.loc["(area)"] = pd.Series(next(iter(res.shares.values()))["area"])
+            lines += [markdown_table(shares[list(TISSUE_CLASSES)], "row"), ""]
         if res.cascade:
-            lines += ["### Randomisation cascade (mean Spearman ρ, head → stem)", ""]
+            lines += ["### Randomisation cascade (mean Spearman ρ of |map|, head → stem)", ""]
             casc = pd.DataFrame(
-                {m: {s: v["rank_corr"] for s, v in steps.items()} for m, steps in res.cascade.items()}
+                {m: {s: st["rank_corr"] for s, st in steps.items()} for m, steps in res.cascade.items()}
             )
             lines += [markdown_table(casc.T, "method"), ""]
+        if len(res.nuclei_summary):
+            lines += ["### Per-nucleus relevance vs nucleus properties", "",
+                      "ratio = a counted nucleus' share of positive relevance / its share of pixels; ρ = Spearman "
+                      f"across nuclei (table `tables/nuclei_{target}.csv`).", "",
+                      markdown_table(res.nuclei_summary.set_index("method"), "method"), ""]  # fmt: skip
         if not res.agreement.empty:
             lines += ["### Agreement between variants of a method", "", markdown_table(res.agreement), ""]
         if res.shortcut is not None:
-            lines += [
-                "### Shortcut: attribution on the border band (cue) vs its area",
-                "",
-                markdown_table(res.shortcut),
-                "",
-            ]
+            lines += ["### Shortcut: positive relevance on the border band (cue) vs its area", "",
+                      markdown_table(res.shortcut), ""]  # fmt: skip
         lines += [
-            f"Plots: `plots/curves_{target}.png`, `plots/shares_{target}.png`, "
-            f"`plots/shares_by_bin_{target}.png`"
-            + (f", `plots/randomisation_{target}.png`" if res.cascade else ""),
+            f"Tables: `tables/stats_{target}.csv`, `tables/per_patch_{target}.csv`. Plots: `plots/*_{target}.png`.",
             "",
         ]
     return "\n".join(lines)
@@ -205,21 +259,24 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
 
 
 def _style(method: str) -> dict:
-    return (
-        {"linestyle": "--", "color": "grey" if method == "random" else "black"} if method in BASELINES else {}
-    )
+    if method.split("@")[0] in REFERENCES:
+        return {
+            "linestyle": "--",
+            "color": {"random": "grey", "oracle": "green"}.get(method.split("@")[0], "black"),
+        }
+    return {}
 
 
 def plot_curves(res: TargetResult, path: Path) -> None:
     """Mean deletion / insertion / ROAD curves per method."""
-    titles = {"deletion": "deletion (↑ early)", "insertion": "insertion (↓ early)",
+    titles = {"deletion": "deletion (↑)", "insertion": "insertion gap (↓)",
               "road_morf": "ROAD MoRF (↑)", "road_lerf": "ROAD LeRF (↓)"}  # fmt: skip
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True)
     for ax, (mode, title) in zip(axes, titles.items()):
         for method, curves in res.curves.items():
             c = curves[mode]
             ax.plot(fractions(len(c) - 1).numpy(), c, label=method, **_style(method))
-        ax.set(title=title, xlabel="fraction of pixels perturbed", ylabel=f"|Δŷ| ({res.target})")
+        ax.set(title=title, xlabel="fraction of pixels perturbed", ylabel=f"score drop ({res.target})")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -237,7 +294,7 @@ def plot_shares(res: TargetResult, path: Path) -> None:
         vals = np.nan_to_num([d[cls] for d in data])
         ax.bar(labels, vals, bottom=bottom, label=cls)
         bottom += vals
-    ax.set(ylabel="positive attribution share", title=f"{res.target}: what the maps point at")
+    ax.set(ylabel="positive relevance share", title=f"{res.target}: what the maps point at")
     ax.tick_params(axis="x", rotation=45)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -268,11 +325,55 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
     for ax, key in zip(axes, ("rank_corr", "ssim")):
         for method, steps in res.cascade.items():
-            ax.plot(list(steps), [v[key] for v in steps.values()], marker="o", label=method, **_style(method))
-        ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} vs trained model",
+            ax.plot(
+                list(steps),
+                [v.get(key, np.nan) for v in steps.values()],
+                marker="o",
+                label=method,
+                **_style(method),
+            )
+        ax.axhline(res_threshold(res), color="red", linewidth=0.8)
+        ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} of |map| vs trained model",
                xlabel="randomised down to", ylim=(-1.05, 1.05))  # fmt: skip
         ax.tick_params(axis="x", rotation=45)
     axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def res_threshold(res: TargetResult) -> float:
+    return float(res.verdict.get("sanity_threshold", 0.5))
+
+
+def plot_properties(res: TargetResult, path: Path) -> None:
+    """Primary metric per property with intervals: methods and references."""
+    fams = [f for f in ("localisation", "faithfulness", "randomisation", "robustness") if len(res.stats) and
+            ((res.stats["family"] == f) & res.stats["primary"]).any()]  # fmt: skip
+    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(4.2 * max(1, len(fams)), 3.8), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        t = res.stats[(res.stats["family"] == fam) & res.stats["primary"]]
+        y = np.arange(len(t))
+        ax.errorbar(t["mean"], y, xerr=[t["mean"] - t["lo"], t["hi"] - t["mean"]], fmt="o", capsize=3)
+        ax.set_yticks(y, t["method"], fontsize=7)
+        ax.set(title=f"{res.target}: {t['metric'].iloc[0]}", xlabel="mean [95 % CI]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_nuclei(res: TargetResult, path: Path) -> None:
+    """Per-nucleus relevance ratio against each nucleus property (binned means)."""
+    fig, axes = plt.subplots(1, len(PROPERTIES), figsize=(3.6 * len(PROPERTIES), 3.4), sharey=True)
+    for ax, prop in zip(axes, PROPERTIES):
+        table = res.nuclei.assign(**{prop: res.nuclei[prop].astype(float)})
+        for method, part in binned(table, prop).groupby("method", sort=False):
+            ax.plot(0.5 * (part["lo"] + part["hi"]), part["ratio"], marker="o", label=method)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=prop, xlabel=prop)
+    axes[0].set_ylabel("relevance share / pixel share")
+    axes[-1].legend(fontsize=6)
+    fig.suptitle(f"{res.target}: per-nucleus relevance")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -2,9 +2,18 @@
 
 Layers of a deep copy of the model are re-initialised from the output head down to the
 stem, one block at a time; after each step the same patches are explained again and
-compared with the maps of the trained model (Spearman rank correlation of the raw
-signed maps and SSIM of the min-max scaled maps). A method whose maps stay the same
-while the model turns into noise is not explaining the model.
+compared with the maps of the trained model, as published: Spearman rank correlation
+and SSIM of |map| (Adebayo et al. 2018, sec. 3; the absolute value, so a map that only
+flips its sign has *not* changed). A method whose maps stay the same while the model
+turns into noise is not explaining the model.
+
+Pass criterion (the average criterion of Quantus' MPRT): the mean ρ over the sanity
+patches must be below the threshold at the first randomised block (the head) and stay
+below it at every later block. ``mprt_similarity`` (per patch: mean ρ over the
+randomised blocks; lower is better) is the primary randomisation metric. eMPRT
+(Hedström et al. 2023) is the second view: the explanation's entropy (of |map| as a
+distribution over pixels) after full randomisation divided by its entropy before; a
+map of a random network should be more complex, so > 1 is expected.
 
 Quantus' ``MPRT`` resets every module with ``reset_parameters`` one at a time (dozens
 of steps for a ResNet, each a full re-explanation, through its numpy model wrapper);
@@ -21,7 +30,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from histoxai.xai_eval.similarity import rank_correlation, ssim
+from histoxai.xai_eval.registry import declare
+from histoxai.xai_eval.similarity import flat, rank_correlation, ssim
+
+MPRT = declare("mprt_similarity", "randomisation", higher=False, primary=True)
+MPRT_SSIM = declare("mprt_ssim", "randomisation", higher=False)
+EMPRT = declare("emprt", "randomisation", higher=True)
 
 ExplainFn = Callable[[nn.Module, Tensor], Tensor]
 """``(model, images (B, 3, H, W) in [0, 1]) -> maps (B, H, W)``."""
@@ -115,28 +129,39 @@ def randomisation_cascade(
 
 
 def _similarity(a: Tensor, b: Tensor) -> dict[str, Tensor]:
-    return {"rank_corr": rank_correlation(a, b).cpu(), "ssim": ssim(a, b).cpu()}
+    a, b = a.abs(), b.abs()
+    out = {"rank_corr": rank_correlation(a, b).cpu(), "entropy": entropy(b).cpu()}
+    if min(a.shape[-2:]) >= 7:
+        out["ssim"] = ssim(a, b).cpu()
+    return out
 
 
-def sanity_summary(cascade: dict[str, dict[str, Tensor]], threshold: float = 0.5) -> dict[str, float]:
-    """Scalar summary of :func:`randomisation_cascade`.
+def entropy(maps: Tensor) -> Tensor:
+    """Shannon entropy of |map| as a distribution over pixels, (B,) (a flat map: log N)."""
+    p = flat(maps).abs()
+    total = p.sum(dim=1, keepdim=True)
+    p = torch.where(total > 0, p / total.clamp_min(1e-300), torch.full_like(p, 1.0 / p.shape[1]))
+    return -(p * torch.log(p.clamp_min(1e-300))).sum(dim=1)
 
-    ``sanity_rank_corr`` / ``sanity_ssim``: mean ρ / SSIM over the randomised steps
-    (lower = the maps depend more on the learned parameters); ``sanity_final_rank_corr``:
-    mean ρ with every block randomised; ``sanity_pass``: 1 when that final ρ is below
-    ``threshold``. The mean is of the signed ρ: for maps independent of each other it
-    is ~0 whatever their resolution, whereas |ρ| between two unrelated Grad-CAMs of a
-    2x2 feature map (upsampled) is ~0.5 by chance; a map that flips sign has changed too.
+
+def sanity_summary(
+    cascade: dict[str, dict[str, Tensor]], threshold: float = 0.5
+) -> tuple[dict[str, Tensor], bool]:
+    """Per-patch randomisation metrics and the pass verdict of :func:`randomisation_cascade`.
+
+    Returns:
+        (per patch ``mprt_similarity``, ``mprt_ssim``, ``emprt`` as (B,) tensors, passed):
+        passed when the mean ρ of every randomised block, the first included, is below
+        ``threshold``.
     """
     steps = [s for s in cascade if s != "original"]
     if not steps:
         raise ValueError("randomisation cascade has no randomised steps")
     rho = torch.stack([cascade[s]["rank_corr"] for s in steps])  # (S, B)
-    sim = torch.stack([cascade[s]["ssim"] for s in steps])
-    final = float(rho[-1].nanmean())
-    return {
-        "sanity_rank_corr": float(rho.nanmean()),
-        "sanity_ssim": float(sim.nanmean()),
-        "sanity_final_rank_corr": final,
-        "sanity_pass": float(final < threshold),
-    }
+    per = {MPRT: rho.nanmean(dim=0)}
+    if "ssim" in cascade[steps[0]]:
+        per[MPRT_SSIM] = torch.stack([cascade[s]["ssim"] for s in steps]).nanmean(dim=0)
+    before = cascade["original"]["entropy"]
+    per[EMPRT] = cascade[steps[-1]]["entropy"] / before.clamp_min(1e-12)
+    passed = bool((rho.nanmean(dim=1) < threshold).all())
+    return per, passed

@@ -6,11 +6,10 @@ model trained on it can predict MD from the border alone. A useful method then p
 far more of its attribution on the border band than the band's share of the patch
 area; :func:`shortcut_report` tabulates that ratio per method.
 
-Unlike the tissue shares, the border share counts |attribution|: the cue *darkens* the
-border as MD rises, so input-gradient methods give the border pixels negative
-attribution for "higher MD" while CAMs give the dark-border features positive
-attribution; both point at the cue. CNN gradients have a border bias of their own
-(zero padding), so read the ratio against a model trained without the cue.
+Like every share in the report, the border share counts the positive part of the
+signed relevance (:mod:`histoxai.xai_eval.relevance`): a method that reveals the
+shortcut marks the border as raising the prediction. CNN gradients have a border bias
+of their own (zero padding), so read the ratio against a model trained without the cue.
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ def border_band(height: int, width: int, band_px: int) -> Tensor:
 
 
 def border_share(maps: Tensor, band_px: int) -> tuple[Tensor, float]:
-    """Share of |attribution| on the border band, (B,), and the band's area share."""
+    """Share of positive relevance on the border band, (B,), and the band's area share."""
     band = border_band(*maps.shape[-2:], band_px).to(maps.device)
-    return mass_share(maps.abs(), band.expand_as(maps)).cpu(), float(band.float().mean())
+    return mass_share(maps, band.expand_as(maps)).cpu(), float(band.float().mean())
 
 
 def shortcut_report(

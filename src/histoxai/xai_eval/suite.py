@@ -1,14 +1,19 @@
 """Run every metric family on one target's maps: the library side of ``histoxai xai-eval``.
 
-:func:`evaluate_target` takes tensors and callables (no files, no config file), so it
-runs the same on a tiny test model and on the pipeline's regressor. Two baseline maps
-run through every metric beside the methods: ``random`` (fresh uniform noise at every
-call: chance level) and ``sobel`` (an edge detector: a model-independent map).
+:func:`evaluate_target` takes tensors, callables and the typed ``XaiEvalConfig`` (no
+files), so it runs the same on a tiny test model and on the pipeline's regressor.
+
+Rows: every stored method variant (signed relevance, :mod:`~histoxai.xai_eval.relevance`;
+``<variant>|abs`` too with ``magnitude_variants``) and permanent reference rows:
+``sobel`` (edges), ``darkness`` (1 − grey), ``random`` (pixel noise) and ``oracle``
+(the full-resolution signed truth), and per native resolution r of a method
+``random@r`` and ``oracle@r`` (:mod:`~histoxai.xai_eval.resolution`). Each method's
+normalised score reads the references of its own resolution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,40 +22,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from histoxai.xai_eval.faithfulness import baseline_images, faithfulness_scores, random_maps, sobel_maps
-from histoxai.xai_eval.localisation import localisation_scores, relevance
+from histoxai.config import XaiEvalConfig
+from histoxai.xai_eval import intervention, nuclei, stats
+from histoxai.xai_eval.faithfulness import baseline_images, darkness_maps, faithfulness_scores, sobel_maps
+from histoxai.xai_eval.localisation import localisation_scores
+from histoxai.xai_eval.ranking import verdict
+from histoxai.xai_eval.registry import METRICS
+from histoxai.xai_eval.relevance import ABS_SUFFIX, relevance, score_sign
+from histoxai.xai_eval.resolution import pool_to, res_name, smooth_random
 from histoxai.xai_eval.sanity import ExplainFn, randomisation_cascade, sanity_summary
 from histoxai.xai_eval.shortcut import shortcut_report
-from histoxai.xai_eval.stability import noise_stability, variant_agreement
+from histoxai.xai_eval.stability import max_sensitivity, variant_agreement
 from histoxai.xai_eval.tissue import TISSUE_CLASSES, binned_shares, class_shares
 
-BASELINES: tuple[str, ...] = ("random", "sobel")
-
-
-@dataclass(frozen=True)
-class SuiteSettings:
-    """Knobs of :func:`evaluate_target` (mirrors ``XaiEvalConfig``).
-
-    ``relevance``: how localisation and faithfulness read a map, ``magnitude`` (|map|)
-    or ``signed`` (see :mod:`histoxai.xai_eval.localisation`); tissue shares always use
-    the positive part of the raw map, the shortcut check always |map|.
-    """
-
-    steps: int = 10
-    baseline: str = "blur"
-    blur_sigma_px: float = 5.0
-    road_noise_sd: float = 0.01
-    batch_size: int = 32
-    localisation_backend: str = "torch"
-    relevance: str = "magnitude"
-    sanity_patches: int = 8
-    sanity_threshold: float = 0.5
-    stability_patches: int = 8
-    stability_noise_sd: float = 0.02
-    stability_copies: int = 3
-    n_bins: int = 4
-    shortcut_band_px: int = 2
-    seed: int = 0
+MODEL_FREE: tuple[str, ...] = ("sobel", "darkness")
 
 
 @dataclass
@@ -58,125 +43,158 @@ class TargetResult:
     """Everything measured for one target.
 
     Attributes:
-        summary: one row per method and baseline, one column per metric (means).
-        per_patch: one row per (method, patch): patch_id, y, abs_delta and per-patch metrics.
-        curves: method -> curve name -> mean curve (steps + 1,) of |Δŷ|.
-        cascade: method -> step -> {"rank_corr", "ssim"} mean similarity.
-        shares: method -> {"attribution": class -> share, "area": class -> share}.
-        binned: method -> {"target": table, "error": table} (:func:`binned_shares`).
-        agreement: one row per pair of variants of the same method.
-        shortcut: border-band report (:func:`shortcut_report`) or None.
+        per_patch: one row per (row name, patch): method, patch_id, sample, y,
+            abs_delta, every per-patch metric, ``share_<class>``.
+        rows: row name -> ``{"kind": "method"|"reference", "resolution": [h, w]}``.
+        stats: one row per (method, metric): mean, lo, hi, n, and for normalised
+            metrics norm_mean, norm_lo, norm_hi; p_top for primary metrics.
+        verdict: :func:`histoxai.xai_eval.ranking.verdict`.
+        curves: row -> curve name -> mean curve (steps + 1,) of the score drop.
+        cascade: method -> step -> {"rank_corr", "ssim"} mean similarity of |map|.
         passes_sanity: method -> passed the randomisation check.
+        shares, binned: tissue shares of positive relevance (overall, by bin).
+        agreement: one row per pair of variants of the same method.
+        shortcut: border-band report or None.
+        nuclei: per-nucleus ratio table (methods), ``nuclei_summary`` its summary.
     """
 
     target: str
-    summary: pd.DataFrame
     per_patch: pd.DataFrame
+    rows: dict[str, dict]
+    stats: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verdict: dict = field(default_factory=dict)
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     cascade: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    passes_sanity: dict[str, bool] = field(default_factory=dict)
     shares: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     binned: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     shortcut: pd.DataFrame | None = None
-    passes_sanity: dict[str, bool] = field(default_factory=dict)
+    nuclei: pd.DataFrame = field(default_factory=pd.DataFrame)
+    nuclei_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def methods(self) -> list[str]:
-        return [m for m in self.summary.index if m not in BASELINES]
+        return [r for r, v in self.rows.items() if v["kind"] == "method"]
 
 
-def _random_explainer(seed: int) -> ExplainFn:
+def reference_maps(
+    images: Tensor, truth, resolutions: Mapping[str, tuple[int, int]], seed: int
+) -> dict[str, tuple[Tensor, tuple[int, int]]]:
+    """Reference rows: name -> (relevance maps (B, H, W), native resolution)."""
+    size = tuple(images.shape[-2:])
     generator = torch.Generator().manual_seed(seed)
+    out: dict[str, tuple[Tensor, tuple[int, int]]] = {
+        "sobel": (sobel_maps(images), size),
+        "darkness": (darkness_maps(images), size),
+    }
+    signed = None if truth is None else torch.as_tensor(truth.signed).to(images.device).float()
+    for res in sorted({size, *(tuple(r) for r in resolutions.values())}):
+        name = "" if res == size else "@" + res_name("", res).lstrip("@")
+        out[f"random{name}"] = (smooth_random((len(images), *size), res, generator).to(images.device), res)
+        if signed is not None:
+            out[f"oracle{name}"] = (pool_to(signed, res), res)
+    return out
 
-    def explain(model: nn.Module, images: Tensor) -> Tensor:
-        return random_maps((images.shape[0], *images.shape[-2:]), generator, images.device)
 
-    return explain
-
-
-def _sobel_explainer(model: nn.Module, images: Tensor) -> Tensor:
-    return sobel_maps(images)
+def references_of(res: tuple[int, int], size: tuple[int, int]) -> tuple[str, str]:
+    """(random row, oracle row) of a native resolution."""
+    return (
+        ("random", "oracle")
+        if tuple(res) == tuple(size)
+        else (res_name("random", res), res_name("oracle", res))
+    )
 
 
 def evaluate_target(
     model: nn.Module,
     target: str,
     images: Tensor,
-    maps: Mapping[str, Tensor],
+    maps: Mapping[str, Tensor | np.ndarray],
     *,
     patch_ids: np.ndarray,
+    samples: np.ndarray,
     y: np.ndarray,
     y_hat: np.ndarray,
     labels: Tensor,
-    masks: Tensor | None = None,
-    explain_fns: Mapping[str, ExplainFn] | None = None,
+    score: str,
+    resolutions: Mapping[str, tuple[int, int]],
+    cfg: XaiEvalConfig,
+    seed: int = 0,
+    truth=None,
+    explain_for: Callable[[str, np.ndarray], ExplainFn | None] | None = None,
     variant_pairs: list[tuple[str, str]] = (),
     shortcut_cue: np.ndarray | None = None,
-    settings: SuiteSettings = SuiteSettings(),
+    effects: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> TargetResult:
-    """Measure the maps of every method variant for one target head.
+    """Measure the maps of every method variant of one target head.
 
     Args:
         model: the regressor (eval mode), on its device.
         target: target name; must be in ``model.targets``.
         images: (B, 3, H, W) float in [0, 1] on the model's device.
-        maps: variant name -> (B, H, W) stored maps of these patches.
-        patch_ids, y, y_hat: (B,) per patch (for tables and binning).
+        maps: variant name -> (B, H, W) raw stored maps of these patches.
+        patch_ids, samples, y, y_hat: (B,) per patch.
         labels: (B, H, W) ``TISSUE_CLASSES`` labels.
-        masks: (B, H, W) store masks for localisation, or None (no ground truth).
-        explain_fns: variant name -> re-explaining callable, for sanity and stability
-            (variants without one skip those checks). They are called with the first
-            ``sanity_patches`` / ``stability_patches`` of ``images`` (or noisy copies).
+        score: the score function the maps explain (``higher``/``lower``/``target``).
+        resolutions: variant -> native (h, w) of its maps.
+        cfg: the ``xai_eval`` config section.
+        seed: ``base.seed``; every random draw derives from it.
+        truth: :class:`~histoxai.xai_eval.truth.Truth` of these patches, or None.
+        explain_for: (variant, row positions) -> re-explaining callable for those
+            patches (sanity and robustness), or None to skip.
         variant_pairs: pairs of variant names to compare (same method, other params).
         shortcut_cue: (B,) border cue strength; when given the shortcut report is made.
-        settings: :class:`SuiteSettings`.
+        effects: :func:`~histoxai.xai_eval.intervention.object_effects` of some of
+            these patches (scored with the same ``score``), or None.
         progress: show progress bars.
     """
-    s = settings
     targets = tuple(getattr(model, "targets", ()))
     if target not in targets:
         raise ValueError(f"target {target!r} is not an output of the model (targets {targets})")
-    head = targets.index(target)
-    device = images.device
-    generator = torch.Generator().manual_seed(s.seed)
+    head, sign = targets.index(target), score_sign(score)
+    device, size, b = images.device, tuple(images.shape[-2:]), images.shape[0]
 
     def predict(x: Tensor) -> Tensor:
-        return model(x)[:, head].float()
+        return sign * model(x)[:, head].float()
 
-    shape = (images.shape[0], *images.shape[-2:])
-    all_maps: dict[str, Tensor] = {}
+    rel: dict[str, Tensor] = {}
+    rows: dict[str, dict] = {}
     for name, m in maps.items():
-        all_maps[name] = torch.as_tensor(np.asarray(m, dtype=np.float32)).to(device)
-        if tuple(all_maps[name].shape) != shape:
-            raise ValueError(
-                f"maps of {target}/{name} have shape {tuple(all_maps[name].shape)}, expected {shape}"
-            )
-    all_maps["random"] = random_maps(shape, generator, device)
-    all_maps["sobel"] = sobel_maps(images)
-    fns: dict[str, ExplainFn] = {
-        **(explain_fns or {}),
-        "random": _random_explainer(s.seed + 1),
-        "sobel": _sobel_explainer,
-    }
+        raw = torch.as_tensor(np.asarray(m, dtype=np.float32)).to(device)
+        if tuple(raw.shape) != (b, *size):
+            raise ValueError(f"maps of {target}/{name} have shape {tuple(raw.shape)}, expected {(b, *size)}")
+        res = [int(v) for v in resolutions.get(name, size)]
+        rel[name] = relevance(raw, score)
+        rows[name] = {"kind": "method", "resolution": res, "base": name}
+        if cfg.magnitude_variants:
+            rel[name + ABS_SUFFIX] = raw.abs()
+            rows[name + ABS_SUFFIX] = {"kind": "method", "resolution": res, "base": name}
+    for name, (m, res) in reference_maps(
+        images, truth, {k: tuple(v["resolution"]) for k, v in rows.items()}, seed
+    ).items():
+        rel[name] = m
+        rows[name] = {"kind": "reference", "resolution": list(res)}
 
-    result = TargetResult(target, pd.DataFrame(), pd.DataFrame())
-    abs_delta = np.abs(np.asarray(y_hat, dtype=np.float64) - np.asarray(y, dtype=np.float64))
-    rows, frames = {}, []
-    for name, m in tqdm(all_maps.items(), desc=f"xai-eval {target}", disable=not progress, leave=False):
+    result = TargetResult(target, pd.DataFrame(), rows)
+    generator = torch.Generator().manual_seed(seed + 1)
+    abs_delta = np.abs(np.asarray(y_hat, np.float64) - np.asarray(y, np.float64))
+    frames = []
+    for name, m in tqdm(rel.items(), desc=f"xai-eval {target}", disable=not progress, leave=False):
         parts: dict[str, list[Tensor]] = {}
         curve_parts: dict[str, list[Tensor]] = {}
-        for i in range(0, len(images), s.batch_size):
-            x = images[i : i + s.batch_size]
-            base = baseline_images(x, s.baseline, s.blur_sigma_px)
+        for i in range(0, b, cfg.batch_size):
+            x = images[i : i + cfg.batch_size]
+            base = baseline_images(x, cfg.baseline, cfg.blur_sigma_px)
             scores, curves = faithfulness_scores(
                 predict,
                 x,
-                relevance(m[i : i + s.batch_size], s.relevance),
+                m[i : i + cfg.batch_size],
                 base,
-                s.steps,
-                s.road_noise_sd,
-                s.batch_size * 4,
+                cfg.steps,
+                cfg.road_noise_sd,
+                cfg.batch_size * 4,
                 generator,
             )
             for k, v in scores.items():
@@ -184,59 +202,135 @@ def evaluate_target(
             for k, v in curves.items():
                 curve_parts.setdefault(k, []).append(v)
         per = {k: torch.cat(v) for k, v in parts.items()}
-        if masks is not None:
-            per.update(localisation_scores(m, masks, target, s.localisation_backend, s.relevance))
+        if truth is not None:
+            per.update(localisation_scores(m, truth))
         result.curves[name] = {k: torch.cat(v).nanmean(dim=0).numpy() for k, v in curve_parts.items()}
         share, area = class_shares(m, labels)
-        result.shares[name] = {
-            "attribution": dict(zip(TISSUE_CLASSES, share.nanmean(dim=0).tolist())),
-            "area": dict(zip(TISSUE_CLASSES, area.mean(dim=0).tolist())),
-        }
-        result.binned[name] = {
-            "target": binned_shares(share.numpy(), y, s.n_bins, "target_bin"),
-            "error": binned_shares(share.numpy(), abs_delta, s.n_bins, "error_bin"),
-        }
+        result.shares[name] = {"attribution": dict(zip(TISSUE_CLASSES, share.nanmean(dim=0).tolist())),
+                               "area": dict(zip(TISSUE_CLASSES, area.mean(dim=0).tolist()))}  # fmt: skip
+        result.binned[name] = {"target": binned_shares(share.numpy(), y, cfg.n_bins, "target_bin"),
+                               "error": binned_shares(share.numpy(), abs_delta, cfg.n_bins, "error_bin")}  # fmt: skip
         frame = pd.DataFrame({k: v.numpy() for k, v in per.items()})
         for c, cls in enumerate(TISSUE_CLASSES):
             frame[f"share_{cls}"] = share[:, c].numpy()
         frame.insert(0, "method", name)
         frame.insert(1, "patch_id", np.asarray(patch_ids))
-        frame.insert(2, "y", np.asarray(y, dtype=np.float64))
-        frame.insert(3, "abs_delta", abs_delta)
+        frame.insert(2, "sample", np.asarray(samples).astype(str))
+        frame.insert(3, "y", np.asarray(y, dtype=np.float64))
+        frame.insert(4, "abs_delta", abs_delta)
         frames.append(frame)
-        rows[name] = {k: float(v.nanmean()) for k, v in per.items()}
-        rows[name]["empty_maps"] = float((m.flatten(1).clamp_min(0).sum(dim=1) == 0).double().mean())
-        rows[name].update({f"share_{cls}": result.shares[name]["attribution"][cls] for cls in TISSUE_CLASSES})
+    per_patch = pd.concat(frames, ignore_index=True)
 
-        fn = fns.get(name)
-        if fn is not None and s.stability_patches > 0:
-            sub = images[: s.stability_patches]
-            stab = noise_stability(model, sub, fn, s.stability_noise_sd, s.stability_copies, s.seed)
-            rows[name].update({k: float(v.nanmean()) for k, v in stab.items()})
-        if fn is not None and s.sanity_patches > 0:
-            cascade = randomisation_cascade(model, images[: s.sanity_patches], fn, s.seed)
-            result.cascade[name] = {
-                step: {k: float(v.nanmean()) for k, v in sims.items()} for step, sims in cascade.items()
-            }
-            summary = sanity_summary(cascade, s.sanity_threshold)
-            rows[name].update(summary)
-            result.passes_sanity[name] = bool(summary["sanity_pass"])
+    checks = _model_checks(model, images, rows, explain_for, patch_ids, samples, cfg, seed, result, progress)
+    if effects is not None and len(effects):
+        with torch.no_grad():
+            s_patch = dict(zip(map(int, patch_ids), predict(images).double().cpu().numpy()))
+        pos = {int(p): i for i, p in enumerate(patch_ids)}
+        for name in result.methods:
+            got = intervention.object_scores(
+                effects, s_patch, {p: rel[name][pos[p]].cpu().numpy() for p in pos}
+            )
+            checks.append(got.assign(method=name))
+    if checks:
+        extra = pd.concat(checks, ignore_index=True).groupby(["method", "patch_id"], as_index=False).first()
+        per_patch = per_patch.merge(extra, on=["method", "patch_id"], how="left")
+    result.per_patch = per_patch
 
-    result.summary = pd.DataFrame.from_dict(rows, orient="index")
-    result.per_patch = pd.concat(frames, ignore_index=True)
     result.agreement = pd.DataFrame(
-        [
-            {
-                "a": a,
-                "b": b,
-                **{k: float(v.nanmean()) for k, v in variant_agreement(all_maps[a], all_maps[b]).items()},
-            }
-            for a, b in variant_pairs
-            if a in all_maps and b in all_maps
-        ]
-    )
+        [{"a": a, "b": c, **{k: float(v.nanmean()) for k, v in variant_agreement(rel[a], rel[c]).items()}}
+         for a, c in variant_pairs if a in rel and c in rel and min(size) >= 7]
+    )  # fmt: skip
     if shortcut_cue is not None:
-        result.shortcut = shortcut_report(all_maps, s.shortcut_band_px, shortcut_cue)
-    for k in [p for p in result.passes_sanity if p in BASELINES]:
-        result.passes_sanity.pop(k)
+        result.shortcut = shortcut_report(rel, cfg.shortcut_band_px, shortcut_cue)
+    if truth is not None:
+        tables = [nuclei.nucleus_table(rel[m], truth, m) for m in result.methods]
+        result.nuclei = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        if len(result.nuclei):
+            result.nuclei_summary = nuclei.property_summary(result.nuclei)
+    result.stats = statistics(per_patch, rows, size, cfg, seed)
+    result.verdict = verdict(result.stats, rows, result.passes_sanity, cfg, truth is not None)
     return result
+
+
+def _model_checks(
+    model, images, rows, explain_for, patch_ids, samples, cfg, seed, result, progress
+) -> list[pd.DataFrame]:
+    """Randomisation sanity and max-sensitivity of each method, per patch of the
+    stratified subsets (``|abs`` rows share their variant's results)."""
+    if explain_for is None:
+        return []
+    out = []
+    ids = np.asarray(patch_ids, dtype=np.int64)
+    sanity_rows = _stratified(samples, cfg.sanity_patches, seed)
+    robust_rows = _stratified(samples, cfg.robustness_patches, seed + 1)
+    for name in [r for r, v in rows.items() if v["kind"] == "method" and not r.endswith(ABS_SUFFIX)]:
+        parts = []
+        if len(sanity_rows):
+            fn = explain_for(name, sanity_rows)
+            if fn is not None:
+                cascade = randomisation_cascade(model, images[sanity_rows], fn, seed, progress)
+                result.cascade[name] = {s: {k: float(v.nanmean()) for k, v in sims.items() if k != "entropy"}
+                                        for s, sims in cascade.items()}  # fmt: skip
+                per, passed = sanity_summary(cascade, cfg.sanity_threshold)
+                result.passes_sanity[name] = passed
+                parts.append(
+                    pd.DataFrame({k: v.numpy() for k, v in per.items()}).assign(patch_id=ids[sanity_rows])
+                )
+        if len(robust_rows):
+            fn = explain_for(name, robust_rows)
+            if fn is not None:
+                got = max_sensitivity(
+                    model, images[robust_rows], fn, cfg.robustness_radius, cfg.robustness_draws, seed
+                )
+                parts.append(
+                    pd.DataFrame({k: v.numpy() for k, v in got.items()}).assign(patch_id=ids[robust_rows])
+                )
+        for variant in [name, name + ABS_SUFFIX] if name + ABS_SUFFIX in rows else [name]:
+            for part in parts:
+                out.append(part.assign(method=variant))
+            if name in result.passes_sanity:
+                result.passes_sanity[variant] = result.passes_sanity[name]
+                result.cascade[variant] = result.cascade[name]
+    return out
+
+
+def _stratified(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
+    from histoxai.xai_eval.inputs import stratified
+
+    return stratified(samples, n, seed) if n > 0 else np.zeros(0, dtype=np.int64)
+
+
+def statistics(
+    per_patch: pd.DataFrame, rows: Mapping[str, dict], size, cfg: XaiEvalConfig, seed: int
+) -> pd.DataFrame:
+    """Cluster-bootstrap summary of every declared metric (see :mod:`~histoxai.xai_eval.stats`)."""
+    samples = per_patch.drop_duplicates("patch_id").set_index("patch_id")["sample"]
+    draws, codes = stats.sample_weights(samples.to_numpy(), cfg.bootstrap, seed)
+    codes_of = dict(zip(samples.index.astype(int), codes))
+    out = []
+    methods = [r for r, v in rows.items() if v["kind"] == "method"]
+    for metric, meta in METRICS.items():
+        if metric not in per_patch.columns:
+            continue
+        table, boots = stats.summarise(per_patch, metric, codes_of, draws, cfg.confidence)
+        if not len(table):
+            continue
+        table = table.assign(metric=metric, family=meta.family, primary=meta.primary)
+        norm = {}
+        if meta.normalised:
+            for name in table["method"]:
+                rnd, orc = references_of(rows[name]["resolution"], size)
+                if rnd in boots and orc in boots:
+                    nb = stats.normalised(boots[name], boots[rnd], boots[orc])
+                    lo, hi = stats.interval(nb, cfg.confidence)
+                    mean = stats.normalised(
+                        *(np.array(table.set_index("method").loc[k, "mean"]) for k in (name, rnd, orc))
+                    )
+                    norm[name] = (float(mean), lo, hi)
+        table["norm_mean"] = [norm.get(n, (np.nan,) * 3)[0] for n in table["method"]]
+        table["norm_lo"] = [norm.get(n, (np.nan,) * 3)[1] for n in table["method"]]
+        table["norm_hi"] = [norm.get(n, (np.nan,) * 3)[2] for n in table["method"]]
+        ptop = stats.p_top({m: boots[m] for m in methods if m in boots}, meta.higher)
+        table["p_top"] = [ptop.get(n, np.nan) for n in table["method"]]
+        out.append(table)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

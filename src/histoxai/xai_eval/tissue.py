@@ -1,5 +1,6 @@
-"""What the model relies on: the share of each method's positive attribution that falls
-on each tissue class, overall and binned by target value and by prediction error.
+"""What the model relies on: the share of each method's positive relevance (the signed
+rule of :mod:`histoxai.xai_eval.relevance`) that falls on each tissue class, overall
+and binned by target value and by prediction error.
 
 Tissue classes (:data:`TISSUE_CLASSES`) come from the phantom's masks, or for real
 data without masks from colour deconvolution (Ruifrok & Johnston 2001,

@@ -1,0 +1,228 @@
+"""A phantom sample as a scene: every random draw first, then deterministic composition.
+
+:func:`build_scene` draws everything a sample needs (voxel maps, air, nuclei, textures,
+distractors, sensor and label noise) from one generator. :func:`compose` then paints
+any window of the canvas, optionally without one object (a nucleus, an RBC cluster, a
+debris speck, an air blob), and :func:`render_window` turns it into RGB. Because no
+random number is drawn while composing, a window re-rendered without an object equals
+the original everywhere the object and its blur do not reach: the in-distribution
+intervention ``phantom_truth.ablate`` relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from histoxai.config import PhantomConfig
+from histoxai.data import phantom_draw as draw
+from histoxai.data.phantom_draw import AIR, NUCLEI, STROMA
+from histoxai.data.phantom_profile import PARAMS, SampleProfile
+
+FIBRE_WIDTH_UM = 0.8  # correlation length across a fibre
+FIBRE_STEP_UM = 0.25  # sampling step of the 1-D fibre profile
+
+
+@dataclass
+class Scene:
+    """All random draws of one sample (canvas coordinates, rendering px)."""
+
+    cfg: PhantomConfig
+    profile: SampleProfile
+    size: int  # rendering px per voxel side
+    um_per_px: float  # rendering resolution
+    grid: tuple[int, int]
+    maps: dict[str, np.ndarray]  # (rows, cols) voxel maps incl. ``orientation``
+    air: np.ndarray  # (H, W) bool
+    nuc: dict[str, np.ndarray]  # cx, cy, a, b, angle, dark, area_px (set by compose), local_density
+    tex: np.ndarray  # (H, W) isotropic eosin texture in [0, 1]
+    grain_salt: float  # seed of the per-pixel nuclear chromatin grain (``draw.pixel_hash``)
+    streak: np.ndarray  # (H, W) along-fibre modulation in [0, 1]
+    fibre_profile: np.ndarray  # 1-D fibre intensity across fibres, in [0, 1]
+    fibre_offset: np.ndarray  # (rows, cols) um: where each voxel reads the profile
+    distractors: dict[str, np.ndarray]
+    noise: np.ndarray  # (3, H, W) float32 sensor noise in grey levels
+    label_noise: tuple[np.ndarray, np.ndarray]  # (n,) standard normals for md, fa
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid[0] * self.size, self.grid[1] * self.size
+
+    @property
+    def blur_px(self) -> float:
+        return self.profile.blur_px * 0.5 / self.um_per_px
+
+
+@dataclass
+class Canvas:
+    """A composed window: labels, concentrations and global nucleus id + 1 per pixel."""
+
+    labels: np.ndarray  # (h, w) uint8
+    conc: np.ndarray  # (3, h, w) float32
+    gid: np.ndarray  # (h, w) int64, 0 = no nucleus
+
+
+def build_scene(
+    cfg: PhantomConfig, profile: SampleProfile, size: int, um: float, rng: np.random.Generator
+) -> Scene:
+    """Draw every random quantity of one sample."""
+    from histoxai.data.phantom import local_density
+
+    rows, cols = cfg.grid_vox
+    shape = (rows * size, cols * size)
+    maps = {
+        k: lo + (hi - lo) * draw.unit_field(rng, (rows, cols), cfg.smoothness_vox)
+        for k, (lo, hi) in ((k, profile.ranges[k]) for k in PARAMS)
+    }
+    u, v = (draw.unit_field(rng, (rows, cols), cfg.smoothness_vox) - 0.5 for _ in range(2))
+    maps["orientation"] = 0.5 * np.arctan2(v, u)
+    air = draw.smooth_field(rng, shape, 6.0 / um) < draw.upsample(maps["air_fraction"], size)
+    nuc = _place_nuclei(maps, size, um, rng)
+    keep = ~air[nuc["cy"].astype(np.int64), nuc["cx"].astype(np.int64)]
+    nuc = {k: x[keep] for k, x in nuc.items()}
+    nuc["area_px"] = np.full(len(nuc["cx"]), -1, dtype=np.int64)  # filled by the first full compose
+    nuc["local_density"] = local_density(nuc["cx"], nuc["cy"], um)
+    tex = draw.smooth_field(rng, shape, 2.0 / um, uniform=False)
+    grain_salt = float(rng.uniform(0, 1000))
+    streak = draw.smooth_field(rng, shape, 4.0 / um, uniform=False)
+    diag_um = float(np.hypot(*shape)) * um
+    voxel_um = size * um
+    n_prof = int((diag_um + 3 * voxel_um) / FIBRE_STEP_UM) + 8
+    prof = draw.unit_field(rng, (n_prof,), FIBRE_WIDTH_UM / FIBRE_STEP_UM).astype(np.float32)
+    prof = np.clip((prof - prof.mean()) / max(float(prof.std()), 1e-9) * 0.25 + 0.5, 0, 1)
+    fibre_offset = rng.uniform(voxel_um, voxel_um + diag_um, (rows, cols))
+    # own stream: the distractor density leaves every other draw (and target) unchanged
+    distractor_rng = np.random.default_rng(rng.integers(2**63))
+    density = cfg.distractor_density if cfg.distractors else 0.0
+    objects = draw.draw_distractors(distractor_rng, shape, um, density)
+    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows)
+    noise = rng.random((3, *shape), dtype=np.float32)
+    noise -= np.float32(0.5)
+    noise *= np.float32(np.sqrt(12.0) * profile.noise_gray)
+    label_noise = (rng.standard_normal(rows * cols), rng.standard_normal(rows * cols))
+    return Scene(
+        cfg, profile, size, um, (rows, cols), maps, air, nuc, tex, grain_salt, streak, prof, fibre_offset,
+        objects, noise, label_noise,
+    )  # fmt: skip
+
+
+def _place_nuclei(maps: dict, size: int, um: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    rows, cols = maps["orientation"].shape
+    area_kum2 = (size * um) ** 2 / 1000
+    counts = rng.poisson(maps["density_per_kum2"].ravel() * area_kum2)
+    vox = np.repeat(np.arange(rows * cols), counts)
+    n = len(vox)
+    m = {k: x.ravel()[vox] for k, x in maps.items()}
+    radius = np.clip(m["radius_um"] * (1 + 0.12 * rng.standard_normal(n)), 1.0, None) / um
+    elong = np.clip(m["elongation"] * (1 + 0.1 * rng.standard_normal(n)), 1.0, None)
+    b = np.maximum(radius / np.sqrt(elong), 0.8)
+    col, row = vox % cols, vox // cols
+    cx = np.minimum((col + rng.random(n)) * size, np.nextafter((col + 1) * size, 0.0))
+    cy = np.minimum((row + rng.random(n)) * size, np.nextafter((row + 1) * size, 0.0))
+    return {
+        "cx": cx,
+        "cy": cy,
+        "a": np.maximum(radius * np.sqrt(elong), b),
+        "b": b,
+        "angle": m["orientation"] + (1 - m["coherence"]) * rng.uniform(-np.pi / 2, np.pi / 2, n),
+        "dark": rng.uniform(1.1, 1.7, n),
+    }
+
+
+def compose(
+    scene: Scene,
+    window: tuple[int, int, int, int],
+    drop_nucleus: int = -1,
+    drop_cluster: int = -1,
+    drop_debris: int = -1,
+    drop_air: np.ndarray | None = None,
+) -> Canvas:
+    """Paint the canvas window ``(y0, y1, x0, x1)``, optionally without one object.
+
+    Args:
+        scene: the sample's draws.
+        window: canvas rows ``y0:y1`` and columns ``x0:x1``.
+        drop_nucleus: global index of a nucleus to leave out (-1: none).
+        drop_cluster, drop_debris: distractor objects to leave out (-1: none).
+        drop_air: (y1-y0, x1-x0) bool: air pixels that become stroma (an air blob removed).
+    """
+    y0, y1, x0, x1 = window
+    shape = (y1 - y0, x1 - x0)
+    air = scene.air[y0:y1, x0:x1].copy()
+    if drop_air is not None:
+        air &= ~drop_air
+    labels = np.where(air, AIR, STROMA).astype(np.uint8)
+    h_scale, e_scale = scene.profile.stain_scale
+    conc = np.zeros((3, *shape), dtype=np.float32)
+    conc[0] = np.where(air, 0.01, 0.05 * h_scale)
+    conc[1] = np.where(air, 0.03, e_scale * (0.25 + 0.4 * _eosin_texture(scene, window)))
+
+    nuc = scene.nuc
+    near = draw._near(nuc["cx"] - x0, nuc["cy"] - y0, nuc["a"], shape)
+    if drop_nucleus >= 0:
+        near[drop_nucleus] = False
+    idx = np.flatnonzero(near)
+    area = np.zeros(len(idx), dtype=np.int64)
+    k, ys, xs, rho2 = draw.ellipse_pixels(
+        nuc["cx"][idx] - x0,
+        nuc["cy"][idx] - y0,
+        nuc["a"][idx],
+        nuc["b"][idx],
+        nuc["angle"][idx],
+        shape,
+        area=area,
+    )
+    nuc["area_px"][idx] = area  # whole-ellipse pixel counts (before clipping): the same in every window
+    gid = np.zeros(shape, dtype=np.int64)
+    gid[ys, xs] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
+    labels[ys, xs] = NUCLEI
+    grain = draw.pixel_hash(ys + y0, xs + x0, scene.grain_salt)
+    conc[0, ys, xs] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
+    conc[1, ys, xs] = 0.15 * e_scale
+    draw.paint_distractors(labels, conc, scene.distractors, (y0, x0), drop_cluster, drop_debris)
+    return Canvas(labels, conc, gid)
+
+
+def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Stroma texture in [0, 1]: isotropic where ``fibres`` is 0, parallel fibres along the
+    voxel's orientation where it is 1 (same mean, similar spread), mixed in between.
+
+    Computed on the voxel-aligned cover of the window as (rows, size, cols, size) blocks
+    (broadcasting per voxel, no per-pixel gathers), then cropped.
+    """
+    y0, y1, x0, x1 = window
+    size, um = scene.size, scene.um_per_px
+    r0, r1, c0, c1 = y0 // size, -(-y1 // size), x0 // size, -(-x1 // size)
+    local = ((np.arange(size) + 0.5 - size / 2) * (um / FIBRE_STEP_UM)).astype(np.float32)
+    theta = scene.maps["orientation"][r0:r1, c0:c1]
+    cos = np.cos(theta).astype(np.float32)[:, None, :, None]
+    sin = np.sin(theta).astype(np.float32)[:, None, :, None]
+    off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
+    # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
+    pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
+    prof = scene.fibre_profile
+    shape = ((r1 - r0) * size, (c1 - c0) * size)
+    fib = prof[np.clip(pos.astype(np.int32), 0, len(prof) - 1)].reshape(shape)
+    fib = fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    c = np.broadcast_to(
+        scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None], (r1 - r0, size, c1 - c0, size)
+    ).reshape(shape)[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    fib = fib - np.float32(0.5)
+    fib *= np.float32(0.6) + np.float32(0.8) * scene.streak[y0:y1, x0:x1]
+    fib += np.float32(0.5)
+    tex = scene.tex[y0:y1, x0:x1]
+    fib -= tex
+    fib *= c
+    fib += tex
+    return fib
+
+
+def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.ndarray:
+    """Beer-Lambert RGB of a composed window (blur at the scene's resolution, its noise)."""
+    y0, x0 = origin
+    h, w = canvas.labels.shape
+    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w]
+    return draw.render_rgb(
+        canvas.conc, scene.profile.stains_od, scene.profile.background, scene.blur_px, noise
+    )

@@ -1,0 +1,103 @@
+"""``params.yaml`` and ``dvc.yaml`` tell DVC everything that changes a result.
+
+- every config key has its value in ``params.yaml`` (a default living only in
+  ``config.py`` would change results without ``dvc status`` noticing);
+- every module a stage's command runs (its import graph, imports inside functions and
+  ``importlib`` strings included) is a ``deps`` entry of that stage.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from histoxai.cli import COMMANDS
+from histoxai.config import Config, flatten, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+ROOTS = {"histoxai": REPO / "src" / "histoxai", "tuning": REPO / "tuning", "dashboard": REPO / "dashboard"}
+NOT_RESULTS = {"src/histoxai/cli.py"}  # argument parsing and dispatch only
+
+
+def test_every_config_key_is_in_params_yaml():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def has(key: str) -> bool:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = [k for k in flatten(Config()) if not has(k)]
+    assert not missing, f"params.yaml lacks {missing}: add each with its default and a comment"
+    assert flatten(load_config(REPO / "params.yaml")) == flatten(load_config(REPO / "params.yaml", ()))
+
+
+def _module_file(name: str) -> Path | None:
+    top, *rest = name.split(".")
+    if top not in ROOTS:
+        return None
+    base = ROOTS[top].joinpath(*rest)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(REPO / ("src" if "src" in path.parts else "")).with_suffix("").parts)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level)[0]
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if re.fullmatch(r"(histoxai|tuning|dashboard)(\.\w+)+", node.value):
+                names.add(node.value)  # importlib.import_module("histoxai.data.nuclei")
+    # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+    return {".".join(n.split(".")[: i + 1]) for n in names for i in range(n.count(".") + 1)}
+
+
+def reached(module: str) -> set[str]:
+    """Repo files (relative paths) that running ``module`` may execute."""
+    seen: set[Path] = set()
+    todo = [module, "histoxai.config"]
+    while todo:
+        path = _module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(_imports(path))
+    return {p.relative_to(REPO).as_posix() for p in seen}
+
+
+def _stages() -> list[tuple[str, dict]]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return [(name, s.get("do", s)) for name, s in stages.items()]
+
+
+@pytest.mark.parametrize("name, stage", _stages(), ids=[n for n, _ in _stages()])
+def test_every_module_a_stage_runs_is_a_dependency(name, stage):
+    command = stage["cmd"].split()[1]
+    deps = [d for d in stage["deps"] if isinstance(d, str)]
+    files = reached(COMMANDS[command][0]) - NOT_RESULTS
+    uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+    assert not uncovered, f"dvc.yaml stage {name!r} runs {uncovered} but does not list them in deps"
+
+
+def test_the_import_walk_sees_importlib_strings():
+    # the classical baseline loads the nuclei detector through importlib
+    assert "src/histoxai/data/nuclei.py" in reached("histoxai.stages.evaluate")
