@@ -71,3 +71,55 @@ def group_from_env(env: Mapping[str, str], backend: str = "gloo") -> Group:
 def shard(n: int, group: Group) -> range:
     """The contiguous share ``[rank·n/world, (rank+1)·n/world)`` of ``n`` items."""
     return range(group.rank * n // group.world, (group.rank + 1) * n // group.world)
+
+
+# --------------------------------------------------------------------------- data-parallel training
+# What the fit loop needs to train on several processes (DDP through torchrun):
+#   model  = wrap_model(model, group)          gradients averaged across ranks in backward
+#   ids    = shard_ids(train_ids, group, seed)  each rank its equal share of the epoch
+#   sums   = all_reduce_sum(sums, group)       validation sums (squared errors, counts,
+#                                              moments) added over ranks before metrics
+#   stop   = agree(stop, group)                early stopping: every rank stops together
+# MLflow logging and checkpoints stay on ``group.is_main``; losses are accumulated as
+# tensors and read once per epoch (no host sync per step).
+
+
+def wrap_model(model: torch.nn.Module, group: Group) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when ``group`` has several ranks (else as is).
+    Parameters stay shared with ``model``, so checkpoints save ``model`` itself."""
+    if group.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def shard_ids(ids, group: Group, seed: int = 0, epoch: int = 0):
+    """This rank's share of ``ids`` for one epoch: shuffled with (seed, epoch) the same way on
+    every rank, padded by wrapping so every rank runs the same number of steps (as
+    ``torch.utils.data.DistributedSampler``), then every ``world``-th id from ``rank``."""
+    import numpy as np
+
+    ids = np.asarray(ids)
+    order = ids[np.random.default_rng([seed, epoch]).permutation(len(ids))]
+    total = -(-len(order) // group.world) * group.world
+    padded = np.concatenate([order, order[: total - len(order)]]) if total > len(order) else order
+    return padded[group.rank :: group.world]
+
+
+def all_reduce_sum(tensor: torch.Tensor, group: Group) -> torch.Tensor:
+    """``tensor`` summed over ranks (in place; a no-op for one rank)."""
+    if group.world > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def agree(flag: bool, group: Group, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when it is true on any (early stopping, non-finite loss)."""
+    if group.world == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
