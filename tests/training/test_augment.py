@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from histoxai.config import AugmentConfig
+from histoxai.stain import hed_jitter, hed_to_rgb, rgb_to_hed
 from histoxai.training.augment import augment_batch, random_flips, random_rot90, random_rotation
-from histoxai.training.stain import hed_jitter, hed_to_rgb, rgb_to_hed
 
 
 @pytest.fixture

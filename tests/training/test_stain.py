@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torchstain.torch.normalizers.macenko import TorchMacenkoNormalizer
 
-from histoxai.training.stain import MacenkoNormalizer, fit_macenko, hed_to_rgb, pick_reference, rgb_to_hed
+from histoxai.stain import MacenkoNormalizer, fit_macenko, hed_to_rgb, pick_reference, rgb_to_hed
 
 
 def _batch(store) -> torch.Tensor:

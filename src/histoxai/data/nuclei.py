@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.color import rgb2hed
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
+
+from histoxai.stain import haematoxylin
 
 MIN_THRESHOLD = 0.05
 """Lowest haematoxylin level (``rgb2hed`` units) counted as nucleus; eosin stroma is ~0.0–0.02,
@@ -41,10 +42,10 @@ HALO_UM = 8.0
 
 
 def hematoxylin(rgb: np.ndarray) -> np.ndarray:
-    """Haematoxylin optical density of an (H, W, 3) uint8 RGB image, (H, W) float."""
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+    """Haematoxylin optical density of an (H, W, 3) RGB image, (H, W) float32."""
+    if rgb.ndim != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    return rgb2hed(rgb)[..., 0]
+    return haematoxylin(rgb)
 
 
 def detect_nuclei(

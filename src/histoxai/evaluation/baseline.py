@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.color import rgb2hed
 from tqdm.auto import tqdm
 
 from histoxai.data.store import PatchStore, split_column
+from histoxai.stain import haematoxylin
 
 DENSITY_SOURCES: tuple[str, ...] = ("auto", "detector", "cc")
 
@@ -43,7 +43,7 @@ def to_gray(images: np.ndarray) -> np.ndarray:
 
 def to_haematoxylin(images: np.ndarray) -> np.ndarray:
     """(B, H, W, 3) uint8 RGB → (B, H, W) haematoxylin optical density (Ruifrok & Johnston 2001)."""
-    return rgb2hed(images)[..., 0].astype(np.float32)
+    return haematoxylin(images)
 
 
 CHANNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"gray": to_gray, "haematoxylin": to_haematoxylin}

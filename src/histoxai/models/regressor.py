@@ -132,13 +132,13 @@ def build_regressor(
         target_mean: per target of ``cfg.targets``, the training-split mean.
         target_std: per target, the training-split standard deviation (> 0).
         stain_reference: ``{"he_ref", "max_c_ref"}`` of a fitted Macenko normaliser
-            (see ``histoxai.training.stain``), or None for no stain normalisation.
+            (see ``histoxai.stain``), or None for no stain normalisation.
     """
     backbone = create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file)
     pcfg = getattr(backbone, "pretrained_cfg", None) or {}
     stain = None
     if stain_reference is not None:
-        from histoxai.training.stain import MacenkoNormalizer
+        from histoxai.stain import MacenkoNormalizer
 
         stain = MacenkoNormalizer(stain_reference["he_ref"], stain_reference["max_c_ref"])
     return Regressor(

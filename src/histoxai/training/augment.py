@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from histoxai.config import AugmentConfig
-from histoxai.training.stain import hed_jitter
+from histoxai.stain import hed_jitter
 
 
 def _draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

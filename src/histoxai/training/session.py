@@ -17,9 +17,9 @@ from histoxai.config import Config
 from histoxai.data.datasets import PatchBatches, target_matrix
 from histoxai.data.store import PatchStore, split_column
 from histoxai.models.regressor import Regressor, build_regressor
+from histoxai.stain import fit_macenko, pick_reference
 from histoxai.training.fit import EpochCallback, FitResult, cpu_threads, fit, predict
 from histoxai.training.runtime import resolve_device
-from histoxai.training.stain import fit_macenko, pick_reference
 
 
 def seed_configs(cfg: Config) -> list[Config]:

@@ -44,13 +44,14 @@ def labels_from_colour(
             over all non-air pixels of the batch.
         air_brightness: pixels whose mean RGB (in [0, 1]) exceeds this are air/background.
     """
-    from skimage.color import rgb2hed
     from skimage.filters import threshold_otsu
+
+    from histoxai.stain import haematoxylin
 
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"colour labelling needs (B, H, W, 3) RGB patches, got {images.shape}")
     rgb = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    haem = rgb2hed(rgb.reshape(-1, images.shape[2], 3)).reshape(*images.shape[:3], 3)[..., 0]
+    haem = haematoxylin(rgb)
     air = rgb.mean(axis=-1) > air_brightness
     if nuclei_threshold is None:
         tissue = haem[~air]

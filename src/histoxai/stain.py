@@ -1,4 +1,7 @@
-"""Stain colour handling on batched tensors: H&E(D) jitter and Macenko normalisation.
+"""Stain colour handling, the one module for it: colour deconvolution (the haematoxylin
+channel), H&E(D) jitter and Macenko normalisation. Used by data (nuclei detection),
+models (normalisation inside the regressor), training (augmentation), evaluation (the
+baseline) and xai_eval (tissue classes).
 
 Both work in optical density (OD) space, where stains mix linearly (Beer-Lambert):
 ``OD = -log(I / I0)`` and ``OD = C @ M`` with ``M`` the stain vectors and ``C`` the
@@ -149,3 +152,18 @@ def pick_reference(images: np.ndarray, beta: float = 0.15) -> int:
     """Index of the patch with the most stained pixels (a good Macenko reference)."""
     od = -np.log((images.astype(np.float32) + 1) / 240.0)
     return int(np.argmax((od >= beta).all(axis=-1).sum(axis=(1, 2))))
+
+
+def haematoxylin(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB (uint8, or float in [0, 1]) -> (...) float32 haematoxylin optical density
+    (skimage's colour deconvolution with the Ruifrok & Johnston vectors above).
+
+    Raises:
+        ValueError: the last axis is not RGB.
+    """
+    from skimage.color import rgb2hed
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"haematoxylin needs (..., H, W, 3) RGB, got shape {rgb.shape}")
+    return rgb2hed(rgb)[..., 0].astype(np.float32)
