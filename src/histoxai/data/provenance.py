@@ -8,25 +8,16 @@ explained or evaluated (torch-free, so cheap to call first).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from histoxai.errors import InputError
+from histoxai.io import file_sha256
 
 
 class StoreMismatchError(InputError):
     """A model is used on a patch store other than the one it was trained on."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def store_fingerprint(store: Any) -> str:

@@ -49,12 +49,10 @@ from histoxai.explain.store import (
     FORMAT,
     SCALE_TOP,
     SaliencyStore,
-    clean_leftovers,
     map_name,
-    output_lock,
     relative_error,
-    replace_dir,
 )
+from histoxai.io import clean_leftovers, output_lock, replace_dir
 from histoxai.training.distributed import Group, shard
 
 

@@ -28,11 +28,10 @@ all its chunks are done. Normalisation is a display-time choice (see :func:`norm
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,69 +68,6 @@ def relative_error(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(y != 0, (np.asarray(y_hat, dtype=np.float64) / y - 1.0) * 100.0, np.nan)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def output_lock(root: str | Path) -> Iterator[Path]:
-    """Hold ``.<name>.lock`` beside the output directory ``root`` for one writer.
-
-    A second writer gets an error naming the directory and the holder's pid; a lock
-    left by a dead process is removed.
-    """
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    lock = root.parent / f".{root.name}.lock"
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                holder = 0  # half-written by a process that died between open and write
-            if holder and _pid_alive(holder):
-                raise RuntimeError(
-                    f"{root} is being written by another process (pid {holder}, lock {lock}); "
-                    "wait for it to finish or stop it"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its holder is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise RuntimeError(f"could not take the lock {lock} on {root}")
-    try:
-        yield lock
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished directory ``src`` onto ``dst``; the old ``dst`` is removed only after."""
-    old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def clean_leftovers(root: Path) -> None:
-    """Remove ``.<name>.old-<pid>`` directories of killed swaps whose process is gone."""
-    for old in root.parent.glob(f".{root.name}.old-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and _pid_alive(int(pid))):
-            shutil.rmtree(old, ignore_errors=True)
 
 
 class SaliencyStore:

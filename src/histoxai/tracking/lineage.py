@@ -7,11 +7,12 @@ SHA-256 of ``index.parquet`` (``index-sha256`` kind) for stores built outside DV
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import yaml
+
+from histoxai.io import file_sha256
 
 
 def dvc_lock_hash(out_path: str | Path, repo_root: str | Path) -> str | None:
@@ -31,15 +32,6 @@ def dvc_lock_hash(out_path: str | Path, repo_root: str | Path) -> str | None:
             if (root / out.get("path", "")).resolve() == target and out.get("md5"):
                 return str(out["md5"])
     return None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def data_lineage(patches_dir: str | Path, repo_root: str | Path) -> dict[str, str]:
