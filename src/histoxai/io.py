@@ -80,6 +80,9 @@ def replace_dir(new: Path, path: Path) -> None:
     ``path`` always exists; elsewhere the old directory is first renamed to
     ``.<name>.old-<pid>`` (:func:`clean_leftovers` puts it back if a kill lands between).
     """
+    if not path.exists():  # first write: nothing to exchange with
+        os.replace(new, path)
+        return
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if _exchange(new, path):
         os.replace(new, old)
