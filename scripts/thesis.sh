@@ -4,6 +4,7 @@
 # WEIGHTS: a local ImageNet state dict of tf_efficientnetv2_s (empty: the offline Hugging Face
 # cache). PER_SAMPLE=1 adds Brabec's one-model-per-sample protocol. THESIS_SET: extra
 # space-separated KEY=VALUE overrides (tests shrink the run with it). See docs/thesis.md.
+# The same stages, tracked by DVC: thesis/dvc.yaml (`dvc repro thesis/dvc.yaml`).
 set -euo pipefail
 # Outputs go under the current folder (make runs it from the repo root).
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,18 +20,17 @@ CC=(--set 'model.targets=[cc]' --set model.registered_name=histoxai-cc)
 SUMMARY=${SUMMARY:-../shared/data/micromen/summary.mat}
 
 histoxai prepare "${P[@]}"
-if [ -f "$SUMMARY" ]; then histoxai baseline "${P[@]}" --summary "$SUMMARY"; fi   # reports/baseline/
+if [ -f "$SUMMARY" ]; then histoxai baseline "${P[@]}" --summary "$SUMMARY"; fi   # reports/thesis/baseline/
 histoxai train "${P[@]}"                              # MD + in-plane FA (multi-task)
 histoxai train "${P[@]}" "${CC[@]}"                   # cell count, separately
-for m in mdfa cc; do
-  extra=()
-  if [ "$m" = cc ]; then extra=("${CC[@]}"); fi
-  histoxai evaluate "${P[@]}" "${extra[@]}" --model-dir "models/histoxai-$m"
-  histoxai explain "${P[@]}" "${extra[@]}" --set "explain.model_uri=models:/histoxai-$m@candidate" \
-    --set "explain.output_dir=data/saliency/histoxai-$m"
+for m in mdfa cc; do   # folders: params-thesis.yaml's base.models_dir, saliency_dir, reports_dir
+  model="models/thesis/histoxai-$m"
+  saliency="data/thesis/saliency/histoxai-$m"
+  histoxai evaluate "${P[@]}" --model-dir "$model"
+  histoxai explain "${P[@]}" --set "explain.model_dir=$model" --set "explain.output_dir=$saliency"
   per_sample=()
   if [ -n "${PER_SAMPLE:-}" ] && [ "$m" = mdfa ]; then per_sample=(--per-sample); fi
-  histoxai figures "${P[@]}" "${extra[@]}" --set "figures.summary_mat=$SUMMARY" \
-    --model-dir "models/histoxai-$m" --saliency-dir "data/saliency/histoxai-$m" "${per_sample[@]}"
+  histoxai figures "${P[@]}" --set "figures.summary_mat=$SUMMARY" \
+    --model-dir "$model" --saliency-dir "$saliency" "${per_sample[@]}"
 done
-echo "thesis: tables and figures in reports/figures/histoxai-{mdfa,cc}/, baseline in reports/baseline/"
+echo "thesis: tables and figures in reports/thesis/figures/histoxai-{mdfa,cc}/, baseline in reports/thesis/baseline/"

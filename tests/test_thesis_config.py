@@ -8,14 +8,16 @@ changed value in either fails here.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from histoxai.cli import main
-from histoxai.config import load_config
+from histoxai.config import load_config, to_dict
 from histoxai.explain.methods import resolve_variants
+from tests.test_pipeline import DVC, clone, run  # noqa: F401 (clone: the fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +147,18 @@ SHRUNK = [
     "train.device=cpu",
     "train.channels_last=false",
 ]
+SHRUNK_EXPLAIN = [
+    "explain.max_patches=4",
+    "explain.device=cpu",
+    "explain.precision=fp32",
+    "figures.n_patches=3",
+]
+
+
+def shrunk_params(*extra: str) -> dict:
+    """params-thesis.yaml with ``SHRUNK`` and ``extra`` applied, as a plain dict to write
+    as a params file (for ``dvc repro``, which reads the file, not ``--set``)."""
+    return to_dict(load_config(REPO / "params-thesis.yaml", [*SHRUNK, *extra]))
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +185,13 @@ def test_thesis_config_runs_prepare_and_train_on_the_micromen_fixture(thesis_rep
     params = str(REPO / "params-thesis.yaml")
     sets = [a for kv in [*SHRUNK, f"data.micromen.root={root / 'micromen'}"] for a in ("--set", kv)]
     assert main(["prepare", "--params", params, *sets]) == 0
-    index = pd.read_parquet(root / "data" / "patches" / "index.parquet")
+    index = pd.read_parquet(root / "data" / "thesis" / "patches" / "index.parquet")
     assert index["faip"].notna().all()  # in-plane FA ingested from MR.FAIP
     by_sample = index.groupby("sample")["split_random"].agg(set)
     assert by_sample["s1"] == {"out"} and by_sample["s3"] == by_sample["s4"] == {"train", "val", "test"}
 
     assert main(["train", "--params", params, *sets]) == 0
-    out = root / "models" / "histoxai-mdfa"
+    out = root / "models" / "thesis" / "histoxai-mdfa"
     pred = pd.read_parquet(out / "predictions.parquet")
     assert {"y_md", "yhat_md", "y_faip", "yhat_faip"} <= set(pred.columns)
     assert set(pred.loc[pred["sample"] == "s1", "split"]) == {"out"}
@@ -235,17 +249,19 @@ def test_thesis_config_explains_and_draws_figures_on_the_fixture(thesis_repo, mo
     # Follows the prepare + train test (same module folder): the thesis' explanation
     # settings (last_conv, Eq. 1.9 LayerCAM, tf-keras-vis SmoothGrad) run, then the figures.
     root = thesis_repo
-    if not (root / "models" / "histoxai-mdfa" / "model.pt").is_file():
+    if not (root / "models" / "thesis" / "histoxai-mdfa" / "model.pt").is_file():
         pytest.skip("needs the prepare + train test of this module")
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = str(REPO / "params-thesis.yaml")
-    sets = [a for kv in [*SHRUNK, f"data.micromen.root={root / 'micromen'}", "explain.max_patches=4",
-                         "explain.device=cpu", "explain.precision=fp32", "figures.n_patches=3"]
-            for a in ("--set", kv)]  # fmt: skip
+    sets = [
+        a
+        for kv in [*SHRUNK, *SHRUNK_EXPLAIN, f"data.micromen.root={root / 'micromen'}"]
+        for a in ("--set", kv)
+    ]
     assert main(["explain", "--params", params, *sets]) == 0
     assert main(["figures", "--params", params, *sets]) == 0
-    out = root / "reports" / "figures" / "histoxai-mdfa"
+    out = root / "reports" / "thesis" / "figures" / "histoxai-mdfa"
     assert {"grid_md.png", "grid_md.pdf", "grid_faip.png", "table_4_1.md", "table_4_1.csv"} <= {
         p.name for p in out.iterdir()
     }
@@ -263,7 +279,7 @@ def test_make_thesis_script_runs_shrunk_on_the_fixture(thesis_repo, tmp_path, mo
 
     from tests.fixtures.micromen_fixture import SUMMARY
 
-    shrunk = [*SHRUNK, "explain.max_patches=4", "explain.device=cpu", "figures.n_patches=3"]
+    shrunk = [*SHRUNK, *SHRUNK_EXPLAIN]
     env = {
         **os.environ,
         "MICROMEN_ROOT": str(thesis_repo / "micromen"),
@@ -275,11 +291,79 @@ def test_make_thesis_script_runs_shrunk_on_the_fixture(thesis_repo, tmp_path, mo
     done = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    for path in ("reports/baseline/report.md", "reports/figures/histoxai-mdfa/table_4_1.md",
-                 "reports/figures/histoxai-mdfa/grid_faip.pdf", "reports/figures/histoxai-cc/grid_cc.png"):  # fmt: skip
+    for path in ("reports/thesis/baseline/report.md", "reports/thesis/figures/histoxai-mdfa/table_4_1.md",
+                 "reports/thesis/figures/histoxai-mdfa/grid_faip.pdf", "reports/thesis/figures/histoxai-cc/grid_cc.png"):  # fmt: skip
         assert (tmp_path / path).is_file(), path
-    table = pd.read_csv(tmp_path / "reports/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
+    table = pd.read_csv(tmp_path / "reports/thesis/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
     assert table.loc["s1", "brabec_cnn/r2_md"] == pytest.approx(0.419, abs=0.001)  # published CNN beside
     bad = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, capture_output=True, text=True,
                          env={**env, "MICROMEN_ROOT": str(tmp_path / "nowhere")})  # fmt: skip
     assert bad.returncode == 2 and "is not a folder" in bad.stderr
+
+
+# --------------------------------------------------------------------------- dvc repro thesis/dvc.yaml
+
+THESIS_OUTPUTS = [
+    "reports/thesis/baseline/report.md",
+    *[
+        f"{folder}/histoxai-{m}/{name}"
+        for m, target in (("mdfa", "faip"), ("cc", "cc"))
+        for folder, name in (
+            ("models/thesis", "model.pt"),
+            ("models/thesis", "predictions.parquet"),
+            ("reports/thesis/evaluate", "report.md"),
+            ("reports/thesis/evaluate", "metrics.json"),
+            ("data/thesis/saliency", "manifest.json"),
+            ("reports/thesis/figures", "table_4_1.csv"),
+            ("reports/thesis/figures", f"grid_{target}.png"),
+        )
+    ],
+]
+
+
+@pytest.mark.slow
+def test_thesis_pipeline_reproduces_with_dvc_on_the_fixture(thesis_repo, clone):  # noqa: F811
+    # thesis/dvc.yaml for real (`dvc repro thesis/dvc.yaml`) in a clone whose params-thesis.yaml
+    # is shrunk and points at the MICROMEN-format fixture.
+    import yaml
+
+    from tests.fixtures.micromen_fixture import SUMMARY
+
+    dest, env = clone
+    params = shrunk_params(
+        *SHRUNK_EXPLAIN,
+        f"data.micromen.root={thesis_repo / 'micromen'}",
+        f"figures.summary_mat={SUMMARY.resolve()}",
+    )
+    (dest / "params-thesis.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([DVC, "repro", "thesis/dvc.yaml"], dest, env)
+    missing = [p for p in THESIS_OUTPUTS if not (dest / p).is_file()]
+    assert not missing, missing
+    for m, targets in (("mdfa", ["md", "faip"]), ("cc", ["cc"])):
+        info = json.loads((dest / "models/thesis" / f"histoxai-{m}" / "run.json").read_text())
+        assert info["targets"] == targets, m
+    lock = yaml.safe_load((dest / "thesis" / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "baseline"} | {f"{s}@{m}" for s in ("train", "evaluate", "explain", "figures")
+                                                   for m in ("mdfa", "cc")}  # fmt: skip
+    assert all(set(stage["params"]) == {"params-thesis.yaml"} for stage in lock.values())
+    assert "up to date" in run([DVC, "status", "thesis/dvc.yaml"], dest, env)
+    table = pd.read_csv(dest / "reports/thesis/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
+    assert table.loc["s1", "brabec_cnn/r2_md"] == pytest.approx(0.419, abs=0.001)  # published CNN beside
+
+
+def _histoxai_commands(text: str) -> set[str]:
+    return set(re.findall(r"^\s*(?:if .*then )?histoxai ([a-z-]+)", text, flags=re.M))
+
+
+def test_make_thesis_and_the_thesis_pipeline_run_the_same_commands():
+    # scripts/thesis.sh (no git or DVC needed) and thesis/dvc.yaml (tracked) are one study.
+    import yaml
+
+    stages = yaml.safe_load((REPO / "thesis" / "dvc.yaml").read_text())["stages"]
+    dvc = {s.get("do", s)["cmd"].split()[1] for s in stages.values()}
+    assert dvc == _histoxai_commands((REPO / "scripts" / "thesis.sh").read_text())
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        assert "--params params-thesis.yaml" in stage["cmd"], name
+        assert [list(p) for p in stage["params"]] == [["params-thesis.yaml"]], name
+        assert stage["wdir"] == "..", name
