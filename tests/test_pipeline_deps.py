@@ -1,4 +1,4 @@
-"""``params.yaml`` and ``dvc.yaml`` tell DVC everything that changes a result.
+"""``params.yaml`` and ``dvc.yaml`` (and ``thesis/dvc.yaml``) tell DVC everything that changes a result.
 
 - every config key has its value in ``params.yaml`` (a default living only in
   ``config.py`` would change results without ``dvc status`` noticing);
@@ -84,9 +84,15 @@ def reached(module: str) -> set[str]:
     return {p.relative_to(REPO).as_posix() for p in seen}
 
 
+PIPELINES = ("dvc.yaml", "thesis/dvc.yaml")  # the phantom pipeline and the thesis' (wdir: ..)
+
+
 def _stages() -> list[tuple[str, dict]]:
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    return [(name, s.get("do", s)) for name, s in stages.items()]
+    out = []
+    for file in PIPELINES:
+        stages = yaml.safe_load((REPO / file).read_text())["stages"]
+        out += [(f"{file}:{name}", s.get("do", s)) for name, s in stages.items()]
+    return out
 
 
 @pytest.mark.parametrize("name, stage", _stages(), ids=[n for n, _ in _stages()])
@@ -95,7 +101,7 @@ def test_every_module_a_stage_runs_is_a_dependency(name, stage):
     deps = [d for d in stage["deps"] if isinstance(d, str)]
     files = reached(COMMANDS[command][0]) - NOT_RESULTS
     uncovered = sorted(f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
-    assert not uncovered, f"dvc.yaml stage {name!r} runs {uncovered} but does not list them in deps"
+    assert not uncovered, f"stage {name!r} runs {uncovered} but does not list them in deps"
 
 
 def test_the_import_walk_sees_importlib_strings():
