@@ -87,6 +87,12 @@ def test_each_thesis_value(thesis, key):
     assert value(thesis, key) == THESIS[key]
 
 
+def test_training_has_two_phases(thesis):
+    # issue 12 item 1: two-phase training (heads on the frozen backbone, then all layers);
+    # the first phase's length and LR are not in issue 12's transcription, so only its presence.
+    assert 0 < thesis.train.frozen_epochs < thesis.train.epochs
+
+
 def test_each_thesis_explanation_setting(thesis):
     variants = resolve_variants(thesis.explain.methods)
     for name, (method, params) in THESIS_METHODS.items():
