@@ -42,7 +42,7 @@ format: ## ruff format and autofix
 tune: ## run a CPU-sized Optuna study on the phantom (tuning/spaces/; thesis.yaml is the thesis' Table 3.2)
 	$(BIN)/histoxai tune --space tuning/spaces/phantom.yaml --study-name phantom-mdfa --n-trials 10
 
-thesis: ## reproduce the thesis on MICROMEN (MICROMEN_ROOT=... WEIGHTS=... [PER_SAMPLE=1]; docs/thesis.md)
+thesis: ## reproduce the thesis on MICROMEN (MICROMEN_ROOT=... WEIGHTS=... [PER_SAMPLE=1]; tracked: dvc repro thesis/dvc.yaml)
 	@scripts/thesis.sh
 
 dashboard: ## serve the dashboard on http://127.0.0.1:8050 for the last pipeline run
