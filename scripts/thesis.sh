@@ -16,7 +16,7 @@ if [ -n "${WEIGHTS:-}" ]; then
   P+=(--set "model.pretrained_file=$WEIGHTS")
 fi
 for kv in ${THESIS_SET:-}; do P+=(--set "$kv"); done
-CC=(--set 'model.targets=[cc]' --set model.registered_name=histoxai-cc)
+CC=(--set 'model.targets=[cc]' --set model.registered_name=thesis-cc)
 SUMMARY=${SUMMARY:-../shared/data/micromen/summary.mat}
 
 histoxai prepare "${P[@]}"
@@ -24,8 +24,8 @@ if [ -f "$SUMMARY" ]; then histoxai baseline "${P[@]}" --summary "$SUMMARY"; fi 
 histoxai train "${P[@]}"                              # MD + in-plane FA (multi-task)
 histoxai train "${P[@]}" "${CC[@]}"                   # cell count, separately
 for m in mdfa cc; do   # folders: params-thesis.yaml's base.models_dir, saliency_dir, reports_dir
-  model="models/thesis/histoxai-$m"
-  saliency="data/thesis/saliency/histoxai-$m"
+  model="models/thesis/thesis-$m"
+  saliency="data/thesis/saliency/thesis-$m"
   histoxai evaluate "${P[@]}" --model-dir "$model"
   histoxai explain "${P[@]}" --set "explain.model_dir=$model" --set "explain.output_dir=$saliency"
   per_sample=()
@@ -33,4 +33,4 @@ for m in mdfa cc; do   # folders: params-thesis.yaml's base.models_dir, saliency
   histoxai figures "${P[@]}" --set "figures.summary_mat=$SUMMARY" \
     --model-dir "$model" --saliency-dir "$saliency" "${per_sample[@]}"
 done
-echo "thesis: tables and figures in reports/thesis/figures/histoxai-{mdfa,cc}/, baseline in reports/thesis/baseline/"
+echo "thesis: tables and figures in reports/thesis/figures/thesis-{mdfa,cc}/, baseline in reports/thesis/baseline/"

@@ -197,7 +197,7 @@ def test_thesis_config_runs_prepare_and_train_on_the_micromen_fixture(thesis_rep
     assert by_sample["s1"] == {"out"} and by_sample["s3"] == by_sample["s4"] == {"train", "val", "test"}
 
     assert main(["train", "--params", params, *sets]) == 0
-    out = root / "models" / "thesis" / "histoxai-mdfa"
+    out = root / "models" / "thesis" / "thesis-mdfa"
     pred = pd.read_parquet(out / "predictions.parquet")
     assert {"y_md", "yhat_md", "y_faip", "yhat_faip"} <= set(pred.columns)
     assert set(pred.loc[pred["sample"] == "s1", "split"]) == {"out"}
@@ -255,7 +255,7 @@ def test_thesis_config_explains_and_draws_figures_on_the_fixture(thesis_repo, mo
     # Follows the prepare + train test (same module folder): the thesis' explanation
     # settings (last_conv, Eq. 1.9 LayerCAM, tf-keras-vis SmoothGrad) run, then the figures.
     root = thesis_repo
-    if not (root / "models" / "thesis" / "histoxai-mdfa" / "model.pt").is_file():
+    if not (root / "models" / "thesis" / "thesis-mdfa" / "model.pt").is_file():
         pytest.skip("needs the prepare + train test of this module")
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -267,7 +267,7 @@ def test_thesis_config_explains_and_draws_figures_on_the_fixture(thesis_repo, mo
     ]
     assert main(["explain", "--params", params, *sets]) == 0
     assert main(["figures", "--params", params, *sets]) == 0
-    out = root / "reports" / "thesis" / "figures" / "histoxai-mdfa"
+    out = root / "reports" / "thesis" / "figures" / "thesis-mdfa"
     assert {"grid_md.png", "grid_md.pdf", "grid_faip.png", "table_4_1.md", "table_4_1.csv"} <= {
         p.name for p in out.iterdir()
     }
@@ -297,10 +297,10 @@ def test_make_thesis_script_runs_shrunk_on_the_fixture(thesis_repo, tmp_path, mo
     done = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    for path in ("reports/thesis/baseline/report.md", "reports/thesis/figures/histoxai-mdfa/table_4_1.md",
-                 "reports/thesis/figures/histoxai-mdfa/grid_faip.pdf", "reports/thesis/figures/histoxai-cc/grid_cc.png"):  # fmt: skip
+    for path in ("reports/thesis/baseline/report.md", "reports/thesis/figures/thesis-mdfa/table_4_1.md",
+                 "reports/thesis/figures/thesis-mdfa/grid_faip.pdf", "reports/thesis/figures/thesis-cc/grid_cc.png"):  # fmt: skip
         assert (tmp_path / path).is_file(), path
-    table = pd.read_csv(tmp_path / "reports/thesis/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
+    table = pd.read_csv(tmp_path / "reports/thesis/figures/thesis-mdfa/table_4_1.csv", index_col=0)
     assert table.loc["s1", "brabec_cnn/r2_md"] == pytest.approx(0.419, abs=0.001)  # published CNN beside
     bad = subprocess.run([str(REPO / "scripts" / "thesis.sh")], cwd=tmp_path, capture_output=True, text=True,
                          env={**env, "MICROMEN_ROOT": str(tmp_path / "nowhere")})  # fmt: skip
@@ -312,7 +312,7 @@ def test_make_thesis_script_runs_shrunk_on_the_fixture(thesis_repo, tmp_path, mo
 THESIS_OUTPUTS = [
     "reports/thesis/baseline/report.md",
     *[
-        f"{folder}/histoxai-{m}/{name}"
+        f"{folder}/thesis-{m}/{name}"
         for m, target in (("mdfa", "faip"), ("cc", "cc"))
         for folder, name in (
             ("models/thesis", "model.pt"),
@@ -346,14 +346,14 @@ def test_thesis_pipeline_reproduces_with_dvc_on_the_fixture(thesis_repo, clone):
     missing = [p for p in THESIS_OUTPUTS if not (dest / p).is_file()]
     assert not missing, missing
     for m, targets in (("mdfa", ["md", "faip"]), ("cc", ["cc"])):
-        info = json.loads((dest / "models/thesis" / f"histoxai-{m}" / "run.json").read_text())
+        info = json.loads((dest / "models/thesis" / f"thesis-{m}" / "run.json").read_text())
         assert info["targets"] == targets, m
     lock = yaml.safe_load((dest / "thesis" / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"prepare", "baseline"} | {f"{s}@{m}" for s in ("train", "evaluate", "explain", "figures")
                                                    for m in ("mdfa", "cc")}  # fmt: skip
     assert all(set(stage["params"]) == {"params-thesis.yaml"} for stage in lock.values())
     assert "up to date" in run([DVC, "status", "thesis/dvc.yaml"], dest, env)
-    table = pd.read_csv(dest / "reports/thesis/figures/histoxai-mdfa/table_4_1.csv", index_col=0)
+    table = pd.read_csv(dest / "reports/thesis/figures/thesis-mdfa/table_4_1.csv", index_col=0)
     assert table.loc["s1", "brabec_cnn/r2_md"] == pytest.approx(0.419, abs=0.001)  # published CNN beside
 
 
