@@ -77,7 +77,9 @@ def test_reports_are_read(catalog, tmp_path, pipeline):
         pipeline["patches"], saliency_root=pipeline["saliency"], reports_dir=tmp_path / "reports"
     )
     assert cat.rankings["mdfa"]["targets"]["md"]["trusted"] == "layercam"
-    assert [p.path for p in cat.problems] == [str(tmp_path / "reports" / "evaluate" / "cc" / "all_metrics.json")]
+    assert [p.path for p in cat.problems] == [
+        str(tmp_path / "reports" / "evaluate" / "cc" / "all_metrics.json")
+    ]
 
 
 def test_per_patch_xai_eval_metrics_become_fields(catalog):

@@ -34,10 +34,14 @@ def test_stage_writes_metrics_report_and_plots(workdir, capsys):
     out = root / "reports/evaluate/histoxai-mdfa"
     headline = {t: json.loads((out / "metrics" / f"{t}.json").read_text()) for t in ("md", "fa")}
     test = pred[pred["split"] == "test"]
-    assert headline["md"]["r2"] == pytest.approx(regression_metrics(test["y_md"], test["yhat_md"])["r2"], abs=5e-4)
+    assert headline["md"]["r2"] == pytest.approx(
+        regression_metrics(test["y_md"], test["yhat_md"])["r2"], abs=5e-4
+    )
     assert all(set(v) == {"r2"} for v in headline.values())  # the store's card has no oracle ceiling
     metrics = json.loads((out / "all_metrics.json").read_text())
-    assert {"test/r2within_md", "baseline/test/r2_fa", "samplemean/test/r2_md", "ceiling/r2_fa"} <= set(metrics)
+    assert {"test/r2within_md", "baseline/test/r2_fa", "samplemean/test/r2_md", "ceiling/r2_fa"} <= set(
+        metrics
+    )
     text = (out / "report.md").read_text()
     assert "CNN vs baselines vs ceilings" in text and "| s3 |" in text and "sample-mean r2" in text
     assert "baseline: degree-2 polynomial" in text

@@ -67,4 +67,3 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     if summary:
         print(describe(summary))
     return summary
-
