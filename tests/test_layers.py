@@ -1,4 +1,4 @@
-"""The packages of histoxai form floors, and no import points back up.
+"""The packages of histoxai form floors, and no import points back up; stages stay thin.
 
 Each unit (a subpackage, or a top-level module of ``src/histoxai``) sits on a floor and
 may import only units on lower floors. Imports inside functions count, and so do module
@@ -158,3 +158,9 @@ def test_an_arrow_back_up_is_reported(tmp_path, monkeypatch):
     assert upward_imports(fake) == [
         "src/histoxai/models/_probe.py:1 (models, floor 3) imports histoxai.training (floor 5)"
     ]
+
+
+@pytest.mark.parametrize("path", sorted((ROOTS["histoxai"] / "stages").glob("*.py")), ids=lambda p: p.name)
+def test_every_stage_is_thin(path):
+    """A stage loads config, calls one library function and writes outputs: at most 80 lines."""
+    assert len(path.read_text().splitlines()) <= 80, f"{path.name}: move library work into its package"

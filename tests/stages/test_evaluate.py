@@ -131,7 +131,7 @@ def test_metrics_and_report_land_in_a_real_mlflow_run(workdir):
     assert {k: logged[k] for k in expected} == pytest.approx(expected)
     assert "sample/s3/out/r2_md" in logged and "test/ev_md" in logged  # MLflow gets every metric
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
-    assert {"evaluate/report.md", "evaluate/metrics", "evaluate/all_metrics.json", "evaluate/plots"} <= names
+    assert {"evaluate/report.md", "evaluate/all_metrics.json", "evaluate/plots"} <= names
 
 
 def _record(root, **facts):
