@@ -52,7 +52,7 @@ def create_app(
         cfg: the ``dashboard`` config section (stores, page size, cache, login limits).
         patches_dir: the patch store (``cfg.patches_dir`` when set).
         saliency_root: where saliency stores are found when ``cfg.saliency_dirs`` is empty.
-        reports_dir: ``evaluate/*/metrics.json`` and ``xai_eval/*/ranking.json``.
+        reports_dir: ``evaluate/*/all_metrics.json`` and ``xai_eval/*/ranking.json``.
         users: ``{user: password hash}``; login is required when not empty.
         secret_key: signs the session cookie (random per process when None: sessions
             end with the process).

@@ -156,7 +156,7 @@ def load_catalog(
         patches_dir: the patch store.
         saliency_dirs: saliency stores; when empty, every subdirectory of ``saliency_root``.
         saliency_root: where to look for saliency stores when none are listed.
-        reports_dir: ``reports/``: ``evaluate/<name>/metrics.json`` and
+        reports_dir: ``reports/``: ``evaluate/<name>/all_metrics.json`` and
             ``xai_eval/<name>/ranking.json`` are shown when present.
     """
     cat = Catalog(paths={"patches": str(patches_dir)})
@@ -276,7 +276,7 @@ def nice_step(lo: float, hi: float) -> float:
 
 
 def _load_reports(cat: Catalog, reports: Path) -> None:
-    for path in sorted(reports.glob("evaluate/*/metrics.json")):
+    for path in sorted(reports.glob("evaluate/*/all_metrics.json")):
         try:
             cat.metrics[path.parent.name] = _flatten(json.loads(path.read_text()))
         except (OSError, ValueError) as err:

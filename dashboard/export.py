@@ -15,7 +15,7 @@ import pandas as pd
 
 from histoxai.dashboard.catalog import FIELDS, Catalog
 from histoxai.dashboard.filters import page_of, rows_per_page, select
-from histoxai.dashboard.overlays import Renderer, colour_table, legend_labels
+from histoxai.dashboard.overlays import Renderer, colour_table, legend_labels, rgba
 from histoxai.dashboard.state import View
 
 FIGURE_PAGES = ("single", "targets", "methods")
@@ -80,9 +80,8 @@ def _composite(
     t = catalog.tables[key]
     if int(t.positions([pid])[0]) < 0:
         return np.full_like(image, 0.95)
-    ov = renderer.overlay(
-        t.source, t.target, variant, pid, view.cmap, view.norm, view.sign, view.clip, view.follow
-    )
+    unit = renderer.overlay_unit(t.source, t.target, variant, pid, view.norm, view.sign, view.clip)
+    ov = rgba(unit, colour_table(view.cmap), view.sign, view.follow)  # (h, w, 4) uint8
     a = ov[..., 3:4].astype(np.float32) / 255.0 * view.alpha
     return image * (1.0 - a) + ov[..., :3].astype(np.float32) / 255.0 * a
 

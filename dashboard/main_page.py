@@ -105,7 +105,7 @@ def _performance(catalog: Catalog) -> list:
             blocks.append(_r2_card(name, splits, samples, None))
     for name, store in catalog.sources.items():
         if name not in catalog.metrics:
-            note = "from the explained patches (no reports/evaluate/…/metrics.json found)"
+            note = "from the explained patches (no reports/evaluate/…/all_metrics.json found)"
             blocks.append(_r2_card(name, *r2_from_meta(store.meta), note))
     if not blocks:
         return []

@@ -297,22 +297,6 @@ class Renderer:
         size = served_size(self.catalog.patches.patch_size)
         return unit if unit.shape == (size, size) else resize_nearest(unit, (size, size))
 
-    def overlay(
-        self,
-        source: str,
-        target: str,
-        variant: str,
-        pid: int,
-        cmap: str,
-        norm: str,
-        sign: str,
-        clip: float,
-        follow: bool,
-    ) -> np.ndarray:
-        """(h, w, 4) uint8 RGBA overlay of patch ``pid`` (for figures; the routes send palette PNGs)."""
-        unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
-        return rgba(unit, colour_table(cmap), sign, follow)
-
     def _overlay_png(
         self,
         source: str,

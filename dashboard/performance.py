@@ -1,6 +1,7 @@
-"""The models' R² for the Main page: from the evaluation report's ``metrics.json``
-(``test/r2_md``, ``baseline/test/r2_md``, ``sample/<s>/<in|out>/r2_md``, ``ceiling/r2_md``)
-or, without a report, from the explained patches' y and ŷ."""
+"""The models' R² for the Main page: from the evaluation report's ``all_metrics.json``
+(``test/r2_md``, ``baseline/test/r2_md``, ``sample/<s>/<in|out>/r2_md``, ``ceiling/r2_md``;
+the sample-mean shortcut's ``samplemean/…`` is left to the report) or, without a report,
+from the explained patches' y and ŷ."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def r2_tables(metrics: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     targets: list[str] = []
     for key, value in metrics.items():
         scope, _, name = key.rpartition("/")
-        if not name.startswith("r2_") or not scope:
+        if not name.startswith("r2_") or not scope or scope.startswith("samplemean/"):
             continue
         target = name[3:]
         targets += [target] if target not in targets else []

@@ -111,3 +111,21 @@ def finalize(cfg: Config, study: optuna.Study, ctx: StudyContext, space: Space) 
     summary["parent_run_id"] = ctx.parent_run_id
     write_json(ctx.trial_root / "summary.json", summary)
     return summary
+
+
+def describe(summary: dict) -> str:
+    """The summary of :func:`summarize` (plus the champion, if registered) as console lines."""
+    lines = [
+        f"study {summary['study_name']}: {summary['n_trials']} trials "
+        f"({summary['complete']} complete, {summary['pruned']} pruned, {summary['failed']} failed, "
+        f"{summary['requeued']} re-queued after a worker died)"
+    ]
+    for number, reason in summary["failures"].items():
+        lines.append(f"  trial {number} failed: {reason}")
+    best = summary["best"]
+    if best:
+        lines.append(f"best trial {best['number']}: validation R2 {best['value']:.4f}")
+        lines += [f"  {k} = {v}" for k, v in best["params"].items()]
+        if "model_uri" in best:
+            lines.append(f"  registered as {best['model_uri']} (alias champion)")
+    return "\n".join(lines)

@@ -72,12 +72,14 @@ def test_reports_are_read(catalog, tmp_path, pipeline):
         json.dumps({"rule": "mean rank", "targets": {"md": {"trusted": "layercam"}}})
     )
     (tmp_path / "reports" / "evaluate" / "cc").mkdir(parents=True)
-    (tmp_path / "reports" / "evaluate" / "cc" / "metrics.json").write_text("{broken")
+    (tmp_path / "reports" / "evaluate" / "cc" / "all_metrics.json").write_text("{broken")
     cat = load_catalog(
         pipeline["patches"], saliency_root=pipeline["saliency"], reports_dir=tmp_path / "reports"
     )
     assert cat.rankings["mdfa"]["targets"]["md"]["trusted"] == "layercam"
-    assert [p.path for p in cat.problems] == [str(tmp_path / "reports" / "evaluate" / "cc" / "metrics.json")]
+    assert [p.path for p in cat.problems] == [
+        str(tmp_path / "reports" / "evaluate" / "cc" / "all_metrics.json")
+    ]
 
 
 def test_per_patch_xai_eval_metrics_become_fields(catalog):

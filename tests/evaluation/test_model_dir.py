@@ -30,5 +30,6 @@ def test_ceilings_become_metrics_named_by_what_they_compare_with(phantom_store):
     pred = predictions_from_store(phantom_store, noise=0.3)
     ceilings = {"ceiling": {"md": 0.96}, "oracle": {"md": 0.93}, "oracle r2within": {"md": 0.8}}
     ev = evaluate(pred, ["md"], ceilings=ceilings)
-    assert ev.headline["ceiling/r2_md"] == 0.96 and ev.headline["oracle/r2_md"] == 0.93
-    assert ev.headline["oracle/r2within_md"] == 0.8
+    assert ev.metrics["ceiling/r2_md"] == 0.96 and ev.metrics["oracle/r2_md"] == 0.93
+    assert ev.metrics["oracle/r2within_md"] == 0.8
+    assert ev.headline["md"]["oracle"] == 0.93  # the headline's ceiling

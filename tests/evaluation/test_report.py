@@ -52,9 +52,9 @@ def test_write_report_writes_everything_inside_the_directory_it_keeps(frames, tm
     write_report(out, ev, pred, base, {"model": "m"}, ["a note"])
     assert (out / ".gitignore").read_text() == "/report.md\n"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or ".old-" in p.name]
-    headline = json.loads((out / "metrics.json").read_text())
-    assert headline == pytest.approx({k: ev.metrics[k] for k in headline}, abs=1e-4)
-    assert len(headline) == 9  # r2, r2within, two baselines per target + md's ceiling
+    headline = {t: json.loads((out / "metrics" / f"{t}.json").read_text()) for t in ("md", "fa")}
+    assert headline == {t: {"r2": pytest.approx(ev.metrics[f"test/r2_{t}"], abs=5e-4)} for t in ("md", "fa")}
+    assert json.loads((out / "all_metrics.json").read_text()) == pytest.approx(ev.metrics)
     text = (out / "report.md").read_text()
     assert "# Evaluation: m" in text and "a note" in text and "![maps_s3](plots/maps_s3.png)" in text
     assert {p.name for p in (out / "plots").iterdir()} == {
@@ -74,7 +74,7 @@ def test_a_failed_report_leaves_the_previous_one_untouched(frames, tmp_path, mon
     ev = evaluate(pred, ["md"])
     out = tmp_path / "m"
     write_report(out, ev, pred, info={"model": "m"})
-    before = (out / "metrics.json").read_text()
+    before = (out / "all_metrics.json").read_text()
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -82,7 +82,7 @@ def test_a_failed_report_leaves_the_previous_one_untouched(frames, tmp_path, mon
     monkeypatch.setattr(report, "plot_sample_maps", broken)
     with pytest.raises(RuntimeError):
         write_report(out, evaluate(pred.assign(yhat_md=0.0), ["md"]), pred, info={"model": "m"})
-    assert (out / "metrics.json").read_text() == before
+    assert (out / "all_metrics.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary left behind
 
 
@@ -121,7 +121,7 @@ def test_seeds_give_mean_and_spread_and_a_per_seed_table(frames, tmp_path):
     each = [regression_metrics(*_test_pair(f))["r2"] for f in seeds.values()]
     assert ev.metrics["test/r2_md"] == pytest.approx(np.mean(each))
     assert ev.metrics["test/r2sd_md"] == pytest.approx(np.std(each, ddof=1))
-    assert ev.headline["test/r2sd_md"] == pytest.approx(np.std(each, ddof=1), abs=1e-4)
+    assert ev.headline["md"]["r2"] == pytest.approx(np.mean(each), abs=5e-4)
     write_report(tmp_path / "m", ev, seeds[0], info={"model": "m"})
     text = (tmp_path / "m" / "report.md").read_text()
     assert "mean over seeds [0, 1, 2]" in text and "± sd" in text and "## CNN per seed" in text

@@ -72,9 +72,9 @@ def test_select_ids_picks_the_split_of_the_scheme(workdir):
 def register(uri: str, model, split_scheme: str = "random") -> None:
     example = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     with tracking.start_run(uri, "histoxai", "train") as run:
-        tracking.log_regressor(
-            run, model, "histoxai-mdfa", example, {"split_scheme": split_scheme, "data_hash": "h1"}
-        )
+        tags = {"split_scheme": split_scheme, "data_hash": "h1"}
+        version = tracking.register_regressor(run, model, "histoxai-mdfa", example, tags)["model_version"]
+        tracking.publish_version(run.client, "histoxai-mdfa", version)
 
 
 @pytest.mark.slow

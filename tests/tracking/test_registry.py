@@ -10,8 +10,9 @@ from histoxai.tracking import (
     data_lineage,
     load_registered_model,
     log_metrics,
-    log_regressor,
     promote,
+    publish_version,
+    register_regressor,
     resolve_tracking_uri,
     start_run,
 )
@@ -53,7 +54,9 @@ def test_register_alias_promote_and_reload(tmp_path):
         with start_run(uri, "test-exp", run_name=f"r{seed}") as run:
             run.log_params({"model.targets": ["md", "cc"], "train.lr": 1e-3})
             run.log_metrics({"val/r2_md": 0.5 + seed, "val/r2_cc": float("nan")}, step=0)
-            versions.append(log_regressor(run, _model(seed), "histoxai-test", x[:2], {"targets": "md,cc"}))
+            version = register_regressor(run, _model(seed), "histoxai-test", x[:2], {"targets": "md,cc"})
+            version["aliases"] = publish_version(run.client, "histoxai-test", version["model_version"])
+            versions.append(version)
     assert [v["model_version"] for v in versions] == ["1", "2"]
     assert versions[0]["aliases"] == ["candidate", "champion"] and versions[1]["aliases"] == ["candidate"]
 

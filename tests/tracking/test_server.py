@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,54 +12,23 @@ from mlflow import MlflowClient
 from histoxai.models import load_checkpoint
 from histoxai.stages.train import train
 from histoxai.tracking import load_registered_model, resolve_tracking_uri
+from tests import servers
 from tests.training.conftest import tiny_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free port with a SQLite backend; its URI and artifact folder."""
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
     artifacts = root / "artifacts"
-    cmd = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'backend.db'}",
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240  # a busy 2-core machine needs up to a minute or two
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server not healthy after 240 s: {(root / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(1)
+    store = (
+        "--backend-store-uri",
+        f"sqlite:///{root / 'backend.db'}",
+        "--artifacts-destination",
+        str(artifacts),
+    )
+    with servers.mlflow_server(root, *store) as uri:
         yield uri, artifacts
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from histoxai.config import Config, apply_overrides
+from tests import servers
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -67,12 +67,6 @@ def tune_config(tmp_path: Path, space: Path, **tune) -> Config:
     return apply_overrides(Config(), values)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """URL of a database on a PostgreSQL 15 server started for the session.
@@ -95,7 +89,7 @@ def postgres_url():
         check=True,
         capture_output=True,
     )
-    port = free_port()
+    port = servers.free_port()
     server = subprocess.Popen(
         [
             *as_user,

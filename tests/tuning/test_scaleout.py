@@ -7,15 +7,14 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
 
 from histoxai.config import dump_yaml
 from histoxai.tracking import resolve_tracking_uri, studies
-from tests.tuning.conftest import REPO, free_port, tune_config
+from tests import servers
+from tests.tuning.conftest import REPO, tune_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -39,35 +38,15 @@ def mlflow_on_postgres(tmp_path, postgres_url):
     backend = _create_database(postgres_url, f"mlflow_{os.getpid()}_{int(time.time())}")
     shared = tmp_path / "shared" / "mlartifacts"
     shared.mkdir(parents=True)
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", backend,
-        "--default-artifact-root", shared.as_uri(), "--no-serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # a busy 2-core machine
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow server not healthy after 240 s")
-            time.sleep(0.5)
+    store = (
+        "--backend-store-uri",
+        backend,
+        "--default-artifact-root",
+        shared.as_uri(),
+        "--no-serve-artifacts",
+    )
+    with servers.mlflow_server(tmp_path, *store) as uri:
         yield uri, shared
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=60)
-        log.close()
 
 
 def test_two_machines_share_one_study_and_one_tracking_server(

@@ -148,7 +148,8 @@ def test_rdb_heartbeat_fails_and_requeues_a_trial_whose_worker_went_silent(tmp_p
     silent = study.ask()
     silent.suggest_float("x", 0, 1)
     silent.set_user_attr(WORKER_ATTR, "a-machine-elsewhere:1:1")  # not judged by pid
-    study._storage.record_heartbeat(silent._trial_id)
+    study_id = storage.get_study_id_from_name("s")  # public storage API, no Optuna privates
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, silent.number))
     time.sleep(2.5)
 
     run_worker(study, lambda t: t.suggest_float("x", 0, 1), 2, BudgetLock(tune), RetryStale(1))

@@ -5,8 +5,9 @@ figures and ``metrics.json``.
 Every R² is given three ways (``r2``, ``ev``, ``r2within``; see
 ``histoxai.evaluation.metrics``) beside the two baselines. With several seeds, the CNN's
 numbers are the mean over seeds and the report gives their standard deviation.
-``metrics.json`` holds only the headline numbers (``dvc metrics show``); every metric goes
-to MLflow and the full tables to CSV/Markdown.
+``metrics/<target>.json`` holds only the headline numbers (DVC metrics: ``dvc metrics show``
+fits 120 columns); every metric goes to ``all_metrics.json`` and MLflow, the full tables to
+CSV/Markdown.
 
 Example:
     >>> ev = evaluate(pred, ["md", "fa"], baseline=base, ceilings={"ceiling": {"md": 0.93}})
@@ -32,6 +33,8 @@ CNN, BASELINE, SAMPLE_MEAN = "CNN", "baseline", "sample-mean"
 PREFIX: dict[str, str] = {CNN: "", BASELINE: "baseline/", SAMPLE_MEAN: "samplemean/"}
 COMPARED_SPLITS: tuple[str, ...] = ("val", "test", "out")
 HEADLINE_SPLIT = "test"
+HEADLINE: dict[str, str] = {"r2": "{split}/r2_{t}", "oracle": "oracle/r2_{t}"}
+"""The keys of ``metrics/<target>.json`` and the metric each one holds."""
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Evaluation:
     (``ceiling``: label noise; ``oracle``: image-oracle) the R² per target.
     ``metrics``: every finite metric, flat (``test/r2_md``, ``baseline/test/r2_md``,
     ``samplemean/test/r2within_md``, ``sample/<s>/in/r2_md``, ``ceiling/r2_md``,
-    ``test/r2sd_md``); ``headline``: the few that go to ``metrics.json``.
+    ``test/r2sd_md``); ``headline``: per target the few that go to ``metrics/<target>.json``.
     """
 
     targets: list[str]
@@ -52,7 +55,7 @@ class Evaluation:
     per_sample: dict[str, pd.DataFrame]
     ceilings: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    headline: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, dict[str, float]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     per_seed: dict[int, pd.DataFrame] = field(default_factory=dict)
     spread: pd.DataFrame | None = None
@@ -115,16 +118,18 @@ def ceiling_name(kind: str, target: str) -> str:
     return f"{name}/{metric or 'r2'}_{target}"
 
 
-def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, float]:
-    """The few numbers of ``metrics.json``, per target: the CNN's ``r2`` and ``r2within``
-    on ``split`` (and ``r2sd`` over seeds), both baselines' ``r2`` and the ceilings;
-    rounded to 4 decimals."""
-    keys = []
+def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, dict[str, float]]:
+    """The DVC metrics, ``{target: {"r2", "oracle"}}``: the CNN's R² on ``split`` (mean
+    over seeds) and the image-oracle ceiling (phantom stores only), rounded to 3 decimals.
+
+    Few short keys, the same in every target's file: ``dvc metrics show`` prints one row
+    per file and one column per key, and must fit 120 columns beside xai_eval's headline.
+    """
+    out = {}
     for t in ev.targets:
-        keys += [f"{split}/r2_{t}", f"{split}/r2within_{t}", f"{split}/r2sd_{t}"]
-        keys += [f"{PREFIX[m]}{split}/r2_{t}" for m in (BASELINE, SAMPLE_MEAN)]
-        keys += [ceiling_name(kind, t) for kind in ev.ceilings]
-    return {k: round(ev.metrics[k], 4) for k in keys if k in ev.metrics}
+        names = {k: m.format(split=split, t=t) for k, m in HEADLINE.items()}
+        out[t] = {k: round(ev.metrics[m], 3) for k, m in names.items() if m in ev.metrics}
+    return out
 
 
 def comparison_table(ev: Evaluation) -> pd.DataFrame:
@@ -220,10 +225,11 @@ def render_markdown(
 
 
 REPORT_FILES = (
-    "metrics.json", "report.md", "per_split.csv", "per_sample.csv", "per_seed.csv",
-    "baseline_predictions.parquet", "plots",
+    "metrics", "all_metrics.json", "report.md", "per_split.csv", "per_sample.csv", "per_seed.csv",
+    "baseline_predictions.parquet", "plots", "metrics.json",
 )  # fmt: skip
-"""Everything :func:`write_report` may write into a report directory."""
+"""Everything :func:`write_report` may write into a report directory (and ``metrics.json``,
+the headline file of earlier versions, removed when found)."""
 
 
 def write_report(
@@ -240,7 +246,8 @@ def write_report(
     earlier run wrote and this one does not (``baseline_predictions.parquet`` after the
     baseline was turned off) are removed.
 
-    Contents: ``metrics.json`` (the headline numbers), ``report.md``, ``per_split.csv``,
+    Contents: ``metrics/<target>.json`` (the headline numbers, DVC metrics),
+    ``all_metrics.json`` (every metric, flat, as logged to MLflow), ``report.md``, ``per_split.csv``,
     ``per_sample.csv``, ``per_seed.csv`` (the CNN per seed; empty for one seed),
     ``baseline_predictions.parquet`` (with a baseline) and
     ``plots/scatter_<t>.png``, ``plots/maps_<sample>.png``.
@@ -271,7 +278,10 @@ def write_report(
             title = f"{name}: sample {sample}" + (f" (R² {r2})" if r2 else "")
             plot_sample_maps(pred, sample, ev.targets, plots / f"maps_{sample}.png", title)
             figures.append(f"plots/maps_{sample}.png")
-        write_json(tmp / "metrics.json", ev.headline)
+        (tmp / "metrics").mkdir()
+        for t, numbers in ev.headline.items():
+            write_json(tmp / "metrics" / f"{t}.json", numbers)
+        write_json(tmp / "all_metrics.json", ev.metrics)
         split_tables = dict(ev.per_split)
         if ev.spread is not None:
             split_tables["CNN sd over seeds"] = ev.spread

@@ -10,7 +10,8 @@ Run::
 
 Reads ``data/patches`` and ``<model-dir>/predictions.parquet`` + ``run.json`` (+
 ``seeds/<seed>/predictions.parquet``); writes ``reports/evaluate/<model-dir name>/``
-(``metrics.json`` with the headline numbers, ``report.md``, CSV tables, ``plots/*.png``).
+(``metrics/<target>.json`` with the headline numbers, ``all_metrics.json``, ``report.md``,
+CSV tables, ``plots/*.png``).
 """
 
 from __future__ import annotations

@@ -19,15 +19,7 @@ import os
 
 from histoxai.config import Config
 
-_FLAGS = {
-    "space": "space",
-    "n_trials": "n_trials",
-    "workers": "workers",
-    "storage": "storage",
-    "study_name": "study_name",
-    "sampler": "sampler",
-    "pruner": "pruner",
-}
+_FLAGS = ("space", "n_trials", "workers", "storage", "study_name", "sampler", "pruner")  # tune.<flag>
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +47,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
     from histoxai.tuning.space import load_space
 
     args = args or argparse.Namespace()
-    flags = {
-        f"tune.{key}": getattr(args, attr)
-        for attr, key in _FLAGS.items()
-        if getattr(args, attr, None) is not None
-    }
+    flags = {f"tune.{k}": getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
     cfg = apply_overrides(cfg, flags)
     load_space(cfg.tune.space, cfg)  # a bad space fails before torch and mlflow load
 
@@ -67,6 +55,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
 
     tracking_uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))  # before torch and mlflow load
     from histoxai.tuning.launcher import launch
+    from histoxai.tuning.report import describe
 
     summary = launch(
         cfg,
@@ -76,22 +65,5 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> dict:
         run_id=os.environ.get("MLFLOW_RUN_ID") or None,  # under `mlflow run`: the study's parent
     )
     if summary:
-        print(_describe(summary))
+        print(describe(summary))
     return summary
-
-
-def _describe(summary: dict) -> str:
-    lines = [
-        f"study {summary['study_name']}: {summary['n_trials']} trials "
-        f"({summary['complete']} complete, {summary['pruned']} pruned, {summary['failed']} failed, "
-        f"{summary['requeued']} re-queued after a worker died)"
-    ]
-    for number, reason in summary["failures"].items():
-        lines.append(f"  trial {number} failed: {reason}")
-    best = summary["best"]
-    if best:
-        lines.append(f"best trial {best['number']}: validation R2 {best['value']:.4f}")
-        lines += [f"  {k} = {v}" for k, v in best["params"].items()]
-        if "model_uri" in best:
-            lines.append(f"  registered as {best['model_uri']} (alias champion)")
-    return "\n".join(lines)

@@ -35,34 +35,6 @@ STATE_TAG = "histoxai.state"  # version tag: "pending" until the model directory
 PENDING, PUBLISHED = "pending", "published"
 
 
-def log_regressor(
-    run: TrackedRun,
-    model: Regressor,
-    registered_name: str,
-    input_example: np.ndarray,
-    tags: Mapping[str, str] | None = None,
-) -> dict:
-    """Log ``model`` to ``run`` (signature + input example), register and publish a new version.
-
-    The version gets ``tags`` and alias ``candidate``; ``champion`` too if the registered
-    model has no champion yet. Same as :func:`register_regressor` then :func:`publish_version`.
-
-    Args:
-        run: the active run (see :func:`histoxai.tracking.start_run`).
-        model: the trained regressor (moved to CPU, eval mode).
-        registered_name: registry name, e.g. ``histoxai-mdfa``.
-        input_example: (n, 3, H, W) float32 RGB in [0, 1]; a few patches.
-        tags: version tags (targets, data hash, ...); also set on the registered model.
-
-    Returns:
-        ``{"model_name", "model_version", "model_uri" (models:/NAME/VERSION),
-        "logged_model_uri", "aliases"}``.
-    """
-    registered = register_regressor(run, model, registered_name, input_example, tags)
-    registered["aliases"] = publish_version(run.client, registered_name, registered["model_version"])
-    return registered
-
-
 def register_regressor(
     run: TrackedRun,
     model: Regressor,
@@ -70,10 +42,19 @@ def register_regressor(
     input_example: np.ndarray,
     tags: Mapping[str, str] | None = None,
 ) -> dict:
-    """Log and register a new version tagged ``histoxai.state=pending``, with no alias.
+    """Log ``model`` to ``run`` (signature + input example) and register a new version
+    tagged ``histoxai.state=pending``, with no alias.
 
-    Nothing points at it until :func:`publish_version`; a pending version whose run died
-    is removed by :func:`recover_registrations`. Arguments as :func:`log_regressor`.
+    Nothing points at it until :func:`publish_version` (alias ``candidate``, and
+    ``champion`` when the registered model has none yet); a pending version whose run died
+    is removed by :func:`recover_registrations`.
+
+    Args:
+        run: the active run (see :func:`histoxai.tracking.start_run`).
+        model: the trained regressor (moved to CPU, eval mode).
+        registered_name: registry name, e.g. ``histoxai-mdfa``.
+        input_example: (n, 3, H, W) float32 RGB in [0, 1]; a few patches.
+        tags: version tags (targets, data hash, ...); also set on the registered model.
 
     Returns:
         ``{"model_name", "model_version", "model_uri", "logged_model_uri", "aliases": []}``.

@@ -5,8 +5,8 @@ anything else in it, e.g. DVC's ``.gitignore``, are left alone; every file is de
 in ``dvc.yaml``):
 
 - ``metrics/<target>.json``: the headline (DVC metrics, one small file per target so
-  ``dvc metrics show`` fits 120 columns): the verdict's top method, its primary score
-  with interval, normalised score and native resolution.
+  ``dvc metrics show`` fits 120 columns): the verdict's top method (or ``tie``/``none``),
+  the leader's primary score with interval and its normalised score.
 - ``ranking.json``: per target the verdict and the methods in order (the dashboard).
 - ``report.md``: the verdict, rule, per-property tables, tissue shares, sanity cascade,
   per-nucleus analysis.
@@ -38,24 +38,24 @@ from histoxai.xai_eval.suite import TargetResult  # noqa: E402
 from histoxai.xai_eval.tissue import TISSUE_CLASSES  # noqa: E402
 
 REFERENCES = ("random", "oracle", "sobel", "darkness")
+HEADLINE_STATS: dict[str, str] = {"score": "mean", "lo": "lo", "hi": "hi", "norm": "norm_mean"}
+"""The numbers of ``metrics/<target>.json`` (beside ``top``) and the verdict's statistic each holds."""
 
 
 def headline(res: TargetResult) -> dict:
-    """The DVC metrics of one target (``metrics/<target>.json``, a handful of keys so
-    ``dvc metrics show`` stays within 120 columns): ``top`` (the verdict's top method,
-    named or not), ``verdict`` (``method``, ``tie`` or ``none``), ``score``/``lo``/``hi``
-    (its primary score and interval), ``norm`` (oracle-normalised), ``res`` (native
-    map height in px)."""
+    """The DVC metrics of one target (``metrics/<target>.json``, a handful of short keys
+    so ``dvc metrics show`` stays within 120 columns beside evaluate's ``r2``/``oracle``):
+    ``top`` (the method the verdict names, else its status, ``tie`` or ``none``), and the
+    leader's ``score``/``lo``/``hi`` (primary score and interval) and ``norm``
+    (oracle-normalised at its native resolution; the resolution is in ``report.md``)."""
     v = res.verdict
-    top = v.get("top")
-    entry: dict = {"top": top or "none", "verdict": v.get("status", "none")}
+    leader = v.get("top")
+    entry: dict = {"top": leader if v.get("status") == "method" else v.get("status") or "none"}
     prop = v.get("properties", {}).get(_fam(v), {})
-    stats = prop.get("methods", {}).get(top, {}) if top else {}
-    for key, src in (("score", "mean"), ("lo", "lo"), ("hi", "hi"), ("norm", "norm_mean")):
+    stats = prop.get("methods", {}).get(leader, {}) if leader else {}
+    for key, src in HEADLINE_STATS.items():
         if stats.get(src) is not None:
             entry[key] = round(float(stats[src]), 3)
-    if top:
-        entry["res"] = int(res.rows[top]["resolution"][0])
     return entry
 
 
