@@ -318,7 +318,7 @@ THESIS_OUTPUTS = [
             ("models/thesis", "model.pt"),
             ("models/thesis", "predictions.parquet"),
             ("reports/thesis/evaluate", "report.md"),
-            ("reports/thesis/evaluate", "metrics.json"),
+            ("reports/thesis/evaluate", f"metrics/{target}.json"),
             ("data/thesis/saliency", "manifest.json"),
             ("reports/thesis/figures", "table_4_1.csv"),
             ("reports/thesis/figures", f"grid_{target}.png"),

@@ -46,6 +46,7 @@ def test_every_method_and_score_gives_finite_maps_of_patch_shape(model, small, m
     assert maps.shape == (2, 32, 32)
     assert maps.dtype == torch.float32
     assert torch.isfinite(maps).all()
+    assert not maps.requires_grad  # the store's writer turns maps into NumPy arrays
 
 
 @pytest.mark.parametrize("method", sorted(LINEAR))

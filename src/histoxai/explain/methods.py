@@ -457,7 +457,8 @@ def run_variant(
     score_fn: ScoreFn,
     y: Tensor | None = None,
 ) -> Tensor:
-    """Maps (B, H, W) of one resolved variant (see :func:`resolve_variants`)."""
+    """Maps (B, H, W) of one resolved variant (see :func:`resolve_variants`), detached
+    from autograd (captum's DeepLift returns attributions that still require grad)."""
     method = variant["method"]
     params = method_params(method, variant.get("params"))
-    return METHODS[method].fn(model, images, target, score_fn, params, y)
+    return METHODS[method].fn(model, images, target, score_fn, params, y).detach()
