@@ -23,6 +23,7 @@ from histoxai.data.store import PatchStore
 from histoxai.evaluation.model_dir import check_model_dir, evaluate_model_dir, log_results
 from histoxai.evaluation.predictions import load_run_info
 from histoxai.evaluation.report import comparison_table, write_report
+from histoxai.io import finish_interrupted, output_lock
 
 __all__ = ["add_arguments", "log_results", "run"]
 
@@ -41,11 +42,13 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     model_dir = Path(model_dir)
     store = PatchStore(cfg.base.patches_dir)
     check_model_dir(model_dir, load_run_info(model_dir / "run.json"), store)
-    ev, pred, baseline, info, notes = evaluate_model_dir(
-        model_dir, store, cfg.evaluate, cfg.data.split.scheme
-    )
     out_dir = Path(cfg.base.reports_dir) / "evaluate" / model_dir.name
-    write_report(out_dir, ev, pred, baseline, info, notes)
+    with output_lock(out_dir):  # a second writer fails at once
+        finish_interrupted(out_dir)  # what a killed run left
+        ev, pred, baseline, info, notes = evaluate_model_dir(
+            model_dir, store, cfg.evaluate, cfg.data.split.scheme
+        )
+        write_report(out_dir, ev, pred, baseline, info, notes)
     logged = log_results(load_run_info(model_dir / "run.json"), out_dir, ev.metrics)
     print(f"evaluate: {out_dir} ({len(ev.metrics)} metrics{', logged to run ' + logged if logged else ''})")
     print(comparison_table(ev).to_string(float_format=lambda v: f"{v:.3f}"))
