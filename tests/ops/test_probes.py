@@ -5,7 +5,8 @@ Each probe is one line of ``PROBES``: the command line, what is damaged first (`
 extra environment, and the text the error must contain (the key, flag or file). It runs
 the real CLI in-process on a fresh copy of the project and asserts: exit status 2, one
 ``histoxai <command>: error:`` line naming that text and no traceback, and not one file of
-the project written or changed (the error came before any work). (``dashboard`` is the one command that starts with a
+the project written or changed (the error came before any work). ``$HISTOXAI_PROBE_COLD`` runs each probe as a new
+process instead (seconds then include Python's start and imports). (``dashboard`` is the one command that starts with a
 damaged store: it names the file on its start-up line and its Main page.) Each probe's seconds to
 the error are appended to ``$HISTOXAI_PROBE_LOG`` when set (``benchmarks/probe_report.py``).
 """
@@ -19,6 +20,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -28,7 +31,7 @@ import pandas as pd
 import pytest
 
 from histoxai import cli
-from tests.ops.conftest import histoxai, write_params
+from tests.ops.conftest import REPO, histoxai, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -332,7 +335,19 @@ def _too_long(signum, frame):
 
 
 def _run(argv: list[str]) -> tuple[int, str, float]:
-    """``histoxai ARGV`` in this process: exit status, stderr and seconds to return."""
+    """``histoxai ARGV`` in this process (or, with ``$HISTOXAI_PROBE_COLD``, in a new one,
+    imports included): exit status, stderr and seconds to return."""
+    if os.environ.get("HISTOXAI_PROBE_COLD"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "histoxai.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.returncode, done.stderr, time.perf_counter() - start
     err = io.StringIO()
     start = time.perf_counter()
     signal.signal(signal.SIGALRM, _too_long)
