@@ -154,7 +154,7 @@ def check_model_dir(model_dir: Path, info: Mapping[str, object], store: PatchSto
     recorded = info.get("predictions_sha256")
     pred_path = Path(model_dir) / "predictions.parquet"
     if not pred_path.is_file():
-        raise MissingInputError(f"{pred_path} is missing (run `histoxai train`)")
+        raise MissingInputError(f"{pred_path} does not exist (run `histoxai train`)")
     if recorded and recorded != file_sha256(pred_path):
         raise InputError(
             f"{pred_path} is not the predictions file of {Path(model_dir) / 'run.json'} "

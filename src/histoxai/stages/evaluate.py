@@ -19,13 +19,16 @@ import argparse
 from pathlib import Path
 
 from histoxai.config import Config
-from histoxai.data.store import PatchStore
-from histoxai.evaluation.model_dir import check_model_dir, evaluate_model_dir, log_results
-from histoxai.evaluation.predictions import load_run_info
-from histoxai.evaluation.report import comparison_table, write_report
 from histoxai.io import finish_interrupted, output_lock
 
 __all__ = ["add_arguments", "log_results", "run"]
+
+
+def log_results(*args, **kwargs):
+    """See :func:`histoxai.evaluation.model_dir.log_results`."""
+    from histoxai.evaluation.model_dir import log_results as log
+
+    return log(*args, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Evaluate ``--model-dir`` and write ``<base.reports_dir>/evaluate/<name>/``."""
+    # torch and the plots are imported here so a bad flag or config fails in a second
+    from histoxai.data.store import PatchStore
+    from histoxai.evaluation.model_dir import check_model_dir, evaluate_model_dir
+    from histoxai.evaluation.predictions import load_run_info
+    from histoxai.evaluation.report import comparison_table, write_report
+
     model_dir = getattr(args, "model_dir", None) or Path(cfg.base.models_dir) / cfg.model.registered_name
     model_dir = Path(model_dir)
     store = PatchStore(cfg.base.patches_dir)
