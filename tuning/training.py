@@ -21,22 +21,15 @@ class BackboneDoesNotFit(TrialFailed):
 
 
 def check_backbone_fits(name: str, patch_size: int) -> None:
-    """Run a blank patch through backbone ``name``; raise a clear error when it cannot.
+    """Run a blank patch through backbone ``name``; raise a clear error when it cannot
+    (see :func:`histoxai.models.backbones.check_backbone`)."""
+    from histoxai.errors import InputError
+    from histoxai.models.backbones import check_backbone
 
-    Deep backbones downsample by 32 or more; patches smaller than that can shrink to
-    nothing inside the network (e.g. ``convnext_atto`` or ``densenet121`` at 16 px).
-    """
-    import torch
-
-    from histoxai.models import create_backbone
-
-    backbone = create_backbone(name, pretrained=False).eval()
     try:
-        with torch.no_grad():
-            backbone(torch.zeros(1, 3, patch_size, patch_size))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise BackboneDoesNotFit(f"backbone {name} does not fit {patch_size} px patches: {first}") from None
+        check_backbone(name, patch_size)
+    except InputError as err:
+        raise BackboneDoesNotFit(f"backbone {name} does not fit {patch_size} px patches: {err}") from None
 
 
 def train_trial(

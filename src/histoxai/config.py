@@ -541,6 +541,19 @@ def port_number(text: str) -> int:
     return port
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 from a command-line flag (argparse ``type``)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1")
+    return value
+
+
 @dataclass(frozen=True)
 class FiguresConfig:
     """The thesis' figures and tables (``histoxai figures``, ``histoxai.evaluation.figures``).
@@ -594,7 +607,7 @@ def load_config(path: str | Path | None = "params.yaml", overrides: typing.Seque
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+            raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     for item in overrides:
@@ -700,8 +713,13 @@ def _apply_override(raw: dict, item: str) -> None:
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {key}: {text!r} is not a valid YAML value: {err}") from err
+        raise ConfigError(f"override {key}: {text!r} is not a valid YAML value: {_one_line(err)}") from None
     set_dotted(raw, key.strip(), value)
+
+
+def _one_line(err: Exception) -> str:
+    """A YAML error (several lines, with a caret drawing) as one line."""
+    return " ".join(str(err).split())
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:

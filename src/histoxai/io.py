@@ -41,15 +41,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+COMMITTED = ".committed"
+"""Marker file of an :func:`atomic_files` staging directory whose entries are all written."""
+
+
 @contextlib.contextmanager
 def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary directory; on success move each entry into ``out_dir``.
+    """Yield a temporary directory; on success move each entry into ``out_dir`` as one unit.
 
     Unlike :func:`atomic_path` on a directory, ``out_dir`` itself is kept, so files other
-    tools put there (DVC's ``.gitignore``) survive. Entries are renamed into place only after
-    all were written (each rename atomic; a subdirectory is swapped whole). Entries named in
+    tools put there (DVC's ``.gitignore``) survive. Entries are moved into place only after
+    all were written and the staging directory was marked committed; entries named in
     ``owned`` that this run did not write are removed (stale from an earlier run). On error
-    nothing in ``out_dir`` changes.
+    nothing in ``out_dir`` changes. A kill while the entries are moved leaves the marked
+    staging directory, and :func:`finish_interrupted` (the next run, under
+    :func:`output_lock`) moves the rest, so ``out_dir`` never keeps files of two runs.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,20 +63,57 @@ def atomic_files(out_dir: str | Path, owned: tuple[str, ...] = ()) -> Iterator[P
     try:
         yield tmp
         written = sorted(p.name for p in tmp.iterdir())
-        for name in written:
-            dest = out_dir / name
-            if (tmp / name).is_dir() and dest.is_dir() and not dest.is_symlink():
-                replace_dir(tmp / name, dest)
-            else:
-                os.replace(tmp / name, dest)
-        for name in set(owned) - set(written):
-            stale = out_dir / name
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
-            elif stale.exists():
-                stale.unlink()
+        plan = {"written": written, "stale": sorted(set(owned) - set(written))}
+        (tmp / f"{COMMITTED}.part").write_text(json.dumps(plan))
+        os.replace(tmp / f"{COMMITTED}.part", tmp / COMMITTED)  # the commit point
+        _roll_forward(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _roll_forward(tmp: Path, out_dir: Path) -> None:
+    """Move the entries of committed staging directory ``tmp`` into ``out_dir``; safe to
+    repeat after a kill (an entry already moved is skipped)."""
+    plan = json.loads((tmp / COMMITTED).read_text())
+    trash = tmp / ".replaced"
+    trash.mkdir(exist_ok=True)
+    for name in plan["written"]:
+        if (tmp / name).exists() or (tmp / name).is_symlink():  # else moved before a kill
+            _move_in(tmp / name, out_dir / name, trash)
+    for name in plan["stale"]:
+        stale = out_dir / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        elif stale.exists() or stale.is_symlink():
+            stale.unlink()
+
+
+def _move_in(new: Path, dest: Path, trash: Path) -> None:
+    """Rename ``new`` onto ``dest``; a directory ``dest`` is first moved into ``trash``."""
+    if new.is_dir() and dest.is_dir() and not dest.is_symlink():
+        os.replace(dest, trash / dest.name)
+    os.replace(new, dest)
+
+
+def finish_interrupted(out_dir: str | Path) -> list[Path]:
+    """Finish or undo what killed writes into ``out_dir`` left there.
+
+    A committed :func:`atomic_files` staging directory is moved in (its run had finished
+    writing); any other temporary (``.*.tmp``: uncommitted staging, :func:`atomic_path`
+    temporaries) is deleted. Call it while holding :func:`output_lock` on ``out_dir``.
+
+    Returns:
+        The temporaries found (all removed).
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = sorted(p for p in out_dir.glob(".*.tmp") if p.is_dir() and not p.is_symlink())
+    for tmp in found:
+        if tmp.name.startswith(".incoming.") and (tmp / COMMITTED).is_file():
+            _roll_forward(tmp, out_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return found
 
 
 def replace_dir(new: Path, path: Path) -> None:

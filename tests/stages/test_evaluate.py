@@ -49,7 +49,8 @@ def test_stage_writes_metrics_report_and_plots(workdir, capsys):
         "maps_s1.png", "maps_s2.png", "maps_s3.png", "scatter_fa.png", "scatter_md.png",
     ]  # fmt: skip
     assert "evaluate: reports/evaluate/histoxai-mdfa" in capsys.readouterr().out
-    assert not [p for p in (root / "reports/evaluate").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in (root / "reports/evaluate").iterdir() if p.name.startswith(".")]
+    assert hidden == [".histoxai-mdfa.lock"]  # the writer's lock (a flock), no temporaries
 
 
 def test_missing_predictions_is_a_clear_error_naming_the_path(workdir, capsys):

@@ -28,6 +28,7 @@ import pandas as pd
 
 from histoxai.config import Config
 from histoxai.data.store import PatchStore
+from histoxai.errors import InputError
 from histoxai.evaluation.metrics import sample_groups
 from histoxai.io import atomic_path
 
@@ -311,22 +312,23 @@ def write_thesis_outputs(
     from histoxai.evaluation.predictions import load_predictions, prediction_targets
 
     fc, out, written = cfg.figures, Path(out_dir), []
-    sal = None
+    sal = patches = None
     if saliency_dir is not None:  # checked before anything is written
         from histoxai.explain.store import SaliencyStore
 
         sal = SaliencyStore(saliency_dir)
+        sal.verify()
         unknown = sorted(set(fc.methods) - set(sal.variants))
         if unknown:
-            raise ValueError(f"figures.methods: {unknown} not in {saliency_dir}; it has {list(sal.variants)}")
+            raise InputError(f"figures.methods: {unknown} not in {saliency_dir}; it has {list(sal.variants)}")
+        patches = PatchStore(cfg.base.patches_dir)  # verifies itself
     if model_dir is not None:
         pred = load_predictions(Path(model_dir) / "predictions.parquet")
         targets = [t for t in prediction_targets(pred) if not fc.targets or t in fc.targets]
         published = brabec_cnn_table(summary) if summary is not None else None
         table = table_4_1(pred, targets, published)
         written += write_table(table, out, "table_4_1", f"Table 4.1: per-sample R² of {Path(model_dir).name}")
-    if sal is not None:
-        patches = PatchStore(cfg.base.patches_dir)
+    if sal is not None and patches is not None:
         variants = [v for v in sal.variants if not fc.methods or v in fc.methods]
         ids = select_patches(sal, fc.n_patches, fc.split, cfg.base.seed)
         for target in [t for t in sal.targets if not fc.targets or t in fc.targets]:

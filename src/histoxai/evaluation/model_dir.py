@@ -16,7 +16,7 @@ import pandas as pd
 from histoxai.config import EvaluateConfig
 from histoxai.data.provenance import check_model_store, file_sha256
 from histoxai.data.store import PatchStore
-from histoxai.errors import InputError
+from histoxai.errors import InputError, MissingInputError
 from histoxai.evaluation.baseline import baseline_predictions
 from histoxai.evaluation.predictions import (
     check_against_store,
@@ -153,6 +153,8 @@ def check_model_dir(model_dir: Path, info: Mapping[str, object], store: PatchSto
     whose model was trained on another patch store."""
     recorded = info.get("predictions_sha256")
     pred_path = Path(model_dir) / "predictions.parquet"
+    if not pred_path.is_file():
+        raise MissingInputError(f"{pred_path} does not exist (run `histoxai train`)")
     if recorded and recorded != file_sha256(pred_path):
         raise InputError(
             f"{pred_path} is not the predictions file of {Path(model_dir) / 'run.json'} "

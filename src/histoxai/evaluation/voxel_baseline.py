@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from histoxai.errors import MissingInputError
+from histoxai.errors import InputError, MissingInputError
 from histoxai.io import atomic_path
 
 PUBLISHED: dict[str, float] = {
@@ -90,10 +90,15 @@ def load_summary(path: str | Path) -> dict:
             f"MICROMEN summary {path} does not exist (expected ../shared/data/micromen/summary.mat "
             "or --summary PATH)"
         )
-    data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    try:
+        data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, NotImplementedError) as err:
+        raise InputError(
+            f"{path} is not a readable MATLAB file ({err}); expected the MICROMEN summary.mat"
+        ) from None
     for name in ("sMR", "sCD", "sHd", "sROI"):
         if name not in data:
-            raise ValueError(f"{path}: no variable {name!r}; expected the MICROMEN summary.mat")
+            raise InputError(f"{path}: no variable {name!r}; expected the MICROMEN summary.mat")
     return data
 
 

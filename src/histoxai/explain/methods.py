@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 from torch import Tensor, nn
 
+from histoxai.config import ConfigError
 from histoxai.explain.cams import capture, layer_cams, resolve_layer, upsample
 from histoxai.explain.scores import ScoreFn, head_score
 
@@ -383,16 +384,16 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("smoothgrad", "reduce"): ("
 def method_params(method: str, params: Mapping[str, Any] | None = None, where: str = "") -> dict[str, Any]:
     """``params`` of ``method`` with defaults filled in, checked against the defaults' types."""
     if method not in METHODS:
-        raise ValueError(f"{where}unknown saliency method {method!r}; expected one of {sorted(METHODS)}")
+        raise ConfigError(f"{where}unknown saliency method {method!r}; expected one of {sorted(METHODS)}")
     defaults = METHODS[method].defaults
     out = dict(defaults)
     for key, value in (params or {}).items():
         if key not in defaults:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}unknown parameter {key!r} of method {method!r}; expected one of {sorted(defaults)}"
             )
         if (method, key) in _CHOICES and value not in _CHOICES[method, key]:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}{method}.{key}={value!r}: expected one of {list(_CHOICES[method, key])}"
             )
         if key == "layer" and isinstance(value, str):
@@ -405,17 +406,17 @@ def method_params(method: str, params: Mapping[str, Any] | None = None, where: s
 def _like(default: Any, value: Any, key: str) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{key}={value!r}: expected true or false")
+            raise ConfigError(f"{key}={value!r}: expected true or false")
         return value
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}={value!r}: expected a list")
+            raise ConfigError(f"{key}={value!r}: expected a list")
         return tuple(value)
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}={value!r}: expected a number")
+            raise ConfigError(f"{key}={value!r}: expected a number")
         if isinstance(default, int) and value != int(value):
-            raise ValueError(f"{key}={value!r}: expected an integer")
+            raise ConfigError(f"{key}={value!r}: expected an integer")
         return type(default)(value)
     return value
 
@@ -436,16 +437,16 @@ def resolve_variants(entries: Iterable[Any]) -> dict[str, dict[str, Any]]:
             name, method, params = entry.name, entry.method or entry.name, entry.params
         where = f"explain.methods[{i}] ({name!r}): "
         if not name or "__" in name or "/" in name:
-            raise ValueError(f"{where}a variant name must be non-empty without '__' or '/'")
+            raise ConfigError(f"{where}a variant name must be non-empty without '__' or '/'")
         if name in out:
-            raise ValueError(f"{where}variant {name!r} is listed twice")
+            raise ConfigError(f"{where}variant {name!r} is listed twice")
         full = method_params(method, params, where)
         out[name] = {
             "method": method,
             "params": {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()},
         }
     if not out:
-        raise ValueError("explain.methods: expected at least one saliency method")
+        raise ConfigError("explain.methods: expected at least one saliency method")
     return out
 
 

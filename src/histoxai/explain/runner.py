@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from histoxai.config import ConfigError
 from histoxai.data.store import PatchStore
 from histoxai.explain.methods import passes_per_call, run_variant
 from histoxai.explain.scores import SCORES
@@ -205,9 +206,9 @@ def explain_patches(
     targets = list(model.targets if targets is None or not len(targets) else targets)
     unknown = [t for t in targets if t not in model.targets]
     if unknown:
-        raise ValueError(f"explain.targets {unknown}: the model's heads are {list(model.targets)}")
+        raise ConfigError(f"explain.targets {unknown}: the model's heads are {list(model.targets)}")
     if score not in SCORES:
-        raise ValueError(f"explain.score={score!r}: expected one of {sorted(SCORES)}")
+        raise ConfigError(f"explain.score={score!r}: expected one of {sorted(SCORES)}")
     model = model.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -90,9 +90,39 @@ class SaliencyStore:
             self.manifest: dict = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise InputError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(self.manifest, dict) or "patch_ids" not in self.manifest:
+            raise InputError(
+                f"{path}: expected a saliency manifest with 'patch_ids' (run `histoxai explain`)"
+            )
         self.patch_ids = np.asarray(self.manifest["patch_ids"], dtype=np.int64)
         self._row = {int(p): i for i, p in enumerate(self.patch_ids)}
         self._meta: pd.DataFrame | None = None
+
+    def verify(self) -> None:
+        """Check that every complete pair's maps open and hold one map per patch id (cheap:
+        headers and memory maps).
+
+        Raises:
+            MissingInputError, InputError: naming the missing or damaged file.
+        """
+        for name in self.manifest.get("complete", []):
+            path = self.root / "maps" / f"{name}.npy"
+            if not path.is_file():
+                raise MissingInputError(
+                    f"{path} is missing but {self.root / 'manifest.json'} lists {name} as complete; "
+                    "run `histoxai explain`"
+                )
+            try:
+                maps = np.load(path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as err:
+                raise InputError(
+                    f"{path} is damaged (truncated or not a .npy file: {err}); run `histoxai explain`"
+                ) from None
+            if maps.ndim != 3 or len(maps) != len(self.patch_ids):
+                raise InputError(
+                    f"{path}: expected ({len(self.patch_ids)}, H, W) maps, one per patch id, got "
+                    f"{maps.shape}; run `histoxai explain`"
+                )
 
     # ---------------------------------------------------------------- writing
 

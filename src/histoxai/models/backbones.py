@@ -52,11 +52,27 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
 
 
-def check_backbone(name: str) -> None:
-    """Raise ValueError naming ``model.backbone`` unless ``name`` is a timm model."""
+def check_backbone(name: str, patch_size: int | None = None) -> None:
+    """Raise InputError naming ``model.backbone`` unless ``name`` is a timm model (and,
+    with ``patch_size``, one that can process patches of that many pixels).
+
+    Deep backbones downsample by 32 or more; patches smaller than that can shrink to
+    nothing inside the network (e.g. ``convnext_atto`` or ``densenet121`` at 16 px).
+    """
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0][:6]}*")[:8]
         raise InputError(f"model.backbone={name!r} is not a timm model; similar names: {close}")
+    if patch_size is None:
+        return
+    backbone = create_backbone(name, pretrained=False).eval()
+    try:
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, patch_size, patch_size))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise InputError(
+            f"model.backbone={name!r} does not fit {patch_size} px patches (data.patch_size_px): {first}"
+        ) from None
 
 
 def cached_weights(name: str) -> Path | None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from histoxai.config import Config
+from histoxai.config import Config, positive_int
 from histoxai.evaluation.voxel_baseline import per_voxel_baseline, write_voxel_baseline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", default="", help="summary.mat (default: figures.summary_mat)")
     parser.add_argument("--out", default="", help="output folder (default: <reports_dir>/baseline)")
-    parser.add_argument("--repeats", type=int, default=10, help="random 80/20 splits per tumour (10)")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=10, help="random 80/20 splits per tumour (10)"
+    )
 
 
 def run(cfg: Config, args: argparse.Namespace) -> Path:

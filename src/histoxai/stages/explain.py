@@ -23,15 +23,19 @@ import os
 from pathlib import Path
 
 from histoxai.config import Config
-from histoxai.explain.job import explain_model, load_explained_model
-from histoxai.training.distributed import group_from_env
+
+# torch and captum are imported inside run() so a bad flag or config fails in a second
 
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Load the model, write its saliency store (this worker's share), log the run."""
+    from histoxai.explain.job import explain_model, load_explained_model
+    from histoxai.explain.methods import resolve_variants
     from histoxai.tracking import resolve_tracking_uri
     from histoxai.tracking.explain_log import log_explain_store
+    from histoxai.training.distributed import group_from_env
 
+    resolve_variants(cfg.explain.methods)  # a bad method or parameter fails before the model loads
     tracking_uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd())
     group = group_from_env(os.environ)
     model, info = load_explained_model(cfg.explain, tracking_uri)

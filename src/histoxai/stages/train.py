@@ -42,6 +42,9 @@ def train(
 ) -> dict:
     """The stage body with explicit inputs (tests call this); see
     :func:`histoxai.training.publish.train_and_publish`."""
+    from histoxai.data.store import PatchStore
+
+    PatchStore(cfg.base.patches_dir)  # verifies itself: a damaged file is named before torch loads
     from histoxai.training.publish import train_and_publish
 
     return train_and_publish(cfg, repo_root, tracking_uri, run_id, progress)

@@ -10,7 +10,8 @@ Reads ``data/patches``, the saliency directory (``histoxai explain``) and the mo
 made the maps (the exact registry version in the saliency manifest, or
 ``--checkpoint``); writes into ``reports/xai_eval/<saliency dir name>/``
 (``metrics/<target>.json``, ``ranking.json``, ``report.md``, ``tables/*.csv``, ``plots/*.png``)
-and logs them to the model's MLflow run. The library side is ``histoxai.xai_eval``.
+as one unit and logs them to the model's MLflow run. A second run on the same report
+directory is refused; a killed run's leftovers are finished or removed by the next one. The library side is ``histoxai.xai_eval``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from histoxai.config import Config
+from histoxai.io import finish_interrupted, output_lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +41,12 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     from histoxai.xai_eval.report import flat_metrics, write_report
 
     sal_dir = inputs.saliency_dir(cfg, getattr(args, "saliency_dir", None))
-    results, info = evaluate_saliency(cfg, sal_dir, getattr(args, "checkpoint", None))
     out_dir = inputs.output_dir(cfg, sal_dir)
-    files = write_report(out_dir, results, info)
+    with output_lock(out_dir):  # a second writer fails at once
+        if finish_interrupted(out_dir):
+            print(f"xai-eval: finished or removed what a killed run left in {out_dir}")
+        results, info = evaluate_saliency(cfg, sal_dir, getattr(args, "checkpoint", None))
+        files = write_report(out_dir, results, info)
     logged = inputs.log_results(info, out_dir, flat_metrics(results), files)
     print(f"xai-eval: {out_dir}{' (logged to run ' + logged + ')' if logged else ''}")
     for target, res in results.items():

@@ -53,7 +53,7 @@ def train_and_publish(
     from histoxai.models.backbones import check_backbone
 
     store = PatchStore(cfg.base.patches_dir)  # verifies itself: a damaged file is named at once
-    check_backbone(cfg.model.backbone)  # before the run or any work
+    check_backbone(cfg.model.backbone, store.patch_size)  # before the run or any work
     out_dir = Path(cfg.base.models_dir) / cfg.model.registered_name
     with output_lock(out_dir):
         clean_leftovers(out_dir)

@@ -34,6 +34,19 @@ def output_dir(cfg: Config, sal_root: Path) -> Path:
     return Path(x.output_dir) if x.output_dir else Path(cfg.base.reports_dir) / "xai_eval" / sal_root.name
 
 
+def check_patch_size(sal, store) -> None:
+    """Refuse maps made on patches of another size than the patch store's (a model
+    trained and explained on another store)."""
+    from histoxai.errors import InputError
+
+    made = sal.manifest.get("patch_size_px")
+    if made is not None and int(made) != store.patch_size:
+        raise InputError(
+            f"{sal.root} holds maps of {made} px patches but the patch store {store.root} has "
+            f"{store.patch_size} px patches; point base.patches_dir at the store it explained"
+        )
+
+
 def select_patches(patch_ids: np.ndarray, max_patches: int, seed: int) -> np.ndarray:
     """All ``patch_ids`` (``max_patches`` 0) or a seeded random subset, in id order."""
     ids = np.asarray(patch_ids, dtype=np.int64)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from histoxai.config import Config
+from histoxai.errors import InputError
 from histoxai.xai_eval import inputs
 from histoxai.xai_eval.relevance import score_sign
 from histoxai.xai_eval.resolution import native_resolution
@@ -31,7 +32,9 @@ def evaluate_saliency(
 
     x, seed = cfg.xai_eval, cfg.base.seed
     sal = SaliencyStore(saliency)
-    store = PatchStore(cfg.base.patches_dir)
+    sal.verify()
+    store = PatchStore(cfg.base.patches_dir)  # verifies itself
+    inputs.check_patch_size(sal, store)
     device = torch.device(
         "cuda" if x.device == "cuda" or (x.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
@@ -41,7 +44,7 @@ def evaluate_saliency(
     ids = inputs.select_patches(sal.patch_ids, x.max_patches, seed)
     missing = ids[ids >= len(store)]
     if missing.size:
-        raise ValueError(f"{sal.root}: patch id {int(missing[0])} is not in the patch store {store.root}")
+        raise InputError(f"{sal.root}: patch id {int(missing[0])} is not in the patch store {store.root}")
     rows = sal.rows(ids)
     samples = store.index["sample"].to_numpy()[ids].astype(str)
     raw_images = store.images(ids)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from histoxai.io import atomic_path, write_json, write_text  # noqa: E402
+from histoxai.io import atomic_files, write_json, write_text  # noqa: E402
 from histoxai.xai_eval.faithfulness import fractions  # noqa: E402
 from histoxai.xai_eval.nuclei import PROPERTIES, binned  # noqa: E402
 from histoxai.xai_eval.ranking import VERDICT_RULE  # noqa: E402
@@ -98,21 +97,18 @@ def _fam(v: dict) -> str:
 def write_report(
     out_dir: str | Path, results: Mapping[str, TargetResult], info: Mapping[str, object]
 ) -> list[Path]:
-    """Write the report into ``out_dir`` (created if needed, never replaced).
+    """Write the report into ``out_dir`` (created if needed, never replaced) as one unit.
 
-    ``metrics/``, ``tables/`` and ``plots/`` are all built in temporary directories
-    first and only then swapped in (a failure leaves the previous report whole);
-    ``ranking.json`` and ``report.md`` are each written atomically. Returns every file
-    written.
+    Everything is built in a staging directory first and then moved in
+    (:func:`histoxai.io.atomic_files`): a failure leaves the previous report whole, a kill
+    while moving is finished by the next run. Files of an earlier report that this one does
+    not write (within :data:`REPORT_FILES`) are removed. Returns every file written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rank = ranking(results)
     text = report_markdown(results, rank, info)
-    with ExitStack() as stack:  # all three folders are built before any is swapped in
-        tables, plots, metrics = (
-            stack.enter_context(atomic_path(out_dir / d)) for d in ("tables", "plots", "metrics")
-        )
+    with atomic_files(out_dir, REPORT_FILES) as tmp:
+        tables, plots, metrics = (tmp / d for d in ("tables", "plots", "metrics"))
         for d in (tables, plots, metrics):
             d.mkdir(parents=True)
         for target, res in results.items():
@@ -130,11 +126,15 @@ def write_report(
                 plot_cascade(res, plots / f"randomisation_{target}.png")
             if len(res.nuclei):
                 plot_nuclei(res, plots / f"nuclei_{target}.png")
-    write_json(out_dir / "ranking.json", rank)
-    write_text(out_dir / "report.md", text)
+        write_json(tmp / "ranking.json", rank)
+        write_text(tmp / "report.md", text)
     return [out_dir / f for f in ("ranking.json", "report.md")] + sorted(
         p for d in ("metrics", "tables", "plots") for p in (out_dir / d).iterdir()
     )
+
+
+REPORT_FILES = ("ranking.json", "report.md", "metrics", "tables", "plots")
+"""Everything :func:`write_report` writes into a report directory."""
 
 
 def binned_table(res: TargetResult) -> pd.DataFrame:
