@@ -19,6 +19,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="measuring processes run at once")
+    parser.add_argument("--root", type=Path, default=None, help="keep the patch stores here and reuse them")
     parser.add_argument("--one", nargs=2, metavar=("PATCHES", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -117,15 +120,21 @@ def main() -> None:
     names = args.methods or list(resolve_variants(VARIANTS))
     peaks: dict[str, dict[int, float]] = {name: {} for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-explain-memory-") as tmp:
+        root = args.root or Path(tmp)
         for n in args.sizes:
-            build_patches(Path(tmp) / f"patches{n}", n, args.size)
-        for name in names:
-            for n in args.sizes:
-                cmd = [sys.executable, __file__, "--one", f"{tmp}/patches{n}", name,
-                       "--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size)]  # fmt: skip
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                peaks[name][n] = float(out.split()[-1])
-                print(f"  {name:<22} N={n:>6}: peak {peaks[name][n]:8.1f} MiB", flush=True)
+            if not (root / f"patches{n}" / "index.parquet").is_file():
+                build_patches(root / f"patches{n}", n, args.size)
+
+        def one(name: str, n: int) -> None:
+            # each measurement in its own process: its VmHWM is that run's alone
+            cmd = [sys.executable, __file__, "--one", f"{root}/patches{n}", name,
+                   "--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            peaks[name][n] = float(out.split()[-1])
+            print(f"  {name:<22} N={n:>6}: peak {peaks[name][n]:8.1f} MiB", flush=True)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: one(*job), [(name, n) for name in names for n in args.sizes]))
     lo, hi = min(args.sizes), max(args.sizes)
     head = f"{'method':<22}{f'N={lo} MiB':>14}{f'N={hi} MiB':>14}{'ratio':>8}"
     print(f"\npeak host RSS, {args.size} px, batch {args.batch_size}, chunk {args.chunk_size}\n{head}")
