@@ -41,6 +41,7 @@ VARIANTS = [
     VariantConfig("smoothgrad", "smoothgrad", {"n": 4}),
     VariantConfig("integrated_gradients", "integrated_gradients", {"steps": 4}),
     VariantConfig("occlusion", "occlusion", {"window": 32, "stride": 32}),
+    VariantConfig("occlusion_w64", "occlusion", {"window": 64, "stride": 64}),  # 4 windows: quicker
 ]
 
 
