@@ -96,7 +96,8 @@ def random_change(rng: np.random.Generator, catalog, view: View) -> tuple[str, o
     if kind == "split":
         return kind, str(rng.choice(["all", *catalog.splits]))
     if kind == "samples":
-        return kind, list(rng.choice(catalog.samples, size=int(rng.integers(1, 4)), replace=False))
+        k = int(rng.integers(1, min(3, len(catalog.samples)) + 1))
+        return kind, list(rng.choice(catalog.samples, size=k, replace=False))
     if kind.startswith("range-"):
         lo, hi = table.bounds[kind[6:]]
         a, b = sorted(rng.uniform(lo, hi, 2))
@@ -118,14 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="patch side in px")
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--threads", type=int, default=4, help="threads rendering a page's overlays")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="keep the built stores here and reuse them on the next run"
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(1)
     use_fast_json()  # as create_app does
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
-        root = Path(tmp)
-        t = time.perf_counter()
-        build(root, args.patches, args.size)
-        print(f"built {args.patches:,} patches x {len(SIX)} variants in {time.perf_counter() - t:.1f} s")
+        root = args.root or Path(tmp)
+        if not (root / "saliency" / "mdfa" / "manifest.json").is_file():
+            t = time.perf_counter()
+            build(root, args.patches, args.size)
+            print(f"built {args.patches:,} patches x {len(SIX)} variants in {time.perf_counter() - t:.1f} s")
         (catalog, load_ms) = timed(load_catalog, root / "patches", (), root / "saliency")
         renderer = Renderer(catalog, cache_size=4096)
         search = view_query(parse_view("?target=md&variant=gradcampp", catalog))
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         page_steps: dict[str, list[float]] = {
             k: [] for k in ("page callback", "48 PNGs cold", "48 PNGs warm", "page")
         }
+        cold_cpu: list[float] = []
         view = parse_view("?target=md&variant=gradcampp&sort=absdelta&desc=1", catalog)
         n_pages = -(-len(catalog.tables["md"]) // view.per)
         table = catalog.tables["md"]
@@ -163,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             def one(pid, cmap=cmap, variant=page.variant):
                 return renderer.overlay_png("mdfa", "md", variant, pid, cmap, "image", "abs", 99.0, True)
 
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             list(pool.map(one, ids))
             b = (time.perf_counter() - t) * 1000.0
+            cold_cpu.append((time.process_time() - cpu) * 1000.0)
             t = time.perf_counter()
             list(pool.map(one, ids))
             c = (time.perf_counter() - t) * 1000.0
@@ -183,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, xs in {**steps, **page_steps}.items():
         p50, p95 = pct(xs)
         print(f"{name:<22}{p50:>10.1f}{p95:>10.1f}{p95 / BUDGET_MS:>15.2f}")
+    p50, p95 = pct(cold_cpu)
+    print(f"{'48 PNGs cold, CPU':<22}{p50:>10.1f}{p95:>10.1f}   (process CPU time, all threads)")
     worst = max(pct(steps["filter change"])[1], pct(page_steps["page"])[1])
     print(f"\nworst p95 {worst:.1f} ms vs budget {BUDGET_MS:.0f} ms: ratio {worst / BUDGET_MS:.2f}")
     return 0

@@ -147,3 +147,37 @@ def test_the_next_page_is_rendered_in_the_background(catalog):
     assert r.overlay_png.cache_info().currsize == 24 and r.patch_png.cache_info().currsize == 24
     r.overlay_png(source, target, variant, 30, *display)
     assert r.overlay_png.cache_info().hits == 1
+
+
+@pytest.fixture(scope="module")
+def large_pipeline(tmp_path_factory):
+    """Patches of 240 px (larger than served: their maps have thumbnails), and a copy of
+    the same stores with the thumbnail files removed (a store written before them)."""
+    import shutil
+
+    from .conftest import make_pipeline
+
+    root = tmp_path_factory.mktemp("large")
+    make_pipeline(root / "a", n_samples=1, grid=2, size=240)
+    shutil.copytree(root / "a", root / "b")
+    for path in (root / "b" / "data" / "saliency").rglob("*.thumb.npy"):
+        path.unlink()
+    return root
+
+
+@pytest.mark.parametrize("sign", ["abs", "pos", "neg", "signed"])
+@pytest.mark.parametrize("norm", ["image", "dataset"])
+def test_overlays_from_thumbnails_match_the_full_size_maps(large_pipeline, sign, norm):
+    from histoxai.dashboard.catalog import load_catalog
+
+    def renderer(copy: str) -> Renderer:
+        data = large_pipeline / copy / "data"
+        return Renderer(load_catalog(data / "patches", (), data / "saliency"), cache_size=0)
+
+    thumbs, full = renderer("a"), renderer("b")
+    assert (large_pipeline / "a/data/saliency/mdfa/maps/md__smoothgrad_s0.2.thumb.npy").is_file()
+    for pid in range(len(thumbs.catalog.patches)):
+        a = thumbs.overlay_unit("mdfa", "md", "smoothgrad_s0.2", pid, norm, sign, 99.0)
+        b = full.overlay_unit("mdfa", "md", "smoothgrad_s0.2", pid, norm, sign, 99.0)
+        assert a.shape == b.shape == (120, 120)
+        np.testing.assert_allclose(a, b, atol=2e-3)  # float16 planes: well under a colour step

@@ -28,6 +28,32 @@ def test_reading_is_memory_mapped(tiny_store):
     assert isinstance(tiny_store._images["s1"], np.memmap)
 
 
+def resident_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_reading_every_patch_keeps_none_resident(tmp_path):
+    # Rows are read with pread: the process's resident set does not grow with the
+    # patches read (the explain benchmark's peak RSS stays flat in N).
+    blocks = make_blocks(n_samples=2, grid=8, size=64)
+    write_store(tmp_path / "s", blocks, {"source": "test"})
+    store = PatchStore(tmp_path / "s")
+    ids = np.random.default_rng(0).permutation(len(store))
+    expected = np.concatenate([b.images for b in blocks])[ids]
+    np.testing.assert_array_equal(store.images(ids), expected)
+    np.testing.assert_array_equal(store.masks(ids[:5]), np.concatenate([b.masks for b in blocks])[ids[:5]])
+    path = tmp_path / "s" / "patches" / "s1.npy"
+    assert path.stat().st_size > 700_000 and resident_kib(path.resolve()) <= 8
+
+
 def test_failed_write_keeps_the_previous_store(tmp_path):
     write_store(tmp_path / "s", make_blocks(), {"source": "v1"})
 

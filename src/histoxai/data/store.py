@@ -17,6 +17,7 @@ reader sees either the previous store or the new one, never a half-written one.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,11 +334,33 @@ class PatchStore:
         first = self._array(self._samples[0], cache, folder)
         out = np.empty((len(ids), *first.shape[1:]), dtype=first.dtype)
         for sample in dict.fromkeys(samples):
-            sel = samples == sample
-            out[sel] = self._array(sample, cache, folder)[offsets[sel]]
+            sel = np.flatnonzero(samples == sample)
+            read_rows(self._array(sample, cache, folder), offsets[sel], out, sel)
         return out
 
     def _array(self, sample: str, cache: dict[str, np.ndarray], folder: str) -> np.ndarray:
         if sample not in cache:
             cache[sample] = np.load(self.root / folder / f"{sample}.npy", mmap_mode="r")
         return cache[sample]
+
+
+def read_rows(array: np.ndarray, rows: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
+    """Copy ``array[rows]`` into ``out[at]``; ``array`` is a memory-mapped ``.npy``.
+
+    Rows are read with ``pread`` from the mapped file, not through the mapping: pages read
+    through a mapping stay in the process's resident set, which would then grow with the
+    patches read (805 MiB for 16,384 patches at 128 px); the kernel's page cache serves
+    both the same.
+    """
+    if not isinstance(array, np.memmap) or not array.size:
+        out[at] = array[rows]
+        return
+    row_bytes = out[0].nbytes if len(out) else 0
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        for i, r in zip(at.tolist(), rows.tolist()):
+            got = os.preadv(fd, [memoryview(out[i]).cast("B")], array.offset + r * row_bytes)
+            if got != row_bytes:
+                raise InputError(f"{array.filename}: row {r} is truncated ({got} of {row_bytes} bytes)")
+    finally:
+        os.close(fd)

@@ -10,6 +10,9 @@ Layout of a saliency directory (one per explained model)::
     maps/<target>__<variant>.npy        (N, H, W) float16 maps divided by their scale, rows
                                         in the order of ``patch_ids`` in the manifest
     maps/<target>__<variant>.scale.npy  (N,) float32 per-map scale (a power of two)
+    maps/<target>__<variant>.thumb.npy  (N, 2, h, w) float16 display-size planes of maps
+                                        larger than the dashboard shows (see
+                                        :mod:`histoxai.explain.thumbnails`), same scale
     maps/<target>__<variant>.chunks.npy (n_chunks, len(CHUNK_FIELDS)) float64: per chunk
                                         of ``chunk_size`` rows, done flag and statistics
 
@@ -38,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from histoxai.errors import InputError, MissingInputError
+from histoxai.explain.thumbnails import has_thumbnails, thumbnail_shape, thumbnails
 from histoxai.io import write_json
 
 META_COLUMNS = ("patch_id", "sample", "row", "col", "split", "target", "y", "y_hat", "delta", "rel_delta")
@@ -97,6 +101,7 @@ class SaliencyStore:
         self.patch_ids = np.asarray(self.manifest["patch_ids"], dtype=np.int64)
         self._row = {int(p): i for i, p in enumerate(self.patch_ids)}
         self._meta: pd.DataFrame | None = None
+        self._mapped: dict[str, np.ndarray | None] = {}  # file name -> memory map (read side)
 
     def verify(self) -> None:
         """Check that every complete pair's maps open and hold one map per patch id (cheap:
@@ -204,8 +209,11 @@ class SaliencyStore:
     ) -> None:
         """Write stored float16 maps (B, H, W) and their float32 scales at rows ``start``..``start+B``."""
         stem = self.root / "maps" / map_name(target, variant)
+        self._mapped.clear()
         _pwrite_rows(Path(f"{stem}.npy"), start, np.ascontiguousarray(stored, dtype=np.float16))
         _pwrite_rows(Path(f"{stem}.scale.npy"), start, np.ascontiguousarray(scale, dtype=np.float32))
+        if Path(f"{stem}.thumb.npy").is_file():
+            _pwrite_rows(Path(f"{stem}.thumb.npy"), start, thumbnails(stored))
 
     def finish_chunk(self, target: str, variant: str, chunk: int, stats: Sequence[float]) -> None:
         """Record a chunk's statistics, then (last, one write) its done flag."""
@@ -214,8 +222,9 @@ class SaliencyStore:
         if rows.shape[1] != len(CHUNK_FIELDS):
             raise ValueError(f"chunk statistics {list(stats)}: expected {CHUNK_FIELDS[1:]}")
         stem = self.root / "maps" / map_name(target, variant)
-        for done in (Path(f"{stem}.npy"), Path(f"{stem}.scale.npy")):
-            _fsync(done)  # the rows reach the disk before the flag that vouches for them
+        for done in (Path(f"{stem}.npy"), Path(f"{stem}.scale.npy"), Path(f"{stem}.thumb.npy")):
+            if done.is_file():
+                _fsync(done)  # the rows reach the disk before the flag that vouches for them
         _pwrite_rows(path, chunk, rows[:, 1:], column=1)
         _pwrite_rows(path, chunk, rows[:, :1], column=0)
 
@@ -252,6 +261,7 @@ class SaliencyStore:
             )
         stem = self.root / "maps" / map_name(target, variant)
         if self.maps(target, variant, check=False).shape != maps.shape:
+            self._mapped.clear()
             _allocate(stem, maps.shape, self.n_chunks)  # a store created without the patch size
         for chunk in range(self.n_chunks):
             rows = self.chunk_rows(chunk)
@@ -287,6 +297,28 @@ class SaliencyStore:
             raise KeyError(f"{self.root}: maps for target {target!r}, variant {variant!r} are not complete")
         return np.load(self.root / "maps" / f"{map_name(target, variant)}.npy", mmap_mode="r")
 
+    def _map(self, name: str) -> np.ndarray | None:
+        """Memory map of ``maps/<name>`` kept open (None: no such file); for complete pairs."""
+        if name not in self._mapped:
+            path = self.root / "maps" / name
+            self._mapped[name] = np.load(path, mmap_mode="r") if path.is_file() else None
+        return self._mapped[name]
+
+    def read_thumbnails(self, target: str, variant: str, rows) -> np.ndarray | None:
+        """(n, 2, h, w) float32 thumbnail planes of ``rows`` in real units, or None where the
+        pair has none (maps no larger than they are shown, or a store written before them)."""
+        if not self.is_complete(target, variant):
+            raise KeyError(f"{self.root}: maps for target {target!r}, variant {variant!r} are not complete")
+        name = map_name(target, variant)
+        thumbs = self._map(f"{name}.thumb.npy")
+        if thumbs is None:
+            return None
+        idx = np.asarray(rows, dtype=np.int64)
+        return (
+            np.asarray(thumbs[idx], dtype=np.float32)
+            * self._map(f"{name}.scale.npy")[idx][:, None, None, None]
+        )
+
     def read(self, target: str, variant: str, rows=None) -> np.ndarray:
         """(N, H, W) float32 maps in real units: the one way to read maps.
 
@@ -295,12 +327,14 @@ class SaliencyStore:
             variant: method variant name.
             rows: positions in ``patch_ids`` order (see :meth:`rows`), or None for all.
         """
-        stored = self.maps(target, variant)
+        if not self.is_complete(target, variant):
+            raise KeyError(f"{self.root}: maps for target {target!r}, variant {variant!r} are not complete")
+        name = map_name(target, variant)
         idx = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
-        out = np.asarray(stored[idx], dtype=np.float32)
-        scale_path = self.root / "maps" / f"{map_name(target, variant)}.scale.npy"
-        if scale_path.is_file():  # stores before format 2 hold raw float16 maps
-            out *= np.load(scale_path, mmap_mode="r")[idx][:, None, None]
+        out = np.asarray(self._map(f"{name}.npy")[idx], dtype=np.float32)
+        scale = self._map(f"{name}.scale.npy")
+        if scale is not None:  # stores before format 2 hold raw float16 maps
+            out *= scale[idx][:, None, None]
         return out
 
     def native_resolution(self, variant: str) -> tuple[int, int]:
@@ -345,11 +379,16 @@ def quantise(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
 
 
 def _allocate(stem: Path, shape: tuple[int, ...], n_chunks: int) -> None:
-    """Preallocate a pair's files: maps (a sparse file of the full size), scales, chunk table."""
+    """Preallocate a pair's files: maps (a sparse file of the full size), scales, chunk
+    table, and thumbnails where the maps are larger than shown."""
     prealloc = np.lib.format.open_memmap(f"{stem}.npy", "w+", np.float16, tuple(shape))
     del prealloc  # rows are written with pwrite, never through a mapping
     np.save(f"{stem}.scale.npy", np.ones(shape[0], np.float32))
     np.save(f"{stem}.chunks.npy", np.zeros((n_chunks, len(CHUNK_FIELDS)), np.float64))
+    Path(f"{stem}.thumb.npy").unlink(missing_ok=True)
+    if has_thumbnails(tuple(shape)):
+        thumbs = np.lib.format.open_memmap(f"{stem}.thumb.npy", "w+", np.float16, thumbnail_shape(shape))
+        del thumbs
 
 
 def _npy_offset(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
