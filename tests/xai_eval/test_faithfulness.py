@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from histoxai.xai_eval.faithfulness import (
+    _neighbour_mean,
     baseline_images,
     curve_area,
     darkness_maps,
@@ -121,3 +122,59 @@ def test_baselines_and_edge_maps():
     assert darkness_maps(flat).numpy() == pytest.approx(0.6)
     with pytest.raises(ValueError, match="perturbation baseline 'zeros'"):
         baseline_images(flat, "zeros")
+
+
+def test_the_sweep_is_roads_weighted_mean_of_the_eight_neighbours():
+    x = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(1))
+    p = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    h, w = x.shape[-2:]
+    expected = torch.zeros_like(x)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                weight = 1 / 12 if dy and dx else 1 / 6
+                expected += weight * p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+    torch.testing.assert_close(_neighbour_mean(x), expected)
+
+
+def test_imputation_leaves_untouched_images_and_fills_fully_removed_ones_with_noise_only():
+    images = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    removed = torch.zeros(3, 1, 12, 12, dtype=torch.bool)
+    removed[1] = True
+    removed[2, :, 3:7, 3:7] = True
+    out = noisy_linear_impute(images, removed, noise_sd=0.05, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3)) * 0.05
+    assert torch.equal(out[0], images[0])
+    torch.testing.assert_close(out[1], noise[1].clamp(0.0, 1.0))
+    assert torch.equal(out[2][~removed[2].expand(3, -1, -1)], images[2][~removed[2].expand(3, -1, -1)])
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion", "road_morf", "road_lerf"])
+def test_known_scores_stand_in_for_exactly_the_images_they_score(region_model, batch, mode):
+    """Curves with the original's and the baseline's scores given equal curves that
+    predict every fraction's image (f = 0 and f = 1 included)."""
+    model, _ = region_model
+    predict = lambda x: model(x)[:, 0].double()  # noqa: E731
+    maps = torch.rand(len(batch), SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    base = baseline_images(batch, "blur", 2.0)
+    with torch.no_grad():
+        ref, base_score = predict(batch), predict(base)
+    got = perturbation_curve(predict, batch, maps, 4, mode, base, 0.01, 8, torch.Generator().manual_seed(5),
+                             ref, base_score)  # fmt: skip
+    # every fraction predicted: the same perturbed images, scored one by one
+    order = relevance_order(-maps if mode == "road_lerf" else maps, torch.Generator().manual_seed(5))
+    n = SIZE * SIZE
+    first = torch.stack([order < round(f * n) for f in torch.linspace(0, 1, 5).tolist()], 1)[:, :, None]
+    x = batch[:, None]
+    if mode == "deletion":
+        pert = torch.where(first, base[:, None], x)
+    elif mode == "insertion":
+        pert = torch.where(first, x, base[:, None])
+    else:
+        flat = x.expand(-1, 5, -1, -1, -1).reshape(-1, 3, SIZE, SIZE)
+        g = torch.Generator().manual_seed(5)
+        relevance_order(-maps if mode == "road_lerf" else maps, g)  # the draws before the imputation's
+        pert = noisy_linear_impute(flat, first.reshape(-1, 1, SIZE, SIZE), 0.01, generator=g)
+    with torch.no_grad():
+        expected = ref[:, None] - predict(pert.reshape(-1, 3, SIZE, SIZE)).view(len(batch), 5)
+    torch.testing.assert_close(got, expected)

@@ -99,3 +99,21 @@ def test_a_map_constant_up_to_rounding_noise_fails_instead_of_passing(tiny_model
     cascade = randomisation_cascade(tiny_model, images[:2], near_constant, seed=0)
     per, passed = sanity_summary(cascade)
     assert not passed and per["mprt_similarity"].numpy() == pytest.approx(1.0)
+
+
+def test_a_repeatable_explainer_is_not_run_again_on_the_untouched_copy(tiny_model, images):
+    calls, gradient = [], input_gradient(0)
+
+    def explain(model, x):
+        calls.append(model)
+        return gradient(model, x)
+
+    plain = randomisation_cascade(tiny_model, images, explain)
+    n_plain = len(calls)
+    calls.clear()
+    explain.repeatable = True
+    repeat = randomisation_cascade(tiny_model, images, explain)
+    assert len(calls) == n_plain - 1 == len(randomisation_steps(tiny_model)) + 1
+    for step in plain:
+        for k in plain[step]:
+            torch.testing.assert_close(repeat[step][k], plain[step][k])

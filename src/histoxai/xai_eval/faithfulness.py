@@ -127,19 +127,23 @@ def _first_fraction_masks(position: Tensor, steps: int) -> Tensor:
 # --------------------------------------------------------------------------- imputation
 
 
-def _neighbour_mean(x: Tensor) -> Tensor:
+def _neighbour_mean(x: Tensor, out: Tensor | None = None, tmp: Tensor | None = None) -> Tensor:
     """ROAD's weighted mean of the 8 neighbours (1/6 edge, 1/12 diagonal), replicate
-    padding. Shifted slices instead of a depthwise 3x3 conv: ~7x faster on CPU."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    edge = (
-        p[..., 0:h, 1 : w + 1]
-        + p[..., 2 : h + 2, 1 : w + 1]
-        + p[..., 1 : h + 1, 0:w]
-        + p[..., 1 : h + 1, 2 : w + 2]
-    )
-    diag = p[..., 0:h, 0:w] + p[..., 0:h, 2 : w + 2] + p[..., 2 : h + 2, 0:w] + p[..., 2 : h + 2, 2 : w + 2]
-    return edge / 6 + diag / 12
+    padding, as (S(x) − 4x) / 12 with S the separable [1, 2, 1] ⊗ [1, 2, 1] sum (diagonals
+    1, edges 2, centre 4), computed with in-place shifted adds into ``out``/``tmp``
+    buffers (same shape as ``x``; allocated when None): no padded copy, ~3x faster on
+    CPU than eight shifted slices and ~20x faster than a depthwise 3x3 conv."""
+    tmp = torch.mul(x, 2.0, out=tmp) if tmp is not None else x * 2.0
+    tmp[..., 1:] += x[..., :-1]
+    tmp[..., :-1] += x[..., 1:]
+    tmp[..., :1] += x[..., :1]
+    tmp[..., -1:] += x[..., -1:]
+    out = torch.mul(tmp, 2.0, out=out) if out is not None else tmp * 2.0
+    out[..., 1:, :] += tmp[..., :-1, :]
+    out[..., :-1, :] += tmp[..., 1:, :]
+    out[..., :1, :] += tmp[..., :1, :]
+    out[..., -1:, :] += tmp[..., -1:, :]
+    return out.sub_(x, alpha=4.0).div_(12.0)
 
 
 def _smooth_fill(images: Tensor, keep: Tensor, sigma_px: float = 3.0) -> Tensor:
@@ -153,6 +157,10 @@ def _smooth_fill(images: Tensor, keep: Tensor, sigma_px: float = 3.0) -> Tensor:
     mean = (images * keep).sum(dim=(-2, -1), keepdim=True) / keep.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
     fill = torch.where(den > 1e-3, fill, mean)
     return F.interpolate(fill, size=(h, w), mode="bilinear", align_corners=False) if k > 1 else fill
+
+
+IMPUTE_CHUNK = 8
+"""Images imputed together: their sweep buffers (~0.6 MB per 128-px image) stay in cache."""
 
 
 def noisy_linear_impute(
@@ -183,12 +191,22 @@ def noisy_linear_impute(
     Returns:
         (B, 3, H, W) images with removed pixels imputed, clipped to [0, 1].
     """
-    keep = (~removed).to(images.dtype)
-    x = torch.where(removed, _smooth_fill(images, keep), images)
-    for _ in range(iters):
-        x = torch.where(removed, _neighbour_mean(x), images)
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype) * noise_sd
-    return (x + noise * removed).clamp(0.0, 1.0)
+    out = images.clamp(0.0, 1.0)
+    flat = removed.flatten(1)
+    # nothing removed: the image stays; all removed: the fill and every sweep are 0
+    full = flat.all(dim=1)
+    out[full] = (noise[full] * removed[full]).clamp(0.0, 1.0)
+    todo = (flat.any(dim=1) & ~full).nonzero()[:, 0]
+    for start in range(0, len(todo), IMPUTE_CHUNK):  # chunks that stay in cache over the sweeps
+        rows = todo[start : start + IMPUTE_CHUNK]
+        img, rem = images[rows], removed[rows]
+        x = torch.where(rem, _smooth_fill(img, (~rem).to(img.dtype)), img)
+        mean, tmp = torch.empty_like(x), torch.empty_like(x)
+        for _ in range(iters):
+            torch.where(rem, _neighbour_mean(x, mean, tmp), img, out=x)
+        out[rows] = (x + noise[rows] * rem).clamp(0.0, 1.0)
+    return out
 
 
 # --------------------------------------------------------------------------- curves
@@ -211,6 +229,8 @@ def perturbation_curve(
     noise_sd: float = 0.01,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
+    reference: Tensor | None = None,
+    baseline_score: Tensor | None = None,
 ) -> Tensor:
     """Score drop s(x) − s(perturbed) after perturbing the top fraction f of pixels,
     (B, steps + 1) float64.
@@ -227,6 +247,11 @@ def perturbation_curve(
         noise_sd: ROAD imputation noise.
         batch_size: forward batch size.
         generator: tie-breaking and imputation noise.
+        reference: (B,) float64 s(images), when already known (else predicted).
+        baseline_score: (B,) float64 s(baseline), when already known. The fractions
+            whose image is the original (f = 0 of deletion and ROAD, f = 1 of insertion)
+            or the baseline (f = 1 of deletion, f = 0 of insertion) take these instead
+            of a forward pass.
     """
     if mode in ("deletion", "insertion") and baseline is None:
         raise ValueError(f"mode {mode!r} needs a baseline image")
@@ -242,11 +267,21 @@ def perturbation_curve(
         flat_x = x.expand(-1, steps + 1, -1, -1, -1).reshape(-1, *images.shape[1:])
         perturbed = noisy_linear_impute(
             flat_x, first.reshape(-1, 1, *images.shape[2:]), noise_sd, generator=generator
-        )
+        ).view(b, steps + 1, *images.shape[1:])
     else:
         raise ValueError(f"perturbation mode {mode!r}: expected deletion, insertion, road_morf or road_lerf")
-    preds = _predict_chunked(predict, perturbed.reshape(-1, *images.shape[1:]), batch_size).view(b, steps + 1)
-    reference = _predict_chunked(predict, images, batch_size)
+    if reference is None:
+        reference = _predict_chunked(predict, images, batch_size)
+    known = {"deletion": {0: reference, steps: baseline_score}, "insertion": {0: baseline_score, steps: reference},
+             "road_morf": {0: reference}, "road_lerf": {0: reference}}[mode]  # fmt: skip
+    known = {k: v for k, v in known.items() if v is not None}
+    cols = [k for k in range(steps + 1) if k not in known]
+    preds = torch.empty(b, steps + 1, dtype=torch.float64, device=reference.device)
+    if cols:
+        got = _predict_chunked(predict, perturbed[:, cols].reshape(-1, *images.shape[1:]), batch_size)
+        preds[:, cols] = got.view(b, len(cols)).to(preds.device)
+    for k, v in known.items():
+        preds[:, k] = v.to(preds)
     return reference[:, None] - preds
 
 
@@ -264,18 +299,29 @@ def faithfulness_scores(
     noise_sd: float = 0.01,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
+    reference: Tensor | None = None,
+    baseline_score: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """All faithfulness measures of one batch.
+
+    ``reference`` / ``baseline_score``: (B,) float64 s(images) and s(baseline) when the
+    caller already has them (the same for every map of these patches); predicted once
+    here otherwise.
 
     Returns:
         (scores, curves): scores name -> (B,) float64 (``FAITHFULNESS_METRICS``);
         curves ``deletion``/``insertion``/``road_morf``/``road_lerf`` -> (B, steps + 1).
     """
+    if reference is None:
+        reference = _predict_chunked(predict, images, batch_size)
+    if baseline_score is None:
+        baseline_score = _predict_chunked(predict, baseline, batch_size)
     curves = {}
     for mode in ("deletion", "insertion", "road_morf", "road_lerf"):
         curves[mode] = perturbation_curve(
-            predict, images, maps, steps, mode, baseline, noise_sd, batch_size, generator
-        ).cpu()
+            predict, images, maps, steps, mode, baseline, noise_sd, batch_size, generator,
+            reference, baseline_score,
+        ).cpu()  # fmt: skip
     scores = {f"{mode}_auc": curve_area(c) for mode, c in curves.items()}
     scores["road"] = scores["road_morf_auc"] - scores["road_lerf_auc"]
     return scores, curves

@@ -39,7 +39,8 @@ def evaluate_saliency(
         "cuda" if x.device == "cuda" or (x.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
     model, info = inputs.load_model(sal, checkpoint, cfg)
-    model = model.to(device).eval()
+    # NHWC: the same numbers (up to float rounding), ~2x the forward throughput on CPU
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     ids = inputs.select_patches(sal.patch_ids, x.max_patches, seed)
     missing = ids[ids >= len(store)]
@@ -100,8 +101,19 @@ def evaluate_saliency(
         "device": str(device), "seed": seed,
         "ground truth": f"signed, from the phantom's formulas ({source})" if source else "none (tissue classes by colour deconvolution)",
         "intervention": f"{len({r[0] for r in records})} patches re-rendered" if records else "not run",
+        "intervals and P(top)": _uncertainty(cfg.base.seed_list()),
     }  # fmt: skip
     return results, info
+
+
+def _uncertainty(seeds: tuple[int, ...]) -> str:
+    """What the intervals and P(top) vary over: patches (by sample), not training seeds."""
+    text = "cluster bootstrap of samples over the scored patches of one trained model"
+    if len(seeds) > 1:
+        text += (
+            f" (the first of base.seeds {list(seeds)}; the other seeds' models are not explained or pooled)"
+        )
+    return text
 
 
 def _scorer(model, head: int, sign: float):

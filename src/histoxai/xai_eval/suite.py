@@ -182,22 +182,19 @@ def evaluate_target(
     generator = torch.Generator().manual_seed(seed + 1)
     abs_delta = np.abs(np.asarray(y_hat, np.float64) - np.asarray(y, np.float64))
     frames = []
+    # the same for every row: the baseline images and the scores of originals and baselines
+    batches = [slice(i, i + cfg.batch_size) for i in range(0, b, cfg.batch_size)]
+    bases = [baseline_images(images[s], cfg.baseline, cfg.blur_sigma_px) for s in batches]
+    with torch.no_grad():
+        known = [(predict(images[s]).double(), predict(base).double()) for s, base in zip(batches, bases)]
     for name, m in tqdm(rel.items(), desc=f"xai-eval {target}", disable=not progress, leave=False):
         parts: dict[str, list[Tensor]] = {}
         curve_parts: dict[str, list[Tensor]] = {}
-        for i in range(0, b, cfg.batch_size):
-            x = images[i : i + cfg.batch_size]
-            base = baseline_images(x, cfg.baseline, cfg.blur_sigma_px)
+        for s, base, (ref, base_score) in zip(batches, bases, known):
             scores, curves = faithfulness_scores(
-                predict,
-                x,
-                m[i : i + cfg.batch_size],
-                base,
-                cfg.steps,
-                cfg.road_noise_sd,
-                cfg.batch_size * 4,
-                generator,
-            )
+                predict, images[s], m[s], base, cfg.steps, cfg.road_noise_sd, cfg.batch_size, generator,
+                ref, base_score,
+            )  # fmt: skip
             for k, v in scores.items():
                 parts.setdefault(k, []).append(v.cpu())
             for k, v in curves.items():
