@@ -76,3 +76,28 @@ def test_no_method_is_named_below_the_normalised_bar_or_after_failing_sanity():
     assert v["top"] == "b" and v["failed_sanity"] == ["a"] and v["order"] == ["a", "b"]
     v = verdict(good, ROWS, {"a": False, "b": False}, CFG, has_truth=True)
     assert v["status"] == "none" and "sanity" in v["text"]
+
+
+def test_the_named_method_reports_p_top_among_the_methods_that_pass_sanity():
+    # "a" wins every draw but fails sanity; among the rest, "b" beats "c" in most draws
+    t = table([("a", 0.9, 0.85, 0.95, 0.9, 1.0), ("b", 0.6, 0.55, 0.65, 0.7, 0.0), ("c", 0.3, 0.25, 0.35, 0.3, 0.0)])
+    t["p_top_named"] = [np.nan, 0.97, 0.03]
+    v = verdict(t, ROWS, {"a": False}, CFG, has_truth=True)
+    assert v["top"] == "b" and "P(top) 0.97 among the 2 method(s)" in v["text"]
+
+
+def test_statistics_computes_p_top_among_sane_methods():
+    from histoxai.xai_eval.suite import statistics
+
+    rng = np.random.default_rng(0)
+    rows = {m: {"kind": "method", "resolution": [8, 8]} for m in ("a", "b", "c")}
+    patches = np.arange(40)
+    per_patch = pd.DataFrame(
+        [{"patch_id": p, "sample": f"s{p % 5}", "method": m, "mass_accuracy": base + 0.05 * rng.normal()}
+         for p in patches for m, base in (("a", 0.9), ("b", 0.6), ("c", 0.3))]
+    )  # fmt: skip
+    cfg = XaiEvalConfig(bootstrap=200)
+    out = statistics(per_patch, rows, (8, 8), cfg, 0, {"a": False, "b": True, "c": True})
+    s = out[out["metric"] == "mass_accuracy"].set_index("method")
+    assert s.loc["a", "p_top"] == pytest.approx(1.0) and np.isnan(s.loc["a", "p_top_named"])
+    assert s.loc["b", "p_top_named"] == pytest.approx(1.0) and s.loc["c", "p_top_named"] == pytest.approx(0.0)

@@ -90,7 +90,16 @@ def verdict(
     )
     out["order"] = order
     out["failed_sanity"] = [m for m in order if not passes_sanity.get(m, True)]
-    gated = [m for m in order if passes_sanity.get(m, True)]
+    # among the methods that may be named, by their own P(top) (bootstrap draws where the
+    # method beats every other method that passes sanity)
+    named = "p_top_named" if "p_top_named" in t.columns else "p_top"
+    gated = sorted(
+        (m for m in order if passes_sanity.get(m, True)),
+        key=lambda m: (
+            -np.nan_to_num(t.loc[m, named]),
+            sign * np.nan_to_num(t.loc[m, "mean"], nan=-sign * np.inf),
+        ),
+    )
     if not gated:
         out["text"] = "no method passes the randomisation sanity check, so none is named"
         return out
@@ -115,7 +124,10 @@ def verdict(
         )
     else:
         out["status"] = "method"
-        out["text"] = f"`{top}` ({res}) on {metric.name}, P(top) {_fmt(_f(t.loc[top, 'p_top']))}"
+        out["text"] = (
+            f"`{top}` ({res}) on {metric.name}, P(top) {_fmt(_f(t.loc[top, named]))} among the "
+            f"{len(gated)} method(s) that pass the sanity check"
+        )
     return out
 
 

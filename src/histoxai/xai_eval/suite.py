@@ -245,7 +245,7 @@ def evaluate_target(
         result.nuclei = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         if len(result.nuclei):
             result.nuclei_summary = nuclei.property_summary(result.nuclei)
-    result.stats = statistics(per_patch, rows, size, cfg, seed)
+    result.stats = statistics(per_patch, rows, size, cfg, seed, result.passes_sanity)
     result.verdict = verdict(result.stats, rows, result.passes_sanity, cfg, truth is not None)
     return result
 
@@ -299,9 +299,18 @@ def _stratified(samples: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def statistics(
-    per_patch: pd.DataFrame, rows: Mapping[str, dict], size, cfg: XaiEvalConfig, seed: int
+    per_patch: pd.DataFrame,
+    rows: Mapping[str, dict],
+    size,
+    cfg: XaiEvalConfig,
+    seed: int,
+    passes_sanity: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
-    """Cluster-bootstrap summary of every declared metric (see :mod:`~histoxai.xai_eval.stats`)."""
+    """Cluster-bootstrap summary of every declared metric (see :mod:`~histoxai.xai_eval.stats`).
+
+    ``p_top`` is among all methods; ``p_top_named`` among the methods that may be named
+    (those that pass the randomisation sanity check), which is what the verdict reads."""
+    passes_sanity = passes_sanity or {}
     samples = per_patch.drop_duplicates("patch_id").set_index("patch_id")["sample"]
     draws, codes = stats.sample_weights(samples.to_numpy(), cfg.bootstrap, seed)
     codes_of = dict(zip(samples.index.astype(int), codes))
@@ -336,6 +345,9 @@ def statistics(
         table["norm_hi"] = [norm.get(n, (np.nan,) * 3)[2] for n in table["method"]]
         ptop = stats.p_top({m: boots[m] for m in methods if m in boots}, meta.higher)
         table["p_top"] = [ptop.get(n, np.nan) for n in table["method"]]
+        named = {m: boots[m] for m in methods if m in boots and passes_sanity.get(m, True)}
+        ptop = stats.p_top(named, meta.higher)
+        table["p_top_named"] = [ptop.get(n, np.nan) for n in table["method"]]
         # paired comparison with the leader (same bootstrap draws): leader − row, oriented
         # so that > 0 means the leader is better; an interval containing 0 is a tie
         sign = 1.0 if meta.higher else -1.0
