@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from histoxai.errors import UserError
+from histoxai.errors import InputError, UserError
 
 
 @contextlib.contextmanager
@@ -270,3 +270,14 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def open_npy(path: Path, remedy: str):
+    """``np.load(path, mmap_mode="r")``; a truncated or non-``.npy`` file is an
+    :class:`InputError` naming ``path`` and ending with ``remedy`` (e.g. "run `histoxai prepare`")."""
+    import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path} is damaged (truncated or not a .npy file: {err}); {remedy}") from None

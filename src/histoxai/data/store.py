@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from histoxai.errors import InputError, MissingInputError
-from histoxai.io import atomic_path
+from histoxai.io import atomic_path, open_npy
 
 MASK_CLASSES: tuple[str, ...] = ("stroma", "nuclei", "air", "distractor")
 """Pixel labels of ``masks/<sample>.npy``: the value is the position in this tuple."""
@@ -246,12 +246,7 @@ class PatchStore:
                     raise InputError(
                         f"{path} is missing (sample {sample} of {index_path}); run `histoxai prepare`"
                     )
-                try:
-                    array = np.load(path, mmap_mode="r")
-                except (ValueError, OSError, EOFError) as err:
-                    raise InputError(
-                        f"{path} is damaged (truncated or not a .npy file: {err}); run `histoxai prepare`"
-                    ) from None
+                array = open_npy(path, "run `histoxai prepare`")
                 if array.dtype != dtype or array.shape[1:] != shape:
                     raise InputError(
                         f"{path}: expected (n, {', '.join(map(str, shape))}) {np.dtype(dtype).name} as card.json's "

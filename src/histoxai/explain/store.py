@@ -42,7 +42,7 @@ import pandas as pd
 
 from histoxai.errors import InputError, MissingInputError
 from histoxai.explain.thumbnails import has_thumbnails, thumbnail_shape, thumbnails
-from histoxai.io import write_json
+from histoxai.io import open_npy, write_json
 
 META_COLUMNS = ("patch_id", "sample", "row", "col", "split", "target", "y", "y_hat", "delta", "rel_delta")
 FORMAT = 2
@@ -117,12 +117,7 @@ class SaliencyStore:
                     f"{path} is missing but {self.root / 'manifest.json'} lists {name} as complete; "
                     "run `histoxai explain`"
                 )
-            try:
-                maps = np.load(path, mmap_mode="r")
-            except (ValueError, OSError, EOFError) as err:
-                raise InputError(
-                    f"{path} is damaged (truncated or not a .npy file: {err}); run `histoxai explain`"
-                ) from None
+            maps = open_npy(path, "run `histoxai explain`")
             if maps.ndim != 3 or len(maps) != len(self.patch_ids):
                 raise InputError(
                     f"{path}: expected ({len(self.patch_ids)}, H, W) maps, one per patch id, got "
