@@ -32,7 +32,9 @@ pip_quiet() {
     return 1
   fi
   n=$(grep -c "is ignored: it is neither a file nor a directory" "$log" || true)
-  grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+  # setuptools' fixed notice that every editable install uses a path finder (not a problem)
+  grep -v "is ignored: it is neither a file nor a directory" "$log" |
+    sed '/BuildBackendWarning: Editable installation\./,/WheelFile(wheel_path/d' >&2 || true
   rm -f "$log"
   if ((n)); then
     echo "setup: ($n pip warnings about local package-index folders from this machine's pip config not shown)"

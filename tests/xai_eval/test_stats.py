@@ -80,7 +80,9 @@ def test_no_method_is_named_below_the_normalised_bar_or_after_failing_sanity():
 
 def test_the_named_method_reports_p_top_among_the_methods_that_pass_sanity():
     # "a" wins every draw but fails sanity; among the rest, "b" beats "c" in most draws
-    t = table([("a", 0.9, 0.85, 0.95, 0.9, 1.0), ("b", 0.6, 0.55, 0.65, 0.7, 0.0), ("c", 0.3, 0.25, 0.35, 0.3, 0.0)])
+    t = table(
+        [("a", 0.9, 0.85, 0.95, 0.9, 1.0), ("b", 0.6, 0.55, 0.65, 0.7, 0.0), ("c", 0.3, 0.25, 0.35, 0.3, 0.0)]
+    )
     t["p_top_named"] = [np.nan, 0.97, 0.03]
     v = verdict(t, ROWS, {"a": False}, CFG, has_truth=True)
     assert v["top"] == "b" and "P(top) 0.97 among the 2 method(s)" in v["text"]
