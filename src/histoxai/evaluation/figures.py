@@ -140,13 +140,6 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str, title: str)
 # --------------------------------------------------------------------------- figure grids
 
 
-def _read(sal, target: str, variant: str, rows: np.ndarray) -> np.ndarray:
-    # The agreed reader is SaliencyStore.read(target, variant, rows); older stores have maps().
-    if hasattr(sal, "read"):
-        return np.asarray(sal.read(target, variant, rows), dtype=np.float32)
-    return np.asarray(sal.maps(target, variant)[rows], dtype=np.float32)
-
-
 def select_patches(sal, n: int, split: str, seed: int) -> np.ndarray:
     """``n`` patch ids drawn at random (``numpy.random.default_rng(seed)``) from the saliency
     store's patches of ``split`` (``all``: any), in drawn order."""
@@ -187,7 +180,7 @@ def saliency_grid(
 
     rows = sal.rows(patch_ids)
     images = patches.images(patch_ids)  # (N, P, P, 3) uint8
-    maps = {v: display_scale(_read(sal, target, v, rows)) for v in variants}
+    maps = {v: display_scale(sal.read(target, v, rows)) for v in variants}
     meta = sal.meta[sal.meta["target"] == target].set_index("patch_id")
     n, k = len(patch_ids), len(variants) + 1
     fig, axes = plt.subplots(n, k, figsize=(1.6 * k, 1.6 * n), squeeze=False)

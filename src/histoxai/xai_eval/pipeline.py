@@ -82,7 +82,7 @@ def evaluate_saliency(
 
             effects = object_effects(records, _scorer(model, head, score_sign(score)), device, x.batch_size)
         results[target] = evaluate_target(
-            model, target, images, {v: _read(sal, target, v, rows) for v in variants},
+            model, target, images, {v: sal.read(target, v, rows) for v in variants},
             patch_ids=ids, samples=samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
             score=score, resolutions=res, cfg=x, seed=seed, truth=truth, explain_for=explain_for,
             variant_pairs=[p for p in pairs if p[0] in variants and p[1] in variants], shortcut_cue=cue,
@@ -121,12 +121,6 @@ def _scorer(model, head: int, sign: float):
         return sign * model(x)[:, head].float()
 
     return score
-
-
-def _read(sal, target: str, variant: str, rows: np.ndarray) -> np.ndarray:
-    if hasattr(sal, "read"):
-        return np.asarray(sal.read(target, variant, rows), dtype=np.float32)
-    return np.asarray(sal.maps(target, variant)[rows], dtype=np.float32)
 
 
 def _ablations(store, ids: np.ndarray, samples: np.ndarray, n: int, per_kind: int, seed: int) -> list:
