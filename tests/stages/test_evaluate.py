@@ -5,6 +5,7 @@ import pytest
 from histoxai import cli, tracking
 from histoxai.config import load_config
 from histoxai.evaluation.metrics import regression_metrics
+from histoxai.evaluation.model_dir import log_results
 from histoxai.stages import evaluate as stage
 from tests.evaluation.helpers import make_phantom_store, predictions_from_store
 
@@ -112,7 +113,7 @@ def test_nothing_is_logged_without_a_run_id(workdir, monkeypatch):
         raise AssertionError("must not log")
 
     monkeypatch.setattr(tracking, "log_report", fail)
-    assert stage.log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
+    assert log_results({"run_id": ""}, workdir[0], {"test/r2_md": 1.0}) is None
 
 
 @pytest.mark.slow
