@@ -80,7 +80,7 @@ def _composite(
     t = catalog.tables[key]
     if int(t.positions([pid])[0]) < 0:
         return np.full_like(image, 0.95)
-    unit = renderer.overlay_unit(t.source, t.target, variant, pid, view.norm, view.sign, view.clip)
+    unit = renderer.overlay_units(t.source, t.target, variant, [pid], view.norm, view.sign, view.clip)[0]
     ov = rgba(unit, colour_table(view.cmap), view.sign, view.follow)  # (h, w, 4) uint8
     a = ov[..., 3:4].astype(np.float32) / 255.0 * view.alpha
     return image * (1.0 - a) + ov[..., :3].astype(np.float32) / 255.0 * a

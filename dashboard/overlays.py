@@ -1,4 +1,4 @@
-"""Server-side rendering of patches, saliency overlays and colour legends to PNG.
+"""Server-side rendering of patches (JPEG), saliency overlays and colour legends (PNG).
 
 An overlay is an RGBA image drawn over the raw patch by the browser; the user's opacity is
 CSS (changing it loads nothing). Its pixels depend on:
@@ -12,8 +12,11 @@ CSS (changing it loads nothing). Its pixels depend on:
 - ``follow``: the overlay's own alpha is the normalised magnitude (Captum's
   ``alpha_scaling``), so tissue without attribution stays visible under it.
 
-Maps are read through :func:`read_maps` (``SaliencyStore.read``).
-Rendered PNGs are kept in an LRU cache keyed by everything that changes the pixels.
+Maps are read through :func:`read_maps` (``SaliencyStore.read``). Images are rendered as
+*sheets*: the tiles of a grid page stacked top to bottom in one image (see
+:mod:`histoxai.dashboard.routes`), so a page turn asks for two images, not 96. Recent sheets
+are kept in an LRU cache keyed by everything that changes the pixels, and the next page's
+sheets are rendered into it in the background while the user looks at this one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ SCALE_SAMPLE = 512
 """Maps read to estimate a variant-wide scale (evenly spaced over the store)."""
 MAX_PX = THUMB_PX
 """Overlays and patches are served at most this many pixels wide (the largest tile)."""
+JPEG_QUALITY = 95
+"""Patches are served as JPEG at this quality, without chroma subsampling."""
 
 
 def read_maps(store, target: str, variant: str, rows) -> np.ndarray:
@@ -127,6 +132,15 @@ def encode_overlay(unit: np.ndarray, cmap: str, sign: str, follow: bool) -> byte
     return buf.getvalue()
 
 
+def encode_jpeg(image: Image.Image) -> bytes:
+    """JPEG of an RGB image at ``JPEG_QUALITY`` without chroma subsampling: patches for
+    display (the stores keep the exact pixels), about 8x faster to encode than PNG and a
+    quarter of its bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buf.getvalue()
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """PNG of an (H, W, 3|4) uint8 image; fastest zlib level and run-length strategy
     (about 1.5x faster than the default strategy for a few percent more bytes)."""
@@ -181,33 +195,34 @@ def legend_image(cmap: str, caption: str, ticks: list[str], width: int = 300) ->
 
 
 class Renderer:
-    """Renders (and caches) the PNGs of the loaded stores; unknown names raise ``KeyError``.
+    """Renders (and caches) the images of the loaded stores; unknown names raise ``KeyError``.
 
     Args:
         catalog: the loaded stores; only their patches can be rendered.
-        cache_size: number of PNGs kept (0: no cache).
+        cache_size: number of sheets of each kind kept (0: no cache); a 48-tile sheet of
+            128 px patches is about 0.6 MB.
     """
 
-    def __init__(self, catalog: Catalog, cache_size: int = 4096):
+    def __init__(self, catalog: Catalog, cache_size: int = 64):
         self.catalog = catalog
         self._scales: dict[tuple, float] = {}
-        self.overlay_png = lru_cache(maxsize=cache_size)(self._overlay_png)
-        self.patch_png = lru_cache(maxsize=cache_size)(self._patch_png)
+        self.patch_sheet = lru_cache(maxsize=cache_size)(self._patch_sheet)
+        self.overlay_sheet = lru_cache(maxsize=cache_size)(self._overlay_sheet)
+        self.mask_sheet = lru_cache(maxsize=cache_size)(self._mask_sheet)
         self.legend_png = lru_cache(maxsize=256)(self._legend_png)
-        self._mask_png = lru_cache(maxsize=cache_size)(self._mask_png_uncached)
         self._warming = threading.Lock()
 
     def warm(self, source: str, target: str, variant: str, pids, display: tuple) -> bool:
-        """Render the overlays and patches of ``pids`` into the cache in a background thread
-        (the next page while the user looks at this one); skipped while a warm-up runs."""
+        """Render the patch and overlay sheets of ``pids`` into the cache in a background
+        thread (the next page while the user looks at this one); skipped while one runs."""
         if not self._warming.acquire(blocking=False):
             return False
+        ids = tuple(int(p) for p in pids)
 
         def run():
             try:
-                for pid in pids:
-                    self.patch_png(int(pid))
-                    self.overlay_png(source, target, variant, int(pid), *display)
+                self.patch_sheet(ids)
+                self.overlay_sheet(source, target, variant, ids, *display)
             except KeyError:
                 pass
             finally:
@@ -241,17 +256,20 @@ class Renderer:
         store = self._store(source, target, variant)
         return read_maps(store, target, variant, [self._row(store, source, pid)])[0]
 
-    def display_values(self, source: str, target: str, variant: str, pid: int, sign: str) -> np.ndarray:
-        """(h, w) float32 values shown for ``sign`` (magnitudes; signed values for ``signed``),
-        reduced to at most ``MAX_PX`` wide: what the overlay shows and its scale is taken from.
-        Read from the store's thumbnails where it has them (maps larger than ``MAX_PX``)."""
+    def display_values(self, source: str, target: str, variant: str, pids, sign: str) -> np.ndarray:
+        """(n, h, w) float32 values shown for ``sign`` (magnitudes; signed values for ``signed``)
+        of patches ``pids``, reduced to at most ``MAX_PX`` wide: what the overlays show and
+        their scales are taken from. Read at once, from the store's thumbnails where it has
+        them (maps larger than ``MAX_PX``)."""
         store = self._store(source, target, variant)
-        row = self._row(store, source, pid)
-        planes = store.read_thumbnails(target, variant, [row])
+        for pid in pids:
+            self.check_patch(pid)
+        rows = np.asarray([self._row(store, source, pid) for pid in pids], dtype=np.int64)
+        planes = store.read_thumbnails(target, variant, rows)
         if planes is not None:
-            return shown(planes[0], sign)
-        raw = read_maps(store, target, variant, [row])[0]
-        return shrink(raw if sign == "signed" else shown_values(raw, sign))
+            return np.stack([shown(p, sign) for p in planes])
+        raw = read_maps(store, target, variant, rows)
+        return np.stack([shrink(m if sign == "signed" else shown_values(m, sign)) for m in raw])
 
     def dataset_scale(self, source: str, target: str, variant: str, sign: str, clip: float) -> float:
         """``clip``-th percentile of the shown values over up to ``SCALE_SAMPLE`` maps (cached)."""
@@ -279,62 +297,69 @@ class Renderer:
             return self.dataset_scale(source, target, variant, sign, clip)
         if pid is None:
             return None
-        return clip_scale(np.abs(self.display_values(source, target, variant, pid, sign)), clip)
+        return clip_scale(np.abs(self.display_values(source, target, variant, [pid], sign)[0]), clip)
 
     @staticmethod
     def _check_display(norm: str, sign: str, clip: float) -> None:
         if norm not in NORMS or sign not in SIGNS or clip not in CLIPS:
             raise KeyError(f"unknown display setting norm={norm!r} sign={sign!r} clip={clip!r}")
 
-    def overlay_unit(
-        self, source: str, target: str, variant: str, pid: int, norm: str, sign: str, clip: float
+    def overlay_units(
+        self, source: str, target: str, variant: str, pids, norm: str, sign: str, clip: float
     ) -> np.ndarray:
-        """(h, w) float32 in [0, 1]: the colour-map position of each pixel of patch ``pid``'s
-        overlay, at most ``MAX_PX`` wide and as large as the served patch."""
-        self.check_patch(pid)
+        """(n, h, w) float32 in [0, 1]: the colour-map position of each pixel of the overlays of
+        patches ``pids``, at most ``MAX_PX`` wide and as large as the served patch."""
         self._check_display(norm, sign, clip)
-        values = self.display_values(source, target, variant, pid, sign)
-        s = self.scale(source, target, variant, pid, norm, sign, clip) if norm == "dataset" else None
-        if s is None:
-            s = clip_scale(np.abs(values), clip)
-        unit = to_unit(values, "signed" if sign == "signed" else "abs", s)
+        values = self.display_values(source, target, variant, pids, sign)
+        shared = self.dataset_scale(source, target, variant, sign, clip) if norm == "dataset" else None
         size = served_size(self.catalog.patches.patch_size)
-        return unit if unit.shape == (size, size) else resize_nearest(unit, (size, size))
+        out = np.empty((len(values), size, size), dtype=np.float32)
+        for i, v in enumerate(values):
+            s = shared if shared is not None else clip_scale(np.abs(v), clip)
+            unit = to_unit(v, "signed" if sign == "signed" else "abs", s)
+            out[i] = unit if unit.shape == (size, size) else resize_nearest(unit, (size, size))
+        return out
 
-    def _overlay_png(
+    def _overlay_sheet(
         self,
         source: str,
         target: str,
         variant: str,
-        pid: int,
+        pids: tuple[int, ...],
         cmap: str,
         norm: str,
         sign: str,
         clip: float,
         follow: bool,
     ) -> bytes:
+        """Palette PNG of the overlays of ``pids``, stacked top to bottom."""
         colour_table(cmap)  # KeyError for an unknown colour map
-        unit = self.overlay_unit(source, target, variant, pid, norm, sign, clip)
-        return encode_overlay(unit, cmap, sign, follow)
+        units = self.overlay_units(source, target, variant, pids, norm, sign, clip)
+        return encode_overlay(units.reshape(-1, units.shape[-1]), cmap, sign, follow)
 
-    def mask_png(self, pid: int, cls: str) -> bytes:
-
-        self.check_patch(pid)
-        return self._mask_png(pid, cls)
-
-    def _mask_png_uncached(self, pid: int, cls: str) -> bytes:
+    def _mask_sheet(self, pids: tuple[int, ...], cls: str) -> bytes:
+        """PNG of the ``cls`` outlines of ``pids``, stacked top to bottom."""
         from histoxai.dashboard.masks import outline_rgba
 
-        return encode_png(
-            outline_rgba(self.catalog.patches, pid, cls, served_size(self.catalog.patches.patch_size))
-        )
+        size = served_size(self.catalog.patches.patch_size)
+        for pid in pids:
+            self.check_patch(pid)
+        return encode_png(np.concatenate([outline_rgba(self.catalog.patches, p, cls, size) for p in pids]))
 
     def patch(self, pid: int, limit: int = MAX_PX) -> np.ndarray:
         self.check_patch(pid)
         return shrink(np.ascontiguousarray(self.catalog.patches.images([pid])[0]), limit)
 
-    def _patch_png(self, pid: int) -> bytes:
-        return encode_png(self.patch(pid))
+    def _patch_sheet(self, pids: tuple[int, ...]) -> bytes:
+        """JPEG of the patches ``pids``, stacked top to bottom (read at once and reduced as one
+        image: PIL's box reduction, the same block mean as ``shrink``, 10x faster)."""
+        for pid in pids:
+            self.check_patch(pid)
+        images = self.catalog.patches.images(list(pids))  # (n, P, P, 3)
+        size = images.shape[1]
+        f = size // served_size(size)
+        cut = np.ascontiguousarray(images[:, : size // f * f, : size // f * f])
+        return encode_jpeg(Image.fromarray(cut.reshape(-1, *cut.shape[2:])).reduce(f))
 
     def _legend_png(
         self,

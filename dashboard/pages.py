@@ -5,6 +5,8 @@ The Main page is in :mod:`histoxai.dashboard.main_page`.
 A tile is a handful of elements: ``div.tile[data-key]`` holding the raw patch with the
 overlay stacked on it (``img.ov[data-base]``: the browser appends the display query) and
 one text line per row of its title (cut with an ellipsis; the whole title is the tooltip).
+Its images are rows of the page's image sheets (:mod:`histoxai.dashboard.routes`): each
+``img`` is the whole sheet, scaled so one row fills the tile and shifted to row ``--i``.
 One click listener on the document opens tiles (``assets/dashboard.js``).
 """
 
@@ -126,31 +128,42 @@ def metric_line(table: TargetTable, view: View, row: int) -> list[str]:
     return [] if values is None else [f"{view.sort[2:]} {fmt(float(values[row]))}"]
 
 
-def tile(key: str, pid: int, lines: list[str], overlay: str | None, view: View, caption: str = "") -> dict:
-    """One tile: raw patch, overlay on it (``overlay``: its base URL; None: raw only), title lines."""
-    layers = [el("Img", src=patch_src(pid), className="raw", alt=f"patch {pid}")]
+def sheet_img(src: str | None, i: int, n: int, className: str, **props) -> dict:
+    """Row ``i`` of the ``n``-row image sheet ``src``, cropped by the tile (CSS ``--i``/``--n``)."""
+    return el(
+        "Img", src=src, className=className, alt=props.pop("alt", ""), style={"--i": i, "--n": n}, **props
+    )
+
+
+def tile(
+    key: str,
+    ids: tuple[int, ...],
+    i: int,
+    lines: list[str],
+    overlay: tuple[str, int, int] | None,
+    view: View,
+    caption: str = "",
+) -> dict:
+    """One tile: patch ``ids[i]`` (row ``i`` of the page's patch sheet of ``ids``), the overlay
+    on it (``overlay``: base URL of its sheet, row, rows; None: raw only), title lines."""
+    layers = [sheet_img(patch_src(ids), i, len(ids), "raw", alt=f"patch {ids[i]}")]
     if overlay is not None:
+        base, row, rows = overlay
         layers.append(
-            el(
-                "Img",
-                src=with_query(overlay, display_query(view)),
-                className="ov",
-                alt="",
-                **{"data-base": overlay},
-            )
+            sheet_img(with_query(base, display_query(view)), row, rows, "ov", **{"data-base": base})
         )
-    layers.append(mask_layer(pid, view))
+    layers.append(mask_layer(ids, i, view))
     children = [el("Div", layers, className="stack")]
     children += [el("Div", line, className="l") for line in lines]
     tip = "\n".join(([caption] if caption else []) + lines + ["click to enlarge"])
     return el("Div", children, className="tile", title=tip, **{"data-key": key})
 
 
-def mask_layer(pid: int, view: View) -> dict:
+def mask_layer(ids: tuple[int, ...], i: int, view: View) -> dict:
     """Ground-truth outline on top of the tile (src only when a class is chosen)."""
-    base = mask_base(pid)
-    src = f"{base}?cls={view.mask}" if view.mask else None
-    return el("Img", src=src, className="mk", alt="", **{"data-mask": base})
+    base = mask_base(ids)
+    src = with_query(base, f"cls={view.mask}") if view.mask else None
+    return sheet_img(src, i, len(ids), "mk", **{"data-mask": base})
 
 
 def placeholder(text: str) -> dict:
@@ -246,15 +259,18 @@ def grid_page(catalog: Catalog, view: View, pathname: str, build) -> tuple[list,
 
 def single_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     label = catalog.variant_label(view.target, view.variant)
+    ids = tuple(table.patch_id[shown].tolist())
+    base = overlay_base(table.source, table.target, view.variant, ids)
     tiles = [
         tile(
             tile_key(pid, view.target, view.variant),
-            pid,
+            ids,
+            i,
             title_lines(table, r) + metric_line(table, view, r),
-            overlay_base(table.source, table.target, view.variant, pid),
+            (base, i, len(ids)),
             view,
         )
-        for r, pid in zip(shown.tolist(), table.patch_id[shown].tolist())
+        for i, (r, pid) in enumerate(zip(shown.tolist(), ids))
     ]
     return [
         heading(
@@ -281,22 +297,33 @@ def _group(cells: list, n: int) -> dict:
 
 def targets_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     keys = list(catalog.tables)
+    ids = tuple(table.patch_id[shown].tolist())
+    # per target: its table rows of the page's patches (-1: not explained) and the overlay
+    # sheet of those it explained
+    sheets = {}
+    for k in keys:
+        other = catalog.tables[k]
+        pos = other.positions(list(ids))
+        have = tuple(p for p, q in zip(ids, pos.tolist()) if q >= 0)
+        sheets[k] = (pos, have, overlay_base(other.source, other.target, view.variant, have) if have else "")
     groups = []
-    for r in shown.tolist():
-        pid = int(table.patch_id[r])
-        cells = [tile(tile_key(pid, view.target, view.variant), pid, title_lines(table, r)[:1], None, view)]
+    for i, r in enumerate(shown.tolist()):
+        pid = ids[i]
+        cells = [
+            tile(tile_key(pid, view.target, view.variant), ids, i, title_lines(table, r)[:1], None, view)
+        ]
         for k in keys:
             other = catalog.tables[k]
-            pos = int(other.positions([pid])[0])
+            pos, have, base = sheets[k]
             if view.variant not in catalog.variants(k):
                 cells.append(placeholder(f"{view.variant} not computed for {other.target}"))
-            elif pos < 0:
+            elif pos[i] < 0:
                 cells.append(placeholder(f"patch {pid} not explained for {other.target}"))
             else:
-                n = numbers(other, pos)
+                n = numbers(other, int(pos[i]))
                 line = f"{other.target} · y {n['y']} · ŷ {n['ŷ']}"
-                base = overlay_base(other.source, other.target, view.variant, pid)
-                cells.append(tile(tile_key(pid, k, view.variant), pid, [line], base, view))
+                overlay = (base, have.index(pid), len(have))
+                cells.append(tile(tile_key(pid, k, view.variant), ids, i, [line], overlay, view))
         groups.append(_group(cells, len(keys) + 1))
     return [
         heading(
@@ -310,14 +337,16 @@ def targets_page(catalog: Catalog, view: View, table: TargetTable, shown: np.nda
 
 def methods_page(catalog: Catalog, view: View, table: TargetTable, shown: np.ndarray) -> list:
     variants = catalog.variants(view.target)
+    ids = tuple(table.patch_id[shown].tolist())
+    bases = {v: overlay_base(table.source, table.target, v, ids) for v in variants}
     groups = []
-    for r in shown.tolist():
-        pid = int(table.patch_id[r])
-        cells = [tile(tile_key(pid, view.target, view.variant), pid, title_lines(table, r), None, view)]
+    for i, r in enumerate(shown.tolist()):
+        pid = ids[i]
+        cells = [tile(tile_key(pid, view.target, view.variant), ids, i, title_lines(table, r), None, view)]
         for v in variants:
-            base = overlay_base(table.source, table.target, v, pid)
             label = catalog.variant_label(view.target, v, limit=None)
-            cells.append(tile(tile_key(pid, view.target, v), pid, [v], base, view, caption=label))
+            overlay = (bases[v], i, len(ids))
+            cells.append(tile(tile_key(pid, view.target, v), ids, i, [v], overlay, view, caption=label))
         groups.append(_group(cells, len(variants) + 1))
     return [
         heading(catalog.target_label(view.target), "Multiple methods", legend(table, view.variant, view)),
@@ -377,7 +406,7 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
         )
         for v in catalog.variants(tkey)
     ]
-    base = overlay_base(table.source, table.target, variant, pid)
+    base = overlay_base(table.source, table.target, variant, (pid,))
     overlay = html.Img(
         src=with_query(base, display_query(view)), className="ov", alt="", **{"data-base": base}
     )
@@ -407,11 +436,15 @@ def viewer_body(catalog: Catalog, view: View, key: str) -> list | None:
         html.Div(switch, className="method-switch", id="viewer-methods"),
         html.Div(
             [
-                html.Figure([html.Img(src=patch_src(pid), className="big"), html.Figcaption("patch")]),
+                html.Figure([html.Img(src=patch_src((pid,)), className="big"), html.Figcaption("patch")]),
                 html.Figure(
                     [
                         html.Div(
-                            [html.Img(src=patch_src(pid), className="raw"), overlay, mask_layer(pid, view)],
+                            [
+                                html.Img(src=patch_src((pid,)), className="raw"),
+                                overlay,
+                                mask_layer((pid,), 0, view),
+                            ],
                             className="stack big",
                         ),
                         html.Figcaption(

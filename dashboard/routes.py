@@ -1,46 +1,55 @@
-"""Flask routes serving the rendered PNGs on the Dash server.
+"""Flask routes serving the rendered images on the Dash server.
 
-Only patches of the loaded stores are served: ids are parsed as integers by the URL
-rule, store, target, variant and display settings are looked up among the loaded names
-and known choices, and nothing taken from a request is ever used as a file path.
+A grid page's images come as *sheets*: one image holding the tiles of a page stacked top to
+bottom (row ``i`` is the ``i``-th id of ``ids``), which every tile crops with CSS. A page turn
+is then two or three requests instead of two per tile; the viewer asks for sheets of one id.
 
-``/img/patch/<pid>.png``
-``/img/overlay/<source>/<target>/<variant>/<pid>.png?cmap=viridis&norm=image&sign=abs&clip=99&fa=1``
-``/img/legend/<source>/<target>/<variant>.png?<same>[&pid=12]`` (colour bar with real-scale ticks)
+Only patches of the loaded stores are served: ids are parsed as integers, store, target,
+variant and display settings are looked up among the loaded names and known choices, and
+nothing taken from a request is ever used as a file path.
+
+``/img/patch.jpg?ids=4,7,9`` (JPEG: a sixth of the PNG's bytes, encoded 8x faster)
+``/img/overlay/<source>/<target>/<variant>.png?ids=4,7,9&cmap=viridis&norm=image&sign=abs&clip=99&fa=1``
+``/img/mask.png?ids=4,7,9&cls=nuclei`` (ground-truth outlines)
+``/img/legend/<source>/<target>/<variant>.png?<same display query>[&pid=12]`` (colour bar with real-scale ticks)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from flask import Flask, Response, abort, request
 
 from histoxai.dashboard.overlays import Renderer
-from histoxai.dashboard.state import CLIPS, CMAPS, NORMS, SIGNS, View, display_query
+from histoxai.dashboard.state import CLIPS, CMAPS, NORMS, SIGNS
 
 MAX_AGE_S = 600
+MAX_SHEET = 256
+"""Most tiles one sheet holds (the largest page)."""
 
 
-def patch_src(pid: int) -> str:
-    return f"/img/patch/{int(pid)}.png"
+def _ids(pids: Sequence[int]) -> str:
+    return "ids=" + ",".join(str(int(p)) for p in pids)
 
 
-def mask_base(pid: int) -> str:
-    """Outline URL without its class (the browser appends ``?cls=<mask>``)."""
-    return f"/img/mask/{int(pid)}.png"
+def patch_src(pids: Sequence[int]) -> str:
+    """URL of the sheet of patches ``pids``."""
+    return f"/img/patch.jpg?{_ids(pids)}"
+
+
+def mask_base(pids: Sequence[int]) -> str:
+    """Outline sheet URL without its class (the browser appends ``&cls=<mask>``)."""
+    return f"/img/mask.png?{_ids(pids)}"
 
 
 def _path(source: str, target: str, variant: str) -> str:
     return "/".join(quote(p, safe="") for p in (source, target, variant))
 
 
-def overlay_base(source: str, target: str, variant: str, pid: int) -> str:
-    """Overlay URL without its display query (the browser appends the current one)."""
-    return f"/img/overlay/{_path(source, target, variant)}/{int(pid)}.png"
-
-
-def overlay_src(source: str, target: str, variant: str, pid: int, view: View) -> str:
-    return with_query(overlay_base(source, target, variant, pid), display_query(view))
+def overlay_base(source: str, target: str, variant: str, pids: Sequence[int]) -> str:
+    """Overlay sheet URL without its display query (the browser appends the current one)."""
+    return f"/img/overlay/{_path(source, target, variant)}.png?{_ids(pids)}"
 
 
 def legend_base(source: str, target: str, variant: str, pid: int | None = None) -> str:
@@ -52,6 +61,14 @@ def legend_base(source: str, target: str, variant: str, pid: int | None = None) 
 def with_query(base: str, query: str) -> str:
     """``base`` with ``query`` appended (``?`` or ``&``); the browser does the same."""
     return f"{base}{'&' if '?' in base else '?'}{query}"
+
+
+def sheet_ids() -> tuple[int, ...]:
+    """The ``ids`` of the request: 1 to ``MAX_SHEET`` patch ids; 400 otherwise."""
+    parts = request.args.get("ids", "").split(",")
+    if not 1 <= len(parts) <= MAX_SHEET or not all(p.isdigit() and len(p) < 10 for p in parts):
+        abort(400)
+    return tuple(int(p) for p in parts)
 
 
 def display_args() -> tuple[str, str, str, float, bool]:
@@ -71,23 +88,23 @@ def display_args() -> tuple[str, str, str, float, bool]:
 def register_routes(server: Flask, renderer: Renderer) -> None:
     """Add the image routes to ``server``."""
 
-    def png(data: bytes) -> Response:
-        resp = Response(data, mimetype="image/png")
+    def image(data: bytes, mimetype: str = "image/png") -> Response:
+        resp = Response(data, mimetype=mimetype)
         resp.headers["Cache-Control"] = f"private, max-age={MAX_AGE_S}"
         return resp
 
-    @server.route("/img/patch/<int:pid>.png")
-    def patch_image(pid: int):
+    @server.route("/img/patch.jpg")
+    def patch_sheet():
         try:
-            return png(renderer.patch_png(pid))
+            return image(renderer.patch_sheet(sheet_ids()), "image/jpeg")
         except KeyError:
             abort(404)
 
-    @server.route("/img/overlay/<source>/<target>/<variant>/<int:pid>.png")
-    def overlay_image(source: str, target: str, variant: str, pid: int):
-        args = display_args()
+    @server.route("/img/overlay/<source>/<target>/<variant>.png")
+    def overlay_sheet(source: str, target: str, variant: str):
+        ids, args = sheet_ids(), display_args()
         try:
-            return png(renderer.overlay_png(source, target, variant, pid, *args))
+            return image(renderer.overlay_sheet(source, target, variant, ids, *args))
         except KeyError:
             abort(404)
 
@@ -98,7 +115,7 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         if pid is not None and not pid.isdigit():
             abort(400)
         try:
-            return png(
+            return image(
                 renderer.legend_png(
                     source, target, variant, None if pid is None else int(pid), cmap, norm, sign, clip
                 )
@@ -106,13 +123,13 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         except KeyError:
             abort(404)
 
-    @server.route("/img/mask/<int:pid>.png")
-    def mask_image(pid: int):
-        cls = request.args.get("cls", "")
+    @server.route("/img/mask.png")
+    def mask_sheet():
+        ids, cls = sheet_ids(), request.args.get("cls", "")
         if cls not in renderer.catalog.masks:
             abort(404)
         try:
-            return png(renderer.mask_png(pid, cls))
+            return image(renderer.mask_sheet(ids, cls))
         except KeyError:
             abort(404)
 
@@ -122,7 +139,7 @@ def register_routes(server: Flask, renderer: Renderer) -> None:
         paths = renderer.catalog.figures.get(name, [])
         if not 0 <= i < len(paths):
             abort(404)
-        return png(paths[i].read_bytes())
+        return image(paths[i].read_bytes())
 
     @server.route("/export/table.csv")
     def export_table():

@@ -68,7 +68,8 @@
 
   function rewriteMasks(cls) {
     document.querySelectorAll("img[data-mask]").forEach(function (img) {
-      var src = cls ? img.getAttribute("data-mask") + "?cls=" + cls : null;
+      var b = img.getAttribute("data-mask");
+      var src = cls ? b + (b.indexOf("?") < 0 ? "?" : "&") + "cls=" + cls : null;
       if (src === null) img.removeAttribute("src");
       else if (img.getAttribute("src") !== src) img.setAttribute("src", src);
     });

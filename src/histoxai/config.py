@@ -502,7 +502,7 @@ class DashboardConfig:
     ``HISTOXAI_DASH_USERS=user:hash,...`` or ``users_file``, one ``user:hash`` a line;
     hashes from ``histoxai dashboard --hash-password``). Serving on a non-loopback
     ``host`` without login is refused unless ``insecure_public``. ``cache_size``: rendered
-    overlay PNGs kept in memory.
+    image sheets (one page's patches, overlays or outlines each) kept in memory per kind.
 
     Serving: requests whose Host header is not a loopback name or in ``allowed_hosts``
     are refused (DNS rebinding); ``*`` allows any. ``server``: ``auto`` serves loopback
@@ -519,7 +519,7 @@ class DashboardConfig:
     saliency_dirs: tuple[str, ...] = ()
     users_file: str = ""
     insecure_public: bool = False
-    cache_size: int = bounded(4096, ge=0)
+    cache_size: int = bounded(64, ge=0)
     allowed_hosts: tuple[str, ...] = ()
     server: Literal["auto", "flask", "waitress"] = "auto"
     threads: int = bounded(8, ge=1, le=256)

@@ -51,7 +51,7 @@ def client(pipeline, catalog):
 def test_everything_needs_login(client):
     resp = client.get("/single?target=md")
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login?next=")
-    assert client.get("/img/patch/1.png").status_code == 401
+    assert client.get("/img/patch.jpg?ids=1").status_code == 401
     assert client.get("/_dash-layout").status_code == 401
 
 
@@ -61,9 +61,9 @@ def test_wrong_password_is_rejected_and_right_one_logs_in(client):
     assert client.post("/login", data={"user": "eve", "password": "secret"}).status_code == 401
     resp = client.post("/login", data={"user": "ana", "password": "secret", "next": "/single?target=md"})
     assert resp.status_code == 302 and resp.headers["Location"] == "/single?target=md"
-    assert client.get("/img/patch/1.png").status_code == 200
+    assert client.get("/img/patch.jpg?ids=1").status_code == 200
     client.get("/logout")
-    assert client.get("/img/patch/1.png").status_code == 401
+    assert client.get("/img/patch.jpg?ids=1").status_code == 401
 
 
 def test_login_never_redirects_elsewhere(client):
@@ -82,15 +82,15 @@ def test_a_revoked_or_expired_session_needs_login_again(pipeline, catalog):
     client = app.server.test_client()
     assert client.post("/login", data={"user": "ana", "password": "pw"}).status_code == 302
     time.sleep(0.05)  # the session lived 3.6 ms
-    assert client.get("/img/patch/1.png").status_code == 401
+    assert client.get("/img/patch.jpg?ids=1").status_code == 401
     app = create_app(
         DashboardConfig(), pipeline["patches"], users={"ana": hash_password("pw")}, catalog=catalog
     )
     client = app.server.test_client()
     client.post("/login", data={"user": "ana", "password": "pw"})
-    assert client.get("/img/patch/1.png").status_code == 200
+    assert client.get("/img/patch.jpg?ids=1").status_code == 200
     app.server.config["histoxai_sessions"].clear()  # revoked on the server, cookie unchanged
-    assert client.get("/img/patch/1.png").status_code == 401
+    assert client.get("/img/patch.jpg?ids=1").status_code == 401
 
 
 def test_repeated_failures_lock_the_user_out(pipeline, catalog):
@@ -126,12 +126,12 @@ def test_throttle_forgets_old_failures():
 def test_only_allowed_host_headers_are_served(pipeline, catalog, host, ok):
     assert host_allowed(host, ("dash.lab.org",)) is ok
     app = create_app(DashboardConfig(allowed_hosts=("dash.lab.org",)), pipeline["patches"], catalog=catalog)
-    resp = app.server.test_client().get("/img/patch/1.png", headers={"Host": host})
+    resp = app.server.test_client().get("/img/patch.jpg?ids=1", headers={"Host": host})
     assert resp.status_code == (200 if ok else 421)
 
 
 def test_security_headers_on_every_response(client):
-    for url in ("/login", "/img/patch/1.png", "/"):
+    for url in ("/login", "/img/patch.jpg?ids=1", "/"):
         h = client.get(url).headers
         assert h["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in h["Content-Security-Policy"]
         assert h["X-Content-Type-Options"] == "nosniff"

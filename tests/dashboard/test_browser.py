@@ -378,7 +378,7 @@ def test_a_url_reopens_the_same_view(browser, site):
     browser.find_element(*_by("#split input[value='train']")).click()
     wait_for(browser, lambda d: query(d).get("split") == "train", "split=train")
     click_option(browser, "method", "smoothgrad")
-    wait_for(browser, lambda d: all("/smoothgrad_s0.1/" in s for s in srcs(d)), "smoothgrad overlays")
+    wait_for(browser, lambda d: all("/smoothgrad_s0.1.png?" in s for s in srcs(d)), "smoothgrad overlays")
     browser.find_element(*_by("#next")).click()
     wait_for(browser, lambda d: query(d).get("page") == "2", "page 2")
     wait_for(browser, lambda d: first_tile_title(d) != "#0", "page 2 tiles")
@@ -428,7 +428,7 @@ def test_the_viewer_links_steps_switches_and_closes(browser, site):
     title = lambda d: texts(d, "#viewer-title")[0]  # noqa: E731
     wait_for(browser, lambda d: title(d) == f"Patch #{keys[5].split('|')[0]}", "the viewer title")
     big = srcs(browser, "#viewer .stack img.ov")
-    assert "/md/layercam/" in big[0] and "cmap=magma" in big[0]
+    assert "/md/layercam.png?" in big[0] and "cmap=magma" in big[0]
     wait_for(browser, images_loaded, "large images to load")
     shot(browser, "tile-viewer")
     # arrow keys step through the grid's order
@@ -439,7 +439,7 @@ def test_the_viewer_links_steps_switches_and_closes(browser, site):
     # method switch
     browser.find_element(*_by("#viewer-methods [data-open$='|smoothgrad_s0.2']")).click()
     wait_for(
-        browser, lambda d: "/smoothgrad_s0.2/" in srcs(d, "#viewer .stack img.ov")[0], "the other method"
+        browser, lambda d: "/smoothgrad_s0.2.png?" in srcs(d, "#viewer .stack img.ov")[0], "the other method"
     )
     # a deep link opens the viewer
     deep = browser.current_url
@@ -447,7 +447,9 @@ def test_the_viewer_links_steps_switches_and_closes(browser, site):
     open_page(browser, deep, ".grid .tile")
     wait_for(browser, viewer_open, "the viewer from a deep link")
     wait_for(
-        browser, lambda d: "/smoothgrad_s0.2/" in srcs(d, "#viewer .stack img.ov")[0], "deep-linked method"
+        browser,
+        lambda d: "/smoothgrad_s0.2.png?" in srcs(d, "#viewer .stack img.ov")[0],
+        "deep-linked method",
     )
     # Escape closes; a tile click and a backdrop click
     browser.find_element(*_by("body")).send_keys(Keys.ESCAPE)

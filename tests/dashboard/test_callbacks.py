@@ -59,8 +59,16 @@ def _ids(component) -> list:
     return [p["data-key"] for _, p in _nodes(component) if "data-key" in p]
 
 
+def _imgs(component, cls: str | None = "ov") -> list[dict]:
+    return [p for tag, p in _nodes(component) if tag == "Img" and cls in (None, p.get("className"))]
+
+
 def _srcs(component, cls: str | None = "ov") -> list[str]:
-    return [p["src"] for tag, p in _nodes(component) if tag == "Img" and cls in (None, p.get("className"))]
+    return [p["src"] for p in _imgs(component, cls)]
+
+
+def _style(props: dict) -> dict:
+    return props.get("style") or {}
 
 
 def test_url_drives_the_controls_without_rewriting_the_url(catalog):
@@ -115,7 +123,10 @@ def test_single_page_shows_one_tile_per_patch_of_the_page(catalog):
     keys = _ids(children)
     assert len(keys) == 24 and keys[0] == "24|md|layercam"
     assert status.startswith("50 of 50 patches match") and pager == "pager"
-    assert all("/layercam/" in s for s in _srcs(children))
+    srcs = _srcs(children)
+    # one overlay sheet for the page: every tile shows its own row of it
+    assert len(set(srcs)) == 1 and srcs[0].startswith("/img/overlay/mdfa/md/layercam.png?ids=24,25,")
+    assert [_style(p) for p in _imgs(children)][:2] == [{"--i": 0, "--n": 24}, {"--i": 1, "--n": 24}]
     text = _text(children)
     assert "#24" in text and "ŷ" in text and "rΔ" in text
 
@@ -124,10 +135,12 @@ def test_multiple_targets_and_methods_pages_have_one_column_each(catalog):
     children, _, _ = render(catalog, "/targets", "?target=md&variant=gradcampp&per=24")
     srcs = _srcs(children)
     assert len(srcs) == 6 * 2 + 3  # 24 tiles = 6 patches x (raw + md + fa + cc); cc only for even ids
+    cc = [s for s in srcs if "/cc/" in s]
+    assert len(set(cc)) == 1 and "ids=0,2,4&" in cc[0]  # the cc sheet holds the patches cc explained
     assert "not explained for cc" in _text(children)
     children, _, _ = render(catalog, "/methods", "?target=md&variant=gradcampp&per=24")
     srcs = _srcs(children)
-    assert len(srcs) == 4 * 4 and sum("/smoothgrad_s0.2/" in s for s in srcs) == 4  # 24 // 5 patches
+    assert len(srcs) == 4 * 4 and sum("/smoothgrad_s0.2.png" in s for s in srcs) == 4  # 24 // 5 patches
 
 
 def test_main_page_names_what_is_loaded(catalog):
@@ -172,8 +185,8 @@ def test_unknown_page_is_not_a_traceback(catalog):
 
 def test_viewer_shows_raw_and_overlay_and_every_target(catalog):
     body = open_viewer(catalog, "4|fa|layercam", "?target=md", hash="#cmap=magma")
-    assert _srcs(body, "big")[0] == "/img/patch/4.png"
-    assert "/fa/layercam/4.png?cmap=magma" in _srcs(body, "ov")[0]
+    assert _srcs(body, "big")[0] == "/img/patch.jpg?ids=4"
+    assert "/fa/layercam.png?ids=4&cmap=magma" in _srcs(body, "ov")[0]
     text = _text(body)
     assert "Patch #4" in text and "md · mdfa" in text and "cc · cc" in text
     nodes = [p for _, p in _nodes(body)]

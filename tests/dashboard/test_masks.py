@@ -36,10 +36,10 @@ def test_outline_image_follows_the_mask(catalog, pipeline):
     assert drawn.any() and (drawn <= region(patches, pid, "nuclei")).all()
     assert tuple(rgba[drawn][0, :3]) == COLOURS["nuclei"]
     client = create_app(DashboardConfig(), pipeline["patches"], catalog=catalog).server.test_client()
-    resp = client.get(f"/img/mask/{pid}.png?cls=nuclei")
+    resp = client.get(f"/img/mask.png?ids={pid}&cls=nuclei")
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(resp.data))), rgba)
-    assert client.get(f"/img/mask/{pid}.png?cls=bone").status_code == 404
-    assert client.get("/img/mask/99999.png?cls=nuclei").status_code == 404
+    assert client.get(f"/img/mask.png?ids={pid}&cls=bone").status_code == 404
+    assert client.get("/img/mask.png?ids=99999&cls=nuclei").status_code == 404
 
 
 def test_counted_nuclei_are_nuclei_that_count(catalog):

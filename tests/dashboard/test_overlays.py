@@ -86,24 +86,29 @@ def test_colour_bar_runs_low_to_high():
 
 
 @pytest.mark.parametrize("sign", ["abs", "signed"])
-def test_overlay_png_is_the_rgba_overlay_at_the_patch_size(catalog, sign):
+def test_an_overlay_sheet_is_the_rgba_overlays_stacked(catalog, sign):
     r = Renderer(catalog, cache_size=8)
-    data = r.overlay_png("mdfa", "md", "smoothgrad_s0.2", 3, "magma", "image", sign, 99.0, True)
+    data = r.overlay_sheet("mdfa", "md", "smoothgrad_s0.2", (3, 5), "magma", "image", sign, 99.0, True)
     img = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
     size = catalog.patches.patch_size
-    assert img.shape == (size, size, 4)
-    raw = read_maps(catalog.sources["mdfa"], "md", "smoothgrad_s0.2", catalog.sources["mdfa"].rows([3]))[0]
-    u = to_unit(raw, sign, clip_scale(np.abs(raw), 99.0))
-    np.testing.assert_array_equal(img, rgba(u, colour_table("magma"), sign, True))
+    assert img.shape == (2 * size, size, 4)
+    store = catalog.sources["mdfa"]
+    for i, pid in enumerate((3, 5)):
+        raw = read_maps(store, "md", "smoothgrad_s0.2", store.rows([pid]))[0]
+        u = to_unit(raw, sign, clip_scale(np.abs(raw), 99.0))
+        np.testing.assert_array_equal(
+            img[i * size : (i + 1) * size], rgba(u, colour_table("magma"), sign, True)
+        )
 
 
-def test_overlay_png_is_cached(catalog):
+def test_sheets_are_cached(catalog):
     r = Renderer(catalog, cache_size=8)
-    data = r.overlay_png("mdfa", "md", "gradcampp", 3, "viridis", "image", "abs", 99.0, True)
-    other = r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True)
+    data = r.overlay_sheet("mdfa", "md", "gradcampp", (3,), "viridis", "image", "abs", 99.0, True)
+    other = r.overlay_sheet("mdfa", "md", "layercam", (3,), "viridis", "image", "abs", 99.0, True)
     assert other != data
-    assert r.overlay_png("mdfa", "md", "layercam", 3, "viridis", "image", "abs", 99.0, True) is other
-    assert r.overlay_png.cache_info().hits == 1
+    assert r.overlay_sheet("mdfa", "md", "layercam", (3,), "viridis", "image", "abs", 99.0, True) is other
+    assert r.overlay_sheet.cache_info().hits == 1
+    assert r.patch_sheet((1, 2)) is r.patch_sheet((1, 2))
 
 
 def test_dataset_scale_is_the_percentile_over_the_variant(catalog):
@@ -127,8 +132,12 @@ def test_dataset_scale_is_the_percentile_over_the_variant(catalog):
     ],
 )
 def test_unknown_names_and_patches_raise_key_error(catalog, args):
+    *names, pid = args
     with pytest.raises(KeyError):
-        Renderer(catalog).overlay_png(*args, "viridis", "image", "abs", 99.0, True)
+        Renderer(catalog).overlay_sheet(*names, (0, pid), "viridis", "image", "abs", 99.0, True)
+    if pid == 10_000:
+        with pytest.raises(KeyError):
+            Renderer(catalog).patch_sheet((0, pid))
 
 
 def test_the_next_page_is_rendered_in_the_background(catalog):
@@ -144,9 +153,10 @@ def test_the_next_page_is_rendered_in_the_background(catalog):
     assert r.warm(source, target, variant, ids, display)
     with r._warming:  # wait for the warm-up to finish
         pass
-    assert r.overlay_png.cache_info().currsize == 24 and r.patch_png.cache_info().currsize == 24
-    r.overlay_png(source, target, variant, 30, *display)
-    assert r.overlay_png.cache_info().hits == 1
+    assert r.overlay_sheet.cache_info().currsize == 1 and r.patch_sheet.cache_info().currsize == 1
+    r.overlay_sheet(source, target, variant, tuple(ids), *display)
+    r.patch_sheet(tuple(ids))
+    assert r.overlay_sheet.cache_info().hits == 1 and r.patch_sheet.cache_info().hits == 1
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +187,7 @@ def test_overlays_from_thumbnails_match_the_full_size_maps(large_pipeline, sign,
     thumbs, full = renderer("a"), renderer("b")
     assert (large_pipeline / "a/data/saliency/mdfa/maps/md__smoothgrad_s0.2.thumb.npy").is_file()
     for pid in range(len(thumbs.catalog.patches)):
-        a = thumbs.overlay_unit("mdfa", "md", "smoothgrad_s0.2", pid, norm, sign, 99.0)
-        b = full.overlay_unit("mdfa", "md", "smoothgrad_s0.2", pid, norm, sign, 99.0)
+        a = thumbs.overlay_units("mdfa", "md", "smoothgrad_s0.2", [pid], norm, sign, 99.0)[0]
+        b = full.overlay_units("mdfa", "md", "smoothgrad_s0.2", [pid], norm, sign, 99.0)[0]
         assert a.shape == b.shape == (120, 120)
         np.testing.assert_allclose(a, b, atol=2e-3)  # float16 planes: well under a colour step

@@ -6,8 +6,8 @@ import pytest
 
 from histoxai.config import DashboardConfig
 from histoxai.dashboard.app import create_app
-from histoxai.dashboard.routes import legend_base, overlay_src, with_query
-from histoxai.dashboard.state import View
+from histoxai.dashboard.routes import MAX_SHEET, legend_base, overlay_base, patch_src, with_query
+from histoxai.dashboard.state import View, display_query
 
 
 @pytest.fixture(scope="module")
@@ -15,31 +15,58 @@ def client(pipeline, catalog):
     return create_app(DashboardConfig(), pipeline["patches"], catalog=catalog).server.test_client()
 
 
-def test_overlay_patch_and_legend_are_pngs(client):
+def test_overlay_and_legend_are_pngs_and_patches_jpegs(client):
     view = View(cmap="magma", norm="dataset", sign="signed", clip=99.9)
-    for url in (
-        overlay_src("mdfa", "md", "smoothgrad_s0.2", 4, view),
-        "/img/patch/4.png",
-        with_query(
-            legend_base("mdfa", "md", "smoothgrad_s0.2"), "cmap=RdBu_r&norm=dataset&sign=signed&clip=99"
+    for url, magic in (
+        (with_query(overlay_base("mdfa", "md", "smoothgrad_s0.2", (4,)), display_query(view)), b"\x89PNG"),
+        (patch_src((4,)), b"\xff\xd8\xff"),
+        (
+            with_query(
+                legend_base("mdfa", "md", "smoothgrad_s0.2"), "cmap=RdBu_r&norm=dataset&sign=signed&clip=99"
+            ),
+            b"\x89PNG",
         ),
-        with_query(legend_base("mdfa", "md", "gradcampp", 4), "cmap=viridis"),
+        (with_query(legend_base("mdfa", "md", "gradcampp", 4), "cmap=viridis"), b"\x89PNG"),
     ):
         resp = client.get(url)
         assert resp.status_code == 200, url
-        assert resp.mimetype == "image/png" and resp.data[:4] == b"\x89PNG"
+        assert resp.data[:3] == magic[:3] and resp.mimetype in ("image/png", "image/jpeg")
+
+
+def test_a_sheet_stacks_its_tiles_top_to_bottom(client):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def pixels(url):
+        return np.asarray(Image.open(io.BytesIO(client.get(url).data)).convert("RGBA"), dtype=np.int16)
+
+    query = display_query(View())
+    sheet = pixels(with_query(overlay_base("mdfa", "md", "gradcampp", (4, 7, 9)), query))
+    size = sheet.shape[1]
+    assert sheet.shape[0] == 3 * size
+    for i, pid in enumerate((4, 7, 9)):
+        one = pixels(with_query(overlay_base("mdfa", "md", "gradcampp", (pid,)), query))
+        np.testing.assert_array_equal(sheet[i * size : (i + 1) * size], one)
+    patches = pixels(patch_src((4, 7, 9)))
+    assert patches.shape[0] == 3 * size
+    # JPEG at quality 95: each row is its own patch within a few grey levels
+    for i, pid in enumerate((4, 7, 9)):
+        assert np.abs(patches[i * size : (i + 1) * size] - pixels(patch_src((pid,)))).mean() < 3
 
 
 @pytest.mark.parametrize(
     "url",
     [
-        "/img/overlay/mdfa/md/gradcampp/99999.png",
-        "/img/overlay/mdfa/md/..%2F..%2Fmanifest.json/1.png",
-        "/img/overlay/mdfa/md/gradcampp/-1.png",
-        "/img/overlay/..%2Fmdfa/md/gradcampp/1.png",
-        "/img/overlay/cc/cc/gradcampp/1.png",
+        "/img/overlay/mdfa/md/gradcampp.png?ids=99999",
+        "/img/overlay/mdfa/md/gradcampp.png?ids=4,99999",
+        "/img/overlay/mdfa/md/..%2F..%2Fmanifest.json.png?ids=1",
+        "/img/overlay/..%2Fmdfa/md/gradcampp.png?ids=1",
+        "/img/overlay/cc/cc/gradcampp.png?ids=1",
         "/img/patch/../index.parquet",
-        "/img/patch/99999.png",
+        "/img/patch.jpg?ids=99999",
+        "/img/patch.jpg?ids=1,99999",
         "/img/legend/mdfa/md/nope.png",
         "/img/legend/mdfa/md/gradcampp.png?pid=99999",
         "/img/colourbar/..%2Fsecret.png",
@@ -51,8 +78,16 @@ def test_unknown_names_and_ids_are_404(client, url):
 
 @pytest.mark.parametrize("query", ["cmap=evil", "clip=abc", "clip=42", "norm=../x", "sign=up", "fa=2"])
 def test_bad_display_parameters_are_400(client, query):
-    assert client.get(f"/img/overlay/mdfa/md/gradcampp/1.png?{query}").status_code == 400
+    assert client.get(f"/img/overlay/mdfa/md/gradcampp.png?ids=1&{query}").status_code == 400
     assert client.get(f"/img/legend/mdfa/md/gradcampp.png?{query}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "ids", ["", "1,,2", "-1", "1.5", "a", "1;2", "9" * 12, ",".join(["1"] * (MAX_SHEET + 1))]
+)
+def test_bad_sheet_ids_are_400(client, ids):
+    for url in ("/img/patch.jpg", "/img/overlay/mdfa/md/gradcampp.png", "/img/mask.png"):
+        assert client.get(f"{url}?ids={ids}&cls=nuclei").status_code == 400, (url, ids)
 
 
 def test_exports_are_the_filtered_table_and_a_figure(client, catalog):
