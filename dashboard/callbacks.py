@@ -268,22 +268,24 @@ def open_viewer(
     return body or []
 
 
-def next_page(catalog: Catalog, view: View, pathname: str) -> tuple[str, str, str, list[int]] | None:
-    """(source, target, variant, patch ids) of the page after the view's, on the grid pages."""
+def coming_pages(catalog: Catalog, view: View, pathname: str) -> tuple[str, str, str, list[list[int]]] | None:
+    """(source, target, variant, [patch ids of the view's page, of the next page if any]) on
+    the single-target grid pages: the sheets worth rendering before the browser asks."""
     table = catalog.tables.get(view.target)
     if table is None or pathname not in ("/single", "/linked"):
         return None
     rows = select(catalog, view)
     per = rows_per_page(catalog, view, pathname)
     page, n_pages, _ = page_of(len(rows), view, per)
-    if page >= n_pages:
+    if not n_pages:
         return None
-    ids = table.patch_id[rows[page * per : (page + 1) * per]].tolist()
-    return table.source, table.target, view.variant, ids
+    pages = [rows[(p - 1) * per : p * per] for p in range(page, min(page + 1, n_pages) + 1)]
+    return table.source, table.target, view.variant, [table.patch_id[r].tolist() for r in pages]
 
 
 def register(app: Dash, catalog: Catalog, default_per: int, renderer=None) -> None:
-    """Wire the callbacks of ``app`` to ``catalog`` (``renderer``: warms the next page's images)."""
+    """Wire the callbacks of ``app`` to ``catalog`` (``renderer``: warms the page's and the
+    next page's image sheets)."""
     sample = control_props(catalog, parse_view("", catalog, default_per), 1)
     outputs = [*PAGE_OUTPUTS, *sample]
 
@@ -313,7 +315,7 @@ def register(app: Dash, catalog: Catalog, default_per: int, renderer=None) -> No
         out = update(catalog, trigger, value, search or "", hash or "", pathname or "/", default_per)
         if renderer is not None and ("grid-html", "data") in out:
             view = parse_view(out.get(("url", "search"), search), catalog, default_per, hash or "")
-            upcoming = next_page(catalog, view, pathname or "/")
+            upcoming = coming_pages(catalog, view, pathname or "/")
             if upcoming:
                 renderer.warm(*upcoming, (view.cmap, view.norm, view.sign, view.clip, view.follow))
         return [out.get(k, no_update) for k in outputs]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import io
 import threading
 import zlib
-from functools import cache, lru_cache
+from collections import OrderedDict
+from functools import _CacheInfo, cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -194,6 +195,56 @@ def legend_image(cmap: str, caption: str, ticks: list[str], width: int = 300) ->
     return np.asarray(img)
 
 
+class Memo:
+    """LRU cache of ``fn``'s results that computes each key once: a thread asking for a key
+    another thread is computing waits for that result instead of computing it again (the
+    browser asks for a page's sheets while the warm-up thread may be rendering them).
+
+    Args:
+        fn: the function; its positional arguments are the key.
+        size: results kept (0: none; callers of a key being computed still share it).
+    """
+
+    def __init__(self, fn, size: int):
+        self.fn, self.size = fn, size
+        self._done: OrderedDict = OrderedDict()
+        self._running: dict[tuple, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+
+    def __call__(self, *key):
+        while True:
+            with self._lock:
+                if key in self._done:
+                    self._done.move_to_end(key)
+                    self._hits += 1
+                    return self._done[key]
+                running = self._running.get(key)
+                if running is None:
+                    self._misses += 1
+                    mine = self._running[key] = threading.Event()
+                    break
+            running.wait()
+            if self.size == 0:
+                break
+        try:
+            value = self.fn(*key)
+            with self._lock:
+                if self.size:
+                    self._done[key] = value
+                    while len(self._done) > self.size:
+                        self._done.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                if self._running.get(key) is mine:
+                    del self._running[key]
+            mine.set()
+
+    def cache_info(self) -> _CacheInfo:
+        return _CacheInfo(self._hits, self._misses, self.size, len(self._done))
+
+
 class Renderer:
     """Renders (and caches) the images of the loaded stores; unknown names raise ``KeyError``.
 
@@ -206,23 +257,25 @@ class Renderer:
     def __init__(self, catalog: Catalog, cache_size: int = 64):
         self.catalog = catalog
         self._scales: dict[tuple, float] = {}
-        self.patch_sheet = lru_cache(maxsize=cache_size)(self._patch_sheet)
-        self.overlay_sheet = lru_cache(maxsize=cache_size)(self._overlay_sheet)
-        self.mask_sheet = lru_cache(maxsize=cache_size)(self._mask_sheet)
+        self.patch_sheet = Memo(self._patch_sheet, cache_size)
+        self.overlay_sheet = Memo(self._overlay_sheet, cache_size)
+        self.mask_sheet = Memo(self._mask_sheet, cache_size)
         self.legend_png = lru_cache(maxsize=256)(self._legend_png)
         self._warming = threading.Lock()
 
-    def warm(self, source: str, target: str, variant: str, pids, display: tuple) -> bool:
-        """Render the patch and overlay sheets of ``pids`` into the cache in a background
-        thread (the next page while the user looks at this one); skipped while one runs."""
+    def warm(self, source: str, target: str, variant: str, pages, display: tuple) -> bool:
+        """Render the patch and overlay sheets of ``pages`` (lists of patch ids: the page just
+        shown, then the next) into the cache in a background thread, while the browser puts
+        the new grid in place and before the user turns the page; skipped while one runs."""
         if not self._warming.acquire(blocking=False):
             return False
-        ids = tuple(int(p) for p in pids)
+        pages = [tuple(int(p) for p in ids) for ids in pages]
 
         def run():
             try:
-                self.patch_sheet(ids)
-                self.overlay_sheet(source, target, variant, ids, *display)
+                for ids in pages:
+                    self.patch_sheet(ids)
+                    self.overlay_sheet(source, target, variant, ids, *display)
             except KeyError:
                 pass
             finally:

@@ -114,8 +114,22 @@
     if (b && b.getAttribute("data-open")) { e.preventDefault(); openTile(b.getAttribute("data-open"), false); }
   });
 
+  // A grid page's HTML text -> #page-grid with the current display query (once per text).
+  function putGrid(text) {
+    var host = document.getElementById("page-grid");
+    if (!host || host.histoxaiText === text) return;
+    host.histoxaiText = text;
+    host.innerHTML = text || "";
+    var p = hashParams(location.hash);
+    rewriteImages(displayQuery(p));
+    rewriteMasks(p.mask || "");
+  }
+
   // A lost session (expired, revoked, server restarted) answers callbacks with 401:
   // go to the login form and come back here afterwards, instead of a frozen page.
+  // A new grid is put in place as soon as its callback answer arrives: Dash applies the
+  // answer's other outputs and runs the clientside callbacks first (60-100 ms on a page
+  // turn), and the grid's images are only asked for once it is in place.
   var plainFetch = window.fetch;
   window.fetch = function (input, init) {
     return plainFetch.apply(this, arguments).then(function (resp) {
@@ -123,6 +137,11 @@
       if (resp.status === 401 && url.indexOf("_dash-") >= 0) {
         var here = location.pathname + location.search + location.hash;
         location.assign("/login?next=" + encodeURIComponent(here));
+      } else if (resp.ok && url.indexOf("_dash-update-component") >= 0) {
+        resp.clone().json().then(function (body) {
+          var grid = body && body.response && body.response["grid-html"];
+          if (grid && typeof grid.data === "string" && grid.data) putGrid(grid.data);
+        }).catch(function () {});
       }
       return resp;
     });
@@ -143,11 +162,7 @@
       },
       // A grid page's HTML text -> #page-grid, with the current display query.
       grid: function (text) {
-        var host = document.getElementById("page-grid");
-        if (host) host.innerHTML = text || "";
-        var p = hashParams(location.hash);
-        rewriteImages(displayQuery(p));
-        rewriteMasks(p.mask || "");
+        putGrid(text || "");
         return text ? "page-grid" : "page-grid empty";
       },
       // Histogram bars (HTML text per field) -> their boxes.

@@ -140,23 +140,62 @@ def test_unknown_names_and_patches_raise_key_error(catalog, args):
             Renderer(catalog).patch_sheet((0, pid))
 
 
-def test_the_next_page_is_rendered_in_the_background(catalog):
-    from histoxai.dashboard.callbacks import next_page
+def test_the_page_and_the_next_are_rendered_in_the_background(catalog):
+    from histoxai.dashboard.callbacks import coming_pages
     from histoxai.dashboard.state import parse_view
 
     view = parse_view("?target=md&variant=layercam&per=24", catalog)
-    source, target, variant, ids = next_page(catalog, view, "/single")
-    assert ids == list(range(24, 48))
-    assert next_page(catalog, view.replace(page=3), "/single") is None  # the last page
+    source, target, variant, pages = coming_pages(catalog, view, "/single")
+    assert pages == [list(range(24)), list(range(24, 48))]
+    assert coming_pages(catalog, view.replace(page=3), "/single")[3] == [list(range(48, 50))]  # the last
+    assert coming_pages(catalog, view, "/methods") is None
     r = Renderer(catalog)
     display = ("viridis", "image", "abs", 99.0, True)
-    assert r.warm(source, target, variant, ids, display)
+    assert r.warm(source, target, variant, pages, display)
     with r._warming:  # wait for the warm-up to finish
         pass
-    assert r.overlay_sheet.cache_info().currsize == 1 and r.patch_sheet.cache_info().currsize == 1
-    r.overlay_sheet(source, target, variant, tuple(ids), *display)
-    r.patch_sheet(tuple(ids))
+    assert r.overlay_sheet.cache_info().currsize == 2 and r.patch_sheet.cache_info().currsize == 2
+    r.overlay_sheet(source, target, variant, tuple(pages[1]), *display)
+    r.patch_sheet(tuple(pages[1]))
     assert r.overlay_sheet.cache_info().hits == 1 and r.patch_sheet.cache_info().hits == 1
+
+
+def test_a_sheet_being_rendered_is_rendered_once():
+    import threading
+    import time
+
+    from histoxai.dashboard.overlays import Memo
+
+    calls = []
+
+    def slow(x):
+        calls.append(x)
+        time.sleep(0.2)
+        return x * 2
+
+    memo = Memo(slow, 1)
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(memo(3))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [6, 6, 6] and calls == [3]
+    assert memo(4) == 8 and memo.cache_info().currsize == 1  # 3 evicted
+    assert memo(3) == 6 and calls == [3, 4, 3]
+
+
+def test_a_failed_render_raises_for_every_caller():
+    from histoxai.dashboard.overlays import Memo
+
+    def bad(x):
+        raise KeyError(x)
+
+    memo = Memo(bad, 4)
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            memo(1)
+    assert memo.cache_info().currsize == 0
 
 
 @pytest.fixture(scope="module")
