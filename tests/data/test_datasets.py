@@ -35,6 +35,33 @@ def test_shuffle_order_is_seeded_per_epoch_and_drop_last(tiny_store):
     assert np.concatenate([b[2].numpy() for b in plain]).tolist() == ids.tolist()
 
 
+@pytest.mark.parametrize("ram", [2 << 30, 0])
+def test_ranks_share_each_epoch_shuffled_padded_or_ordered_once(tiny_store, ram):
+    ids = tiny_store.ids()[:23]
+
+    def loaders(world, **kw):
+        return [PatchBatches(tiny_store, ids, ("md",), 4, max_ram_bytes=ram, rank=r, world=world, **kw) for r in range(world)]  # fmt: skip
+
+    def served(loader):
+        return sorted(np.concatenate([b[2].numpy() for b in loader]).tolist())
+
+    # training: one process's (seed, epoch) order, wrapped to 24 and dealt out round robin,
+    # so every rank runs the same number of steps
+    ranks, (one,) = loaders(3, shuffle=True, seed=2), loaders(1, shuffle=True, seed=2)
+    for epoch in (0, 1):
+        for loader in (*ranks, one):
+            loader.set_epoch(epoch)
+        dealt = np.resize(one.order(), 24)
+        for r, loader in enumerate(ranks):
+            assert np.array_equal(loader.order(), dealt[r::3]) and len(loader) == 2
+            assert served(loader) == sorted(ids[dealt[r::3]].tolist())
+    # evaluation: each id exactly once over the ranks
+    shares = [served(loader) for loader in loaders(3)]
+    assert [len(s) for s in shares] == [8, 8, 7] and sorted(sum(shares, [])) == ids.tolist()
+    with pytest.raises(ValueError, match="rank 2 of world 2"):
+        PatchBatches(tiny_store, ids, ("md",), 4, rank=2, world=2)
+
+
 def test_model_input_is_float_unit_range(tiny_store):
     images, _, _ = next(iter(PatchBatches(tiny_store, tiny_store.ids(), ("md",), 4)))
     x = to_model_input(images)

@@ -52,6 +52,11 @@ class PatchBatches:
         drop_last: skip a final short batch (training with batch norm).
         workers: background threads gathering batches ahead (0: gather inline).
         max_ram_bytes: copy the split's patches into RAM once if they fit.
+        rank, world: serve only share ``rank`` of ``world`` of every epoch (data-parallel
+            training; see :func:`rank_share`): a shuffled loader's shares are padded so
+            every rank runs the same number of steps, an ordered one's hold each id once.
+        pin: gather batches into page-locked memory (CUDA only: the host-to-device copy
+            of :func:`to_model_input` then runs asynchronously).
 
     Example:
         >>> loader = PatchBatches(store, store.ids("train"), ("md", "fa"), 64, shuffle=True)
@@ -70,17 +75,22 @@ class PatchBatches:
         drop_last: bool = False,
         workers: int = 0,
         max_ram_bytes: int = 2 << 30,
+        rank: int = 0,
+        world: int = 1,
+        pin: bool = False,
     ):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of world {world}: expected 0 <= rank < world")
         self.store, self.targets = store, tuple(targets)
         self.ids = np.asarray(ids, dtype=np.int64)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.workers, self.epoch = workers, 0
+        self.workers, self.epoch, self.rank, self.world, self.pin = workers, 0, rank, world, pin
         self.y = target_matrix(store, self.ids, self.targets)
         nbytes = len(self.ids) * store.patch_size**2 * 3
         self._ram = store.images(self.ids) if nbytes <= max_ram_bytes else None
 
     def __len__(self) -> int:
-        n = len(self.ids)
+        n = len(rank_share(np.arange(len(self.ids)), self.rank, self.world, pad=self.shuffle))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -88,21 +98,30 @@ class PatchBatches:
         self.epoch = epoch
 
     def order(self) -> np.ndarray:
-        """Positions (into ``ids``) in this epoch's order."""
+        """Positions (into ``ids``) in this epoch's order (this rank's share of them)."""
         pos = np.arange(len(self.ids))
         if self.shuffle:
             pos = np.random.default_rng([self.seed, self.epoch]).permutation(pos)
-        return pos
+        return rank_share(pos, self.rank, self.world, pad=self.shuffle)
 
     def batch(self, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gather the batch at positions ``pos`` (into ``ids``)."""
-        if self._ram is not None:
-            images = self._ram[pos]
-        else:  # sorted reads are sequential in the memory-mapped files
-            pos = np.sort(pos)
-            images = self.store.images(self.ids[pos])
-        x = torch.from_numpy(images).permute(0, 3, 1, 2)  # (B, 3, H, W) view, channels-last
-        return x, torch.from_numpy(self.y[pos]), torch.from_numpy(self.ids[pos])
+        if self._ram is None:
+            pos = np.sort(pos)  # sorted reads are sequential in the memory-mapped files
+        x = self._images(pos).permute(0, 3, 1, 2)  # (B, 3, H, W) view, channels-last
+        y = torch.from_numpy(self.y[pos])
+        return x, y.pin_memory() if self.pin else y, torch.from_numpy(self.ids[pos])
+
+    def _images(self, pos: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 of positions ``pos``, gathered straight into pinned memory if ``pin``."""
+        if self._ram is None:
+            images = torch.from_numpy(self.store.images(self.ids[pos]))
+            return images.pin_memory() if self.pin else images
+        if not self.pin:
+            return torch.from_numpy(self._ram[pos])
+        out = torch.empty((len(pos), *self._ram.shape[1:]), dtype=torch.uint8, pin_memory=True)
+        np.take(self._ram, pos, axis=0, out=out.numpy())
+        return out
 
     def _chunks(self) -> list[np.ndarray]:
         order = self.order()
@@ -117,6 +136,20 @@ class PatchBatches:
                 yield self.batch(pos)
             return
         yield from _prefetch(self.batch, chunks, depth=self.workers + 1)
+
+
+def rank_share(order: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
+    """Rank ``rank``'s share of ``order`` among ``world`` ranks: every ``world``-th item from
+    ``rank``. With ``pad`` the order is first wrapped round to a multiple of ``world`` (as
+    ``torch.utils.data.DistributedSampler``), so every rank gets the same number of items
+    (training: every rank must run the same steps); without it each item is served once
+    (evaluation: sums over ranks equal sums over ``order``)."""
+    if world == 1:
+        return order
+    total = -(-len(order) // world) * world
+    if pad and total > len(order):
+        order = np.concatenate([order, np.resize(order, total - len(order))])
+    return order[rank::world]
 
 
 def _prefetch(fn, items: list, depth: int) -> Iterator:

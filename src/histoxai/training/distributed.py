@@ -74,9 +74,10 @@ def shard(n: int, group: Group) -> range:
 
 
 # --------------------------------------------------------------------------- data-parallel training
-# What the fit loop needs to train on several processes (DDP through torchrun):
-#   model  = wrap_model(model, group)          gradients averaged across ranks in backward
+# What the fit loop (histoxai.training.fit) does on several processes (DDP through torchrun):
+#   ddp    = wrap_model(model, group)          gradients averaged across ranks in backward
 #   ids    = shard_ids(train_ids, group, seed)  each rank its equal share of the epoch
+#   sync_buffers(model, group)                 batch-norm statistics: rank 0's on every rank
 #   sums   = all_reduce_sum(sums, group)       validation sums (squared errors, counts,
 #                                              moments) added over ranks before metrics
 #   stop   = agree(stop, group)                early stopping: every rank stops together
@@ -84,9 +85,16 @@ def shard(n: int, group: Group) -> range:
 # tensors and read once per epoch (no host sync per step).
 
 
+def backend_for(device: torch.device) -> str:
+    """The collective backend for training on ``device``: ``nccl`` on CUDA, else ``gloo``."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def wrap_model(model: torch.nn.Module, group: Group) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when ``group`` has several ranks (else as is).
-    Parameters stay shared with ``model``, so checkpoints save ``model`` itself."""
+    Parameters stay shared with ``model``, so checkpoints save ``model`` itself. DDP
+    averages the gradients of the parameters that require them when it is built: wrap
+    again after freezing or unfreezing some."""
     if group.world == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -99,14 +107,24 @@ def wrap_model(model: torch.nn.Module, group: Group) -> torch.nn.Module:
 def shard_ids(ids, group: Group, seed: int = 0, epoch: int = 0):
     """This rank's share of ``ids`` for one epoch: shuffled with (seed, epoch) the same way on
     every rank, padded by wrapping so every rank runs the same number of steps (as
-    ``torch.utils.data.DistributedSampler``), then every ``world``-th id from ``rank``."""
+    ``torch.utils.data.DistributedSampler``), then every ``world``-th id from ``rank``
+    (what a shuffled :class:`~histoxai.data.datasets.PatchBatches` serves)."""
     import numpy as np
+
+    from histoxai.data.datasets import rank_share
 
     ids = np.asarray(ids)
     order = ids[np.random.default_rng([seed, epoch]).permutation(len(ids))]
-    total = -(-len(order) // group.world) * group.world
-    padded = np.concatenate([order, order[: total - len(order)]]) if total > len(order) else order
-    return padded[group.rank :: group.world]
+    return rank_share(order, group.rank, group.world, pad=True)
+
+
+def sync_buffers(model: torch.nn.Module, group: Group) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank. DDP does so at
+    the start of each forward, so after the last training step of an epoch each rank
+    holds statistics updated by its own batch; evaluation and checkpoints need one model."""
+    if group.world > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def all_reduce_sum(tensor: torch.Tensor, group: Group) -> torch.Tensor:

@@ -9,8 +9,15 @@ augmentation), so a CPU run repeats exactly.
 Early stopping (``patience``) never ends fine-tuning before ``min_epochs`` (by default the
 learning-rate schedule's length: stopping while the LR is still near its peak left the
 demo models underfit). A non-finite training loss, validation loss or validation metric
-raises :class:`NonFiniteTrainingError` at once, so no caller can save or register a
-model that predicts NaN.
+raises :class:`NonFiniteTrainingError` at the end of its epoch, so no caller can save or
+register a model that predicts NaN. The loss is summed on the device and read once per
+epoch: no step waits for the host.
+
+Data-parallel (``group`` of several ``torchrun`` processes, see
+:mod:`histoxai.training.distributed`): the model is wrapped in DDP (gradients averaged),
+the loaders serve each rank its share of every epoch, the training loss and the
+validation sums are added over ranks before any metric is computed, and every rank
+makes the same early-stopping decision, so all ranks hold the same weights and history.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from histoxai.data.datasets import PatchBatches, target_matrix, to_model_input
 from histoxai.errors import UserError
 from histoxai.models.regressor import Regressor
 from histoxai.training.augment import augment_batch
+from histoxai.training.distributed import Group, agree, all_reduce_sum, sync_buffers, wrap_model
 from histoxai.training.metrics import TargetMetrics
 from histoxai.training.runtime import autocast, resolve_device, resolve_precision
 from histoxai.training.schedules import lr_schedule, set_lr
@@ -92,23 +100,26 @@ def fit(
     loss_weights: Mapping[str, float] | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
+    group: Group | None = None,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the best weights (lowest val loss).
 
     Args:
         model: the regressor (its ``targets`` order the columns of the batches).
-        train: shuffled training batches (``train.set_epoch`` is called each epoch).
-        val: validation batches (early stopping and model selection).
+        train: shuffled training batches (``train.set_epoch`` is called each epoch); this
+            rank's share when ``group`` has several ranks.
+        val: validation batches (early stopping and model selection); this rank's share.
         cfg: the ``train`` config section.
         seed: seeds dropout, shuffling and augmentation.
         loss_weights: per-target loss weight (missing targets: 1).
         on_epoch: called as ``on_epoch(epoch, metrics)`` after each epoch.
         progress: show a tqdm bar per epoch.
+        group: the data-parallel process group (default: this process alone).
     """
     if len(train) == 0 or len(val.ids) == 0:
         raise ValueError(f"need training and validation patches, got {len(train.ids)} and {len(val.ids)}")
     with cpu_threads(cfg.threads):
-        return _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress)
+        return _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress, group or Group())
 
 
 @contextlib.contextmanager
@@ -123,57 +134,56 @@ def cpu_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitResult:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    device = resolve_device(cfg.device)
+def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress, group) -> FitResult:
+    torch.manual_seed(seed + group.rank)  # dropout differs between ranks; rank 0 as one process
+    gen = torch.Generator().manual_seed(seed + group.rank)
+    device = group.device(resolve_device(cfg.device))  # cuda:<local_rank> for each rank
     amp = resolve_precision(cfg.precision, device)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    run_model = torch.compile(model) if cfg.compile else model
     weights = torch.tensor([(loss_weights or {}).get(t, 1.0) for t in model.targets], device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     result = FitResult(device=str(device), precision=str(amp).replace("torch.", "") if amp else "fp32")
     best_state: dict | None = None
     epoch, start = 0, time.perf_counter()
     val_counts = _value_counts(val, model.targets)
+    progress = progress and group.is_main
 
     def phase(name: str, max_epochs: int, schedule: Callable[[float], float], min_epochs: int) -> None:
         nonlocal epoch, best_state
         params = [p for p in model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         opt = opt_cls(params, lr=schedule(0.0), weight_decay=cfg.weight_decay)
+        run_model = wrap_model(model, group)  # after freezing: DDP averages what requires grad
+        run_model = torch.compile(run_model) if cfg.compile else run_model
         stale = 0
         for local in range(max_epochs):
             train.set_epoch(epoch)
             model.train()
             if name == "frozen":
                 model.backbone.eval()  # frozen batch-norm statistics too
-            total, count, steps = 0.0, 0, len(train)
+            total = torch.zeros(2, dtype=torch.float64, device=device)  # loss·patches, patches
+            steps = len(train)
             bar = tqdm(train, total=steps, desc=f"{name} epoch {epoch}", leave=False, disable=not progress)
             for step, (images, y, _) in enumerate(bar):
                 lr = schedule(local + step / steps)
                 set_lr(opt, lr)
                 x = augment_batch(to_model_input(images, device, cfg.channels_last), cfg.augment, gen)
-                t = model.standardize(y.to(device))
+                t = model.standardize(y.to(device, non_blocking=True))
                 with autocast(device, amp):
                     z = model.standardize(run_model(x))
                 loss = weighted_loss(z, t, weights)
-                if not torch.isfinite(loss):
-                    raise NonFiniteTrainingError(
-                        f"train/loss is {loss.item()} at {name} epoch {epoch}, step {step} (lr {lr:.3g}); "
-                        "nothing is saved or registered: lower train.lr / train.warmup_target_lr "
-                        "or check the targets"
-                    )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                total, count = total + loss.item() * len(y), count + len(y)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-            metrics = {"train/loss": total / max(count, 1), "lr": lr}
-            metrics.update(evaluate(model, val, "val", device, amp, weights, cfg.channels_last))
+                total[0] += loss.detach().double() * len(y)  # stays on the device: no sync
+                total[1] += len(y)
+            sync_buffers(model, group)
+            total = all_reduce_sum(total, group).tolist()  # the one host sync of the epoch
+            metrics = {"train/loss": total[0] / max(total[1], 1), "lr": lr}
+            metrics.update(evaluate(model, val, "val", device, amp, weights, cfg.channels_last, group))
             _check_finite(metrics, val_counts, name, epoch)
             result.history.append({"epoch": epoch, "phase": name, **metrics})
             if on_epoch is not None:
@@ -186,7 +196,7 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress) -> FitR
             else:
                 stale += 1
             epoch += 1
-            if stale >= cfg.patience and local + 1 >= min_epochs:
+            if agree(stale >= cfg.patience and local + 1 >= min_epochs, group, device):
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -233,21 +243,25 @@ def evaluate(
     amp: torch.dtype | None = None,
     weights: torch.Tensor | None = None,
     channels_last: bool = True,
+    group: Group | None = None,
 ) -> dict[str, float]:
-    """``split/loss`` and ``split/{r2,mse,mae}_<target>`` of ``model`` on ``batches``."""
+    """``split/loss`` and ``split/{r2,ev,mse,mae}_<target>`` of ``model`` on ``batches``
+    (with a ``group`` of several ranks: on the union of every rank's ``batches``)."""
     model.eval()
     weights = weights if weights is not None else torch.ones(len(model.targets), device=device)
     metrics = TargetMetrics(model.targets)
-    se_sum = torch.zeros(len(model.targets), device=device)
-    n_sum = torch.zeros(len(model.targets), device=device)
+    n_t = len(model.targets)
+    sums = torch.zeros(2 * n_t, dtype=torch.float64, device=device)  # squared errors, counts
     for images, y, _ in batches:
         y = y.to(device)
         with autocast(device, amp):
             yhat = model(to_model_input(images, device, channels_last)).float()
-        se, n = squared_errors(model.standardize(yhat), model.standardize(y))
-        se_sum, n_sum = se_sum + se, n_sum + n
+        sums += torch.cat(squared_errors(model.standardize(yhat), model.standardize(y))).double()
         metrics.update(yhat, y)
-    loss = (se_sum / n_sum.clamp_min(1) * weights).sum() / weights.sum()
+    sums = all_reduce_sum(torch.cat([sums, metrics.state().to(device)]), group or Group()).cpu()
+    metrics.load_state(sums[2 * n_t :])
+    se_sum, n_sum = sums[:n_t], sums[n_t : 2 * n_t]
+    loss = (se_sum / n_sum.clamp_min(1) * weights.double().cpu()).sum() / weights.double().sum().cpu()
     return {f"{split}/loss": float(loss), **metrics.compute(split)}
 
 

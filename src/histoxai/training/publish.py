@@ -10,6 +10,11 @@ logged (tagged ``pending``, no alias) and before its aliases are set. So:
 - the next run (holding the directory's lock) deletes a pending version a killed run
   left behind, or publishes it when its directory was already swapped in, and ends the
   killed run (FAILED or FINISHED) instead of leaving it RUNNING.
+
+Under ``torchrun`` (a :class:`~histoxai.training.distributed.Group` of several ranks)
+every rank trains (each seed of ``base.seeds`` in turn, data-parallel), but only rank 0
+touches the tracking server, the registry and the model directory; the others wait for
+it at a barrier and return ``{}``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from histoxai.config import Config
 from histoxai.data.store import PatchStore
 from histoxai.errors import UserError
 from histoxai.io import atomic_path, clean_leftovers, output_lock, write_json
+from histoxai.training.distributed import Group
 
 FINAL_SPLITS = ("train", "test", "out")  # val was logged per epoch, at the best epoch too
 
@@ -32,7 +38,12 @@ class TrainingFailed(UserError, ValueError):
 
 
 def train_and_publish(
-    cfg: Config, repo_root: str | Path, tracking_uri: str, run_id: str | None = None, progress: bool = True
+    cfg: Config,
+    repo_root: str | Path,
+    tracking_uri: str,
+    run_id: str | None = None,
+    progress: bool = True,
+    group: Group | None = None,
 ) -> dict:
     """Train ``cfg``'s model, log the run, register it and commit its model directory.
 
@@ -42,9 +53,10 @@ def train_and_publish(
         tracking_uri: MLflow tracking URI.
         run_id: resume this MLflow run instead of starting one (``mlflow run``).
         progress: tqdm bars.
+        group: data-parallel ranks (default: this process alone).
 
     Returns:
-        The ``run.json`` contents.
+        The ``run.json`` contents (``{}`` on ranks other than 0).
 
     Raises:
         TrainingFailed: non-finite loss, predictions or metrics (nothing registered).
@@ -54,11 +66,21 @@ def train_and_publish(
 
     store = PatchStore(cfg.base.patches_dir)  # verifies itself: a damaged file is named at once
     check_backbone(cfg.model.backbone, store.patch_size)  # before the run or any work
+    group = group or Group()
+    if not group.is_main:
+        from histoxai.training.session import seed_configs, train_regressor
+
+        for seed_cfg in seed_configs(cfg):  # rank 0 trains the same seeds in the same order
+            train_regressor(seed_cfg, store, progress=False, group=group)
+        group.barrier()
+        return {}
     out_dir = Path(cfg.base.models_dir) / cfg.model.registered_name
     with output_lock(out_dir):
         clean_leftovers(out_dir)
         recover(cfg, tracking_uri, out_dir)
-        return _train(cfg, store, Path(repo_root), tracking_uri, out_dir, run_id, progress)
+        info = _train(cfg, store, Path(repo_root), tracking_uri, out_dir, run_id, progress, group)
+    group.barrier()
+    return info
 
 
 def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
@@ -78,7 +100,7 @@ def recover(cfg: Config, tracking_uri: str, out_dir: Path) -> dict:
     return done
 
 
-def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> dict:
+def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress, group) -> dict:
     from histoxai.data.provenance import file_sha256, store_fingerprint
     from histoxai.models.checkpoint import save_checkpoint
     from histoxai.tracking import data_lineage, start_run
@@ -97,7 +119,7 @@ def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> di
         run.log_params(lineage)
         run.log_dataset(store.index, "patches", str(store.root.resolve()), lineage["dataset.hash"])
         on_epoch = lambda epoch, metrics: run.log_metrics(metrics, step=epoch)  # noqa: E731
-        model, result, extra = train_regressor(cfg, store, on_epoch=on_epoch, progress=progress)
+        model, result, extra = train_regressor(cfg, store, on_epoch, progress, group)
         if extra:
             run.log_params(extra)
         pred = predict_store(model, store, cfg, progress=progress)
@@ -115,7 +137,7 @@ def _train(cfg, store, repo_root, tracking_uri, out_dir, run_id, progress) -> di
             example = store.images(store.ids("val", scheme)[:1])  # one patch: stored as JSON
             example = example.transpose(0, 3, 1, 2).astype(np.float32) / 255
             for seed_cfg in more_seeds:  # the same model with further seeds, for mean and spread
-                final.update(train_seed(seed_cfg, store, tmp, progress))
+                final.update(train_seed(seed_cfg, store, tmp, progress, group))
             run.log_metrics({k: v for k, v in final.items() if k.startswith("seed/")})
             registered = register_regressor(run, model, name, example, facts)
             info = {
@@ -160,14 +182,16 @@ def check_finite(result, pred, final: dict[str, float], targets) -> None:
         )
 
 
-def train_seed(cfg: Config, store: PatchStore, out_dir: Path, progress: bool) -> dict[str, float]:
+def train_seed(
+    cfg: Config, store: PatchStore, out_dir: Path, progress: bool, group: Group | None = None
+) -> dict[str, float]:
     """Train with ``cfg.base.seed``; write ``<out_dir>/seeds/<seed>/{model.pt,
     predictions.parquet}``; return its final metrics as ``seed/<seed>/<split>/<m>_<t>``."""
     from histoxai.models.checkpoint import save_checkpoint
     from histoxai.training.session import predict_store, train_regressor
 
     seed = cfg.base.seed
-    model, result, _ = train_regressor(cfg, store, progress=progress)
+    model, result, _ = train_regressor(cfg, store, progress=progress, group=group)
     pred = predict_store(model, store, cfg, progress=progress)
     metrics = final_metrics(pred, cfg.model.targets)
     check_finite(result, pred, metrics, cfg.model.targets)

@@ -18,6 +18,7 @@ from histoxai.data.datasets import PatchBatches, target_matrix
 from histoxai.data.store import PatchStore, split_column
 from histoxai.models.regressor import Regressor, build_regressor
 from histoxai.stain import fit_macenko, pick_reference
+from histoxai.training.distributed import Group
 from histoxai.training.fit import EpochCallback, FitResult, cpu_threads, fit, predict
 from histoxai.training.runtime import resolve_device
 
@@ -69,6 +70,7 @@ def train_regressor(
     store: PatchStore,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
+    group: Group | None = None,
 ) -> tuple[Regressor, FitResult, dict]:
     """Build and fit the regressor of ``cfg`` on the ``cfg.data.split.scheme`` split.
 
@@ -77,6 +79,8 @@ def train_regressor(
         store: the patch store.
         on_epoch: per-epoch callback ``(epoch, metrics)`` (logging, pruning).
         progress: tqdm bars.
+        group: data-parallel ranks (every rank calls this; each loads its share of the
+            train and val patches per epoch and all end with the same weights).
 
     Returns:
         The model (best weights, eval mode), the fit result, and facts to log
@@ -89,11 +93,13 @@ def train_regressor(
             f"model.targets={list(targets)}: {missing} not in the patch store {store.root} "
             f"(it has {store.targets})"
         )
+    group = group or Group()
     train_ids, val_ids = store.ids("train", scheme), store.ids("val", scheme)
-    if len(train_ids) < cfg.train.batch_size or len(val_ids) == 0:
+    if len(train_ids) < cfg.train.batch_size * group.world or len(val_ids) == 0:
         raise ValueError(
             f"split {scheme!r} of {store.root} has {len(train_ids)} train and {len(val_ids)} val patches; "
-            f"need at least train.batch_size={cfg.train.batch_size} train and 1 val patch"
+            f"need at least train.batch_size={cfg.train.batch_size} train patches per process "
+            f"({group.world}) and 1 val patch"
         )
     mean, std = target_stats(store, train_ids, targets)
     facts: dict = {}
@@ -102,6 +108,12 @@ def train_regressor(
         reference, facts["stain_reference_patch"] = stain_reference(store, train_ids, cfg.base.seed)
     torch.manual_seed(cfg.base.seed)
     model = build_regressor(cfg.model, mean, std, reference)
+    share = {
+        "workers": cfg.train.num_workers,
+        "rank": group.rank,
+        "world": group.world,
+        "pin": resolve_device(cfg.train.device).type == "cuda",  # async host-to-device copies
+    }
     train = PatchBatches(
         store,
         train_ids,
@@ -110,10 +122,12 @@ def train_regressor(
         shuffle=True,
         seed=cfg.base.seed,
         drop_last=True,
-        workers=cfg.train.num_workers,
+        **share,
     )
-    val = PatchBatches(store, val_ids, targets, eval_batch_size(cfg), workers=cfg.train.num_workers)
-    result = fit(model, train, val, cfg.train, cfg.base.seed, cfg.model.loss_weights, on_epoch, progress)
+    val = PatchBatches(store, val_ids, targets, eval_batch_size(cfg), **share)
+    result = fit(
+        model, train, val, cfg.train, cfg.base.seed, cfg.model.loss_weights, on_epoch, progress, group
+    )
     return model, result, facts
 
 
