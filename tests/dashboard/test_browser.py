@@ -364,8 +364,16 @@ def test_pagination_moves(browser, site):
     url, _ = site
     open_page(browser, url + "/single?target=md&variant=gradcampp&per=24", ".grid .tile")
     assert first_tile_title(browser) == "#0"
+    browser.execute_script("performance.clearResourceTimings()")
     browser.find_element(*_by("#next")).click()
     wait_for(browser, lambda d: first_tile_title(d) == "#24", "page 2")
+    wait_for(browser, images_loaded, "page 2's images")
+    # a page's tiles are rows of one patch sheet and one overlay sheet: two image requests
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/img/'))"
+    )
+    assert sorted(n.split("?")[0].rsplit("/", 1)[-1] for n in fetched) == ["gradcampp.png", "patch.jpg"]
+    assert all("ids=24,25," in n for n in fetched)
     assert query(browser)["page"] == "2"
     assert browser.execute_script("return document.getElementById('page').value") == "2"
     browser.find_element(*_by("#prev")).click()
