@@ -392,7 +392,8 @@ class ExplainConfig:
     ``output_dir`` empty: ``base.saliency_dir``/<registered model name>.
     ``model_dir`` (a ``histoxai train`` output: ``model.pt`` + ``run.json``) wins over
     ``model_uri`` when set; ``study`` (a ``histoxai tune`` ``summary.json``) wins over both
-    when it names a registered champion (the tune pipeline: pipelines/tune/dvc.yaml). ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
+    when it names a registered champion (the tune pipeline: pipelines/tune/dvc.yaml).
+    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
     per completion record (a multiple of ``batch_size``), the most a killed run redoes.
     """
 
