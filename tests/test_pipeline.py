@@ -27,6 +27,7 @@ TINY = {
         "split": {"train_samples": ["s1"]},
     },
     "train": {"epochs": 1, "batch_size": 16},
+    "tune": {"n_trials": 2},
     "explain": {
         "methods": ["gradcampp", {"name": "sg", "method": "smoothgrad", "params": {"sigma": 0.2, "n": 2}}]
     },
@@ -122,3 +123,13 @@ def test_whole_pipeline_reproduces_on_a_tiny_phantom(clone):
     metrics = run([DVC, "metrics", "show"], dest, env)
     assert "reports/evaluate/histoxai-mdfa/metrics/md.json" in metrics and "reports/xai_eval" in metrics
     assert max(map(len, metrics.splitlines())) <= 120, metrics
+
+    # the opt-in study pipeline: plain `dvc repro` ran no study; this one explains its champion
+    assert not (dest / "models/tune").exists()
+    run([DVC, "repro", "pipelines/tune/dvc.yaml"], dest, env)
+    best = json.loads((dest / "models/tune/histoxai-mdfa/histoxai-mdfa/summary.json").read_text())["best"]
+    manifest = json.loads((dest / "data/saliency/histoxai-mdfa-tuned/manifest.json").read_text())
+    candidate = json.loads((dest / "models/histoxai-mdfa/run.json").read_text())
+    assert manifest["model_source"].startswith("champion of study histoxai-mdfa"), manifest["model_source"]
+    assert manifest["model_version"] == str(best["model_version"]) != str(candidate["model_version"])
+    assert manifest["run_id"] == best["run_id"] and manifest["model_uri"] == best["model_uri"]

@@ -39,11 +39,18 @@ def test_every_config_key_is_in_params_yaml():
     assert flatten(load_config(REPO / "params.yaml")) == flatten(load_config(REPO / "params.yaml", ()))
 
 
+# pyproject's package-dir: histoxai.tuning is tuning/ (src/histoxai/tuning is only a local symlink)
+PACKAGE_DIRS = {"histoxai.tuning": REPO / "tuning", "histoxai.dashboard": REPO / "dashboard"}
+
+
 def _module_file(name: str) -> Path | None:
     top, *rest = name.split(".")
     if top not in ROOTS:
         return None
     base = ROOTS[top].joinpath(*rest)
+    for package, folder in PACKAGE_DIRS.items():
+        if f"{name}.".startswith(f"{package}."):
+            base = folder.joinpath(*name.split(".")[2:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -80,11 +87,13 @@ def reached(module: str) -> set[str]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        todo.extend(_imports(path))
+        if path.relative_to(REPO).as_posix() not in NOT_RESULTS:  # `python -m histoxai.cli tune`
+            todo.extend(_imports(path))  # runs the tune stage, not every command cli.py names
     return {p.relative_to(REPO).as_posix() for p in seen}
 
 
-PIPELINES = ("dvc.yaml", "thesis/dvc.yaml")  # the phantom pipeline and the thesis' (wdir: ..)
+# the phantom pipeline, the thesis' (wdir: ..) and the opt-in study -> champion one (wdir: ../..)
+PIPELINES = ("dvc.yaml", "thesis/dvc.yaml", "pipelines/tune/dvc.yaml")
 
 
 def _stages() -> list[tuple[str, dict]]:

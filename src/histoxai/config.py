@@ -391,12 +391,15 @@ class ExplainConfig:
     ``{name, method, params}``. ``targets`` empty: every head of the model.
     ``output_dir`` empty: ``base.saliency_dir``/<registered model name>.
     ``model_dir`` (a ``histoxai train`` output: ``model.pt`` + ``run.json``) wins over
-    ``model_uri`` when set. ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
+    ``model_uri`` when set; ``study`` (a ``histoxai tune`` ``summary.json``) wins over both
+    when it names a registered champion (the tune pipeline: pipelines/tune/dvc.yaml).
+    ``precision`` auto: bf16 autocast on CUDA, fp32 on CPU. ``chunk_size``: patches
     per completion record (a multiple of ``batch_size``), the most a killed run redoes.
     """
 
     model_uri: str = "models:/histoxai-mdfa@champion"
     model_dir: str = ""
+    study: str = ""
     split: Literal["train", "val", "test", "out", "all"] = "test"
     methods: tuple[VariantConfig | str, ...] = (
         "gradcampp",

@@ -164,3 +164,26 @@ def test_a_model_dir_mixing_two_runs_is_refused(workdir):
         stage.load_explained_model(cfg.explain, "")
     with pytest.raises(FileNotFoundError, match=r"explain.model_dir='nowhere'"):
         stage.load_explained_model(load_config("params.yaml", ["explain.model_dir=nowhere"]).explain, "")
+
+
+def test_a_study_champion_wins_and_the_candidate_stands_in_when_there_is_none(workdir, monkeypatch):
+    # pipelines/tune/dvc.yaml passes the study's summary.json and the train stage's model_dir
+    asked = fake_registry(monkeypatch, version=9)
+    (workdir / "models/histoxai-mdfa").mkdir(parents=True)
+    write_model_dir(workdir / "models/histoxai-mdfa", tiny_regressor(("md", "fa"), seed=3))
+    summary = workdir / "summary.json"
+    best = {"number": 1, "model_uri": "models:/histoxai-mdfa/9", "model_version": "9"}
+    summary.write_text(json.dumps({"study_name": "s", "best": best}))
+    sets = ["explain.model_dir=models/histoxai-mdfa", "explain.study=summary.json"]
+    _, info = stage.load_explained_model(load_config("params.yaml", sets).explain, "")
+    assert asked == ["models:/histoxai-mdfa/9"] and info["version"] == "9"
+    assert info["source"].startswith("champion of study s (best trial 1, summary.json): registry:")
+
+    summary.write_text(json.dumps({"study_name": "s", "best": None}))
+    _, info = stage.load_explained_model(load_config("params.yaml", sets).explain, "")
+    assert asked == ["models:/histoxai-mdfa/9"] and info["version"] == "4"  # no second registry load
+    assert info["source"].endswith("(the checkpoint the train stage wrote; study s has no complete trial)")
+    with pytest.raises(ValueError, match=r"explain.study='summary.json': study s has no complete trial, and"):
+        stage.load_explained_model(load_config("params.yaml", sets[1:]).explain, "")
+    with pytest.raises(FileNotFoundError, match=r"explain.study='nowhere.json': nowhere.json is missing"):
+        stage.load_explained_model(load_config("params.yaml", ["explain.study=nowhere.json"]).explain, "")

@@ -1,9 +1,12 @@
 """One ``histoxai explain`` job: which model, which patches, which methods, where to.
 
-The model comes from a training output directory (``explain.model_dir``: ``model.pt``
-and its ``run.json``, what the pipeline's ``train`` stage wrote, so DVC sees exactly
-which checkpoint is explained) or else from the registry (``explain.model_uri``,
-resolved to one version). The manifest records which and why (``model_source``).
+The model is, first match wins: the champion a tuning study registered
+(``explain.study``: the study's ``summary.json``, pinned to one registry version; the tune
+pipeline pipelines/tune/dvc.yaml passes its tune stage's), a training output directory
+(``explain.model_dir``: ``model.pt`` and its ``run.json``, the checkpoint the ``train``
+stage wrote and registered as ``@candidate``, so DVC sees exactly which checkpoint is
+explained), or the registry (``explain.model_uri``, resolved to one version). The
+manifest records which and why (``model_source``).
 """
 
 from __future__ import annotations
@@ -26,16 +29,41 @@ from histoxai.explain.store import SaliencyStore
 from histoxai.training.distributed import Group
 
 
+def study_champion(path: str) -> tuple[dict[str, Any] | None, str]:
+    """The registered champion of a ``histoxai tune`` summary (``best``: ``model_uri``,
+    ``model_version``, ``number``, ...) and a note; ``None`` and why when it has none."""
+    file = Path(path)
+    if not file.is_file():
+        raise MissingInputError(
+            f"explain.study={path!r}: {file} is missing (run `histoxai tune` or "
+            "`dvc repro pipelines/tune/dvc.yaml`)"
+        )
+    try:
+        summary = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"explain.study={path!r}: {file} is not valid JSON: {err}") from err
+    best = summary.get("best") or {}
+    name = summary.get("study_name", file.parent.name)
+    if not best:
+        return None, f"study {name} has no complete trial"
+    if not best.get("model_uri"):
+        return None, f"study {name} registered no champion (tune.register: false)"
+    return best, f"champion of study {name} (best trial {best.get('number')}, {path})"
+
+
 def load_explained_model(ex: ExplainConfig, tracking_uri: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The model to explain and facts about it (name, version, uri, run_id, tags, source)."""
-    if not ex.model_dir:
+    """The model to explain and facts about it (name, version, uri, run_id, tags, source,
+    requested_uri)."""
+    champion, note = study_champion(ex.study) if ex.study else (None, "")
+    if champion or not ex.model_dir:
         from histoxai.tracking import load_registered_model
 
-        model, info = load_registered_model(ex.model_uri, tracking_uri)
-        return model, {
-            **info,
-            "source": f"registry: {ex.model_uri} resolved to version {info.get('version')}",
-        }
+        if ex.study and not champion:
+            raise InputError(f"explain.study={ex.study!r}: {note}, and explain.model_dir is empty")
+        uri = champion["model_uri"] if champion else ex.model_uri
+        model, info = load_registered_model(uri, tracking_uri)
+        source = f"registry: {uri} resolved to version {info.get('version')}"
+        return model, {**info, "source": f"{note}: {source}" if champion else source, "requested_uri": uri}
     from histoxai.models import load_checkpoint
 
     root = Path(ex.model_dir)
@@ -59,7 +87,8 @@ def load_explained_model(ex: ExplainConfig, tracking_uri: str) -> tuple[nn.Modul
     info = {
         "name": run.get("model_name", root.name), "version": str(run.get("model_version", "")),
         "uri": run.get("model_uri", ""), "run_id": run.get("run_id", ""), "tags": tags,
-        "source": f"model_dir: {root}/model.pt (the checkpoint the train stage wrote)", "run": run,
+        "source": f"model_dir: {root}/model.pt (the checkpoint the train stage wrote{'; ' + note if note else ''})",
+        "run": run,
     }  # fmt: skip
     return model, info
 
@@ -107,7 +136,7 @@ def explain_model(
         progress=group.is_main, group=group,
         manifest={
             "model_uri": str(info.get("uri", ex.model_uri)),
-            "requested_uri": "" if ex.model_dir else ex.model_uri,
+            "requested_uri": str(info.get("requested_uri", "")),
             "model_source": str(info.get("source", "")),
             "model_name": str(info.get("name", "")),
             "model_version": str(info.get("version", "")),
