@@ -38,8 +38,9 @@ SCALE_SAMPLE = 512
 """Maps read to estimate a variant-wide scale (evenly spaced over the store)."""
 MAX_PX = THUMB_PX
 """Overlays and patches are served at most this many pixels wide (the largest tile)."""
-JPEG_QUALITY = 95
-"""Patches are served as JPEG at this quality, without chroma subsampling."""
+JPEG_QUALITY = 90
+"""Patches are served as JPEG at this quality (4:2:0 chroma: half the encoding time of 4:4:4
+at quality 95 on a 48-tile sheet of 180 px patches, 8 ms against 15)."""
 
 
 def read_maps(store, target: str, variant: str, rows) -> np.ndarray:
@@ -134,11 +135,10 @@ def encode_overlay(unit: np.ndarray, cmap: str, sign: str, follow: bool) -> byte
 
 
 def encode_jpeg(image: Image.Image) -> bytes:
-    """JPEG of an RGB image at ``JPEG_QUALITY`` without chroma subsampling: patches for
-    display (the stores keep the exact pixels), about 8x faster to encode than PNG and a
-    quarter of its bytes."""
+    """JPEG of an RGB image at ``JPEG_QUALITY``: patches for display (the stores keep the
+    exact pixels), about 8x faster to encode than PNG and a sixth of its bytes."""
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 
