@@ -258,21 +258,20 @@ def nuclei_table(scene: Scene, gid: np.ndarray) -> tuple[pd.DataFrame, np.ndarra
     instance masks (ids 1..k within each patch, in order of global nucleus index)."""
     n, size = gid.shape[0], gid.shape[1]
     n_nuc = len(scene.nuc["cx"])
-    key = np.arange(n, dtype=np.int64)[:, None, None] * (n_nuc + 1) + gid
-    flat = key.ravel()
-    on = gid.ravel() > 0
-    uniq, inverse, visible = np.unique(flat[on], return_inverse=True, return_counts=True)
-    offset, g = np.divmod(uniq, n_nuc + 1)
+    on = np.flatnonzero(gid)  # work on nuclei pixels only
+    # key = patch * (n_nuc + 1) + gid: sorted, it orders pairs by patch, then by nucleus
+    key_dtype = np.int32 if n * (n_nuc + 1) < 2**31 else np.int64  # int32 sorts faster
+    patch, in_patch = np.divmod(on, size * size)
+    key = patch.astype(key_dtype) * key_dtype(n_nuc + 1) + gid.ravel()[on]
+    uniq, inverse, visible = np.unique(key, return_inverse=True, return_counts=True)
+    offset, g = np.divmod(uniq.astype(np.int64), n_nuc + 1)
     first = np.searchsorted(offset, np.arange(n))
     local = (np.arange(len(uniq)) - first[offset] + 1).astype(np.int32)
-    instances = np.zeros(flat.shape, dtype=np.int32)
-    instances[on] = local[inverse]
-    instances = instances.reshape(gid.shape)
+    instances = np.zeros(gid.shape, dtype=np.int32)
+    instances.ravel()[on] = local[inverse]
     edge = np.zeros((size, size), dtype=bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
-    border = (
-        np.bincount(inverse, weights=np.broadcast_to(edge, gid.shape).ravel()[on], minlength=len(uniq)) > 0
-    )
+    border = np.bincount(inverse[edge.ravel()[in_patch]], minlength=len(uniq)) > 0
     nuc = scene.nuc
     i = g - 1
     cols = scene.grid[1]

@@ -56,7 +56,7 @@ def smooth_field(
     noise -= np.float32(mean)
     if uniform:
         noise /= np.float32(sd)
-        return special.ndtr(noise).astype(np.float32)
+        return special.ndtr(noise, out=noise)
     noise *= np.float32(1 / (4 * sd))
     noise += np.float32(0.5)
     return np.clip(noise, 0, 1, out=noise)
@@ -79,8 +79,15 @@ def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
         out += lo
         return out.reshape(-1, a.shape[1])
     lo = a[:, :-1, None]
-    out = (a[:, 1:, None] - lo) * t[None, None, :]
-    out += lo
+    step = a[:, 1:, None] - lo
+    out = np.empty((a.shape[0], a.shape[1] - 1, f), dtype=a.dtype)
+    if f > a.shape[1]:  # few columns, many phases: broadcast (inner loops over phases)
+        np.multiply(step, t[None, None, :], out=out)
+        out += lo
+    else:  # few phases: one pass per phase (inner loops over columns; same arithmetic)
+        for j in range(f):
+            np.multiply(step, t[j], out=out[:, :, j : j + 1])
+            out[:, :, j : j + 1] += lo
     return out.reshape(a.shape[0], -1)
 
 
@@ -137,7 +144,9 @@ def ellipse_pixels(
     parts = []
     for r in np.unique(radius):  # windows sized per radius class: small ellipses test few pixels
         members = np.flatnonzero(radius == r)
-        off = np.arange(-r, r + 1)
+        # a covered pixel centre is within max(a, b) <= r - 1 of the centre, so within
+        # r - 1 pixels of floor(centre) (the next pixel out is >= max(a, b) + 0.5 away)
+        off = np.arange(1 - r, r)
         for s in range(0, len(members), chunk):
             sl = members[s : s + chunk]
             x0, y0 = np.floor(cx[sl]).astype(np.int64), np.floor(cy[sl]).astype(np.int64)
@@ -145,15 +154,19 @@ def ellipse_pixels(
             dy = (y0[:, None, None] + off[None, :, None] + 0.5 - cy[sl, None, None]).astype(np.float32)
             cos = np.cos(angle[sl]).astype(np.float32)[:, None, None]
             sin = np.sin(angle[sl]).astype(np.float32)[:, None, None]
-            u = (dx * cos + dy * sin) / a[sl, None, None].astype(np.float32)
-            v = (dy * cos - dx * sin) / b[sl, None, None].astype(np.float32)
-            rho2 = u * u + v * v  # (m, K, K)
-            k, iy, ix = np.nonzero(rho2 <= 1.0)
+            u = dx * cos + dy * sin  # (m, K, K)
+            u /= a[sl, None, None].astype(np.float32)
+            v = dy * cos - dx * sin
+            v /= b[sl, None, None].astype(np.float32)
+            rho2 = np.multiply(u, u, out=u)
+            rho2 += np.multiply(v, v, out=v)
+            inside = rho2 <= 1.0
             if area is not None:
-                area[sl] = np.bincount(k, minlength=len(sl))
-            ys, xs = y0[k] + off[iy], x0[k] + off[ix]
-            ok = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
-            parts.append((sl[k[ok]], ys[ok], xs[ok], rho2[k[ok], iy[ok], ix[ok]]))
+                area[sl] = np.count_nonzero(inside, axis=(1, 2))
+            wy, wx = y0[:, None, None] + off[None, :, None], x0[:, None, None] + off[None, None, :]
+            inside &= (wy >= 0) & (wy < shape[0]) & (wx >= 0) & (wx < shape[1])  # on the canvas
+            k, iy, ix = np.nonzero(inside)
+            parts.append((sl[k], y0[k] + off[iy], x0[k] + off[ix], rho2[inside]))
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
@@ -261,13 +274,17 @@ def paint_distractors(
         np.zeros(int(keep.sum())),
         labels.shape,
     )
-    free = labels[ys, xs] == STROMA
-    k, ys, xs, rho2 = k[free], ys[free], xs[free], rho2[free]
+    if not (labels.flags.c_contiguous and conc.flags.c_contiguous):
+        raise ValueError("paint_distractors paints in place: labels and conc must be C-contiguous")
+    flat_labels, flat_conc = labels.reshape(-1), conc.reshape(3, -1)  # views: 1-D scatters are cheaper
+    at = ys * labels.shape[1] + xs
+    free = flat_labels[at] == STROMA
+    k, at, rho2 = k[free], at[free], rho2[free]
     level = objects["rbc_level"][objects["rbc_cluster"][keep][k]]
-    conc[0, ys, xs] = 0.0
-    conc[1, ys, xs] = 0.1
-    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
-    labels[ys, xs] = DISTRACTOR
+    flat_conc[0, at] = 0.0
+    flat_conc[1, at] = 0.1
+    flat_conc[2, at] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    flat_labels[at] = DISTRACTOR
 
     keep = (np.arange(len(objects["debris_x"])) != drop_debris) & _near(
         objects["debris_x"] - x0, objects["debris_y"] - y0, objects["debris_a"], labels.shape
@@ -280,10 +297,11 @@ def paint_distractors(
         objects["debris_angle"][keep],
         labels.shape,
     )
-    free = labels[ys, xs] == STROMA
-    conc[0, ys[free], xs[free]] = 2.4
-    conc[1, ys[free], xs[free]] = 1.4
-    labels[ys[free], xs[free]] = DISTRACTOR
+    at = ys * labels.shape[1] + xs
+    at = at[flat_labels[at] == STROMA]
+    flat_conc[0, at] = 2.4
+    flat_conc[1, at] = 1.4
+    flat_labels[at] = DISTRACTOR
 
 
 def _near(x: np.ndarray, y: np.ndarray, r: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -60,7 +60,7 @@ class Canvas:
 
     labels: np.ndarray  # (h, w) uint8
     conc: np.ndarray  # (3, h, w) float32
-    gid: np.ndarray  # (h, w) int64, 0 = no nucleus
+    gid: np.ndarray  # (h, w) int32, 0 = no nucleus
 
 
 def build_scene(
@@ -152,11 +152,13 @@ def compose(
     air = scene.air[y0:y1, x0:x1].copy()
     if drop_air is not None:
         air &= ~drop_air
-    labels = np.where(air, AIR, STROMA).astype(np.uint8)
+    labels = np.full(shape, STROMA, dtype=np.uint8)
+    labels[air] = AIR
     h_scale, e_scale = scene.profile.stain_scale
-    conc = np.zeros((3, *shape), dtype=np.float32)
-    conc[0] = np.where(air, 0.01, 0.05 * h_scale)
-    conc[1] = np.where(air, 0.03, e_scale * (0.25 + 0.4 * _eosin_texture(scene, window)))
+    conc = np.empty((3, *shape), dtype=np.float32)
+    np.copyto(conc[0], np.where(air, np.float32(0.01), np.float32(0.05 * h_scale)))
+    np.copyto(conc[1], np.where(air, 0.03, e_scale * (0.25 + 0.4 * _eosin_texture(scene, window))))
+    conc[2] = 0.0
 
     nuc = scene.nuc
     near = draw._near(nuc["cx"] - x0, nuc["cy"] - y0, nuc["a"], shape)
@@ -174,12 +176,13 @@ def compose(
         area=area,
     )
     nuc["area_px"][idx] = area  # whole-ellipse pixel counts (before clipping): the same in every window
-    gid = np.zeros(shape, dtype=np.int64)
-    gid[ys, xs] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
-    labels[ys, xs] = NUCLEI
+    at = ys * shape[1] + xs  # flat pixel index (one 1-D scatter is cheaper than a 2-D one)
+    gid = np.zeros(shape, dtype=np.int32)
+    gid.ravel()[at] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
+    labels.ravel()[at] = NUCLEI
     grain = draw.pixel_hash(ys + y0, xs + x0, scene.grain_salt)
-    conc[0, ys, xs] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
-    conc[1, ys, xs] = 0.15 * e_scale
+    conc[0].ravel()[at] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
+    conc[1].ravel()[at] = 0.15 * e_scale
     draw.paint_distractors(labels, conc, scene.distractors, (y0, x0), drop_cluster, drop_debris)
     return Canvas(labels, conc, gid)
 
