@@ -112,7 +112,7 @@ def ellipse_pixels(
     b: np.ndarray,
     angle: np.ndarray,
     shape: tuple[int, int],
-    chunk: int = 2048,
+    chunk_px: int = 1 << 17,
     area: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pixels covered by filled ellipses, tested on a bounding window per ellipse.
@@ -123,7 +123,7 @@ def ellipse_pixels(
         angle: orientation of the ``a`` axis (rad, counter-clockwise from +x in image
             coordinates, i.e. y pointing down).
         shape: canvas (H, W); pixels outside are dropped.
-        chunk: ellipses tested at once (bounds memory).
+        chunk_px: window pixels tested at once (bounds memory; many small ellipses per step).
         area: if given, an (n,) int array that receives each ellipse's pixel count
             before clipping to ``shape`` (its whole area on an unbounded canvas).
 
@@ -147,8 +147,9 @@ def ellipse_pixels(
         # a covered pixel centre is within max(a, b) <= r - 1 of the centre, so within
         # r - 1 pixels of floor(centre) (the next pixel out is >= max(a, b) + 0.5 away)
         off = np.arange(1 - r, r)
-        for s in range(0, len(members), chunk):
-            sl = members[s : s + chunk]
+        step = max(1, chunk_px // len(off) ** 2)
+        for s in range(0, len(members), step):
+            sl = members[s : s + step]
             x0, y0 = np.floor(cx[sl]).astype(np.int64), np.floor(cy[sl]).astype(np.int64)
             dx = (x0[:, None, None] + off[None, None, :] + 0.5 - cx[sl, None, None]).astype(np.float32)
             dy = (y0[:, None, None] + off[None, :, None] + 0.5 - cy[sl, None, None]).astype(np.float32)
@@ -196,8 +197,10 @@ def render_rgb(
     od *= (255.0 * background).astype(np.float32)[:, None]
     planes = od.reshape(3, h, w)
     if blur_px >= 0.25:  # below a quarter pixel the blur changes nothing visible
-        for p in planes:  # in place, plane by plane (contiguous: faster than one 3-D call)
-            ndimage.gaussian_filter(p.copy(), blur_px, mode="reflect", output=p)
+        blurred = np.empty_like(planes)
+        for p, out in zip(planes, blurred):  # plane by plane (contiguous: faster than one 3-D call)
+            ndimage.gaussian_filter(p, blur_px, mode="reflect", output=out)
+        planes = blurred
     planes += noise
     planes += np.float32(0.5)  # round half up, then truncate
     np.clip(planes, 0, 255.49, out=planes)

@@ -156,8 +156,12 @@ def compose(
     labels[air] = AIR
     h_scale, e_scale = scene.profile.stain_scale
     conc = np.empty((3, *shape), dtype=np.float32)
-    np.copyto(conc[0], np.where(air, np.float32(0.01), np.float32(0.05 * h_scale)))
-    np.copyto(conc[1], np.where(air, 0.03, e_scale * (0.25 + 0.4 * _eosin_texture(scene, window))))
+    conc[0] = 0.05 * h_scale
+    conc[0][air] = 0.01
+    eosin = _eosin_texture(scene, window) * np.float32(0.4)
+    eosin += np.float32(0.25)
+    np.multiply(eosin, np.float32(e_scale), out=conc[1])
+    conc[1][air] = 0.03
     conc[2] = 0.0
 
     nuc = scene.nuc
@@ -210,7 +214,9 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     np.clip(idx, 0, len(scene.fibre_profile) - 1, out=idx)
     fib = scene.fibre_profile[idx]  # (R, S, C, S)
     fib -= np.float32(0.5)
-    fib *= np.float32(0.8) * scene.streak[cover].reshape(blocks) + np.float32(0.6)
+    streak = scene.streak[cover].reshape(blocks) * np.float32(0.8)
+    streak += np.float32(0.6)
+    fib *= streak
     fib += np.float32(0.5)
     tex = scene.tex[cover].reshape(blocks)
     fib -= tex
