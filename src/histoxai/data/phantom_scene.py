@@ -210,9 +210,7 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
     # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
     pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
-    idx = pos.astype(np.int32)
-    np.clip(idx, 0, len(scene.fibre_profile) - 1, out=idx)
-    fib = scene.fibre_profile[idx]  # (R, S, C, S)
+    fib = scene.fibre_profile.take(pos.astype(np.int32), mode="clip")  # (R, S, C, S)
     fib -= np.float32(0.5)
     streak = scene.streak[cover].reshape(blocks) * np.float32(0.8)
     streak += np.float32(0.6)
