@@ -217,7 +217,10 @@ def targets_table(scene: Scene, masks: np.ndarray, nuclei: pd.DataFrame) -> pd.D
     rows, cols = scene.grid
     n = rows * cols
     area = masks.shape[1] * masks.shape[2]  # count / area: the same floats as a mean, without a float pass
-    frac = {name: np.count_nonzero(masks == c, axis=(1, 2)) / area for name, c in (("nuclei", NUCLEI), ("air", AIR))}
+    frac = {
+        name: np.count_nonzero(masks == c, axis=(1, 2)) / area
+        for name, c in (("nuclei", NUCLEI), ("air", AIR))
+    }
     frac["stroma"] = 1.0 - frac["nuclei"] - frac["air"]
     fibres, angle = scene.maps["fibres"].ravel(), scene.maps["orientation"].ravel()
     m, q, r = voxel_tensor(frac, nuclei.assign(patch_px=scene.size), fibres, angle)
