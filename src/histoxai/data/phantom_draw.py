@@ -65,8 +65,13 @@ def smooth_field(
 def pixel_hash(ys: np.ndarray, xs: np.ndarray, salt: float) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1) per canvas pixel (a per-pixel grain that
     costs nothing where nothing is drawn and is the same whatever else is drawn)."""
-    v = np.sin(ys.astype(np.float64) * 12.9898 + xs.astype(np.float64) * 78.233 + salt) * 43758.5453
-    return (v - np.floor(v)).astype(np.float32)
+    v = ys * 12.9898  # float64; in place below: same operations as sin(y a + x b + salt) c mod 1
+    v += xs * 78.233
+    v += salt
+    np.sin(v, out=v)
+    v *= 43758.5453
+    v -= np.floor(v)
+    return v.astype(np.float32)
 
 
 def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
