@@ -159,12 +159,7 @@ def sample_scene(cfg: PhantomConfig, patch_size_px: int, seed: int, index: int) 
 def render_sample(scene: Scene, patch_size_px: int) -> SampleBlock:
     """Draw one sample's canvas, cut it into patches and compute the targets."""
     cfg, size = scene.cfg, scene.size
-    rows, cols = scene.grid
-    canvas = compose(scene, (0, rows * size, 0, cols * size))
-    rgb = render_window(scene, canvas, (0, 0))
-    images = draw.cut_patches(rgb, size)
-    masks = draw.cut_patches(canvas.labels, size)
-    gid = draw.cut_patches(canvas.gid, size)
+    images, masks, gid = render_rows(scene)
     nuclei, instances = nuclei_table(scene, gid)
     table = targets_table(scene, masks, nuclei)
     if cfg.shortcut:
@@ -176,6 +171,29 @@ def render_sample(scene: Scene, patch_size_px: int) -> SampleBlock:
             nuclei[c] *= scale
         nuclei[["area_px", "visible_px"]] *= scale**2
     return SampleBlock(scene.profile.name, images, table, masks, {"nuclei": nuclei}, instances)
+
+
+def render_rows(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images, mask labels and global nucleus ids (+1) of every patch, (n, size, size, ...).
+
+    The canvas is composed and rendered one voxel row at a time, in a window reaching
+    as far as the optical blur beyond the row: the same pixels as the whole canvas at
+    once (``phantom_scene``: windows are exact), on arrays that stay in cache.
+    """
+    size, (rows, cols), (h, w) = scene.size, scene.grid, scene.shape
+    margin = draw.blur_radius(scene.blur_px)
+    images = np.empty((rows * cols, size, size, 3), dtype=np.uint8)
+    masks = np.empty((rows * cols, size, size), dtype=np.uint8)
+    gid = np.empty((rows * cols, size, size), dtype=np.int32)
+    for r in range(rows):
+        y0, y1 = max(0, r * size - margin), min(h, (r + 1) * size + margin)
+        canvas = compose(scene, (y0, y1, 0, w))
+        rgb = render_window(scene, canvas, (y0, 0))
+        inner, patches = slice(r * size - y0, (r + 1) * size - y0), slice(r * cols, (r + 1) * cols)
+        images[patches] = draw.cut_patches(rgb[inner], size)
+        masks[patches] = draw.cut_patches(canvas.labels[inner], size)
+        gid[patches] = draw.cut_patches(canvas.gid[inner], size)
+    return images, masks, gid
 
 
 def nucleus_anisotropy(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -195,33 +195,38 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     """Stroma texture in [0, 1]: isotropic where ``fibres`` is 0, parallel fibres along the
     voxel's orientation where it is 1 (same mean, similar spread), mixed in between.
 
-    Computed on the voxel-aligned cover of the window in (rows, size, cols, size) block
-    layout (per-voxel values broadcast, no per-pixel gathers), then cropped.
+    Computed voxel row by voxel row on the window's rows and the voxel-aligned cover of
+    its columns, in (rows, cols, size) block layout (per-voxel values broadcast, no
+    per-pixel gathers), then cropped to the window's columns.
     """
     y0, y1, x0, x1 = window
     size, um = scene.size, scene.um_per_px
-    r0, r1, c0, c1 = y0 // size, -(-y1 // size), x0 // size, -(-x1 // size)
-    blocks = (r1 - r0, size, c1 - c0, size)
-    cover = (slice(r0 * size, r1 * size), slice(c0 * size, c1 * size))
+    c0, c1 = x0 // size, -(-x1 // size)
+    cols = slice(c0 * size, c1 * size)
     local = ((np.arange(size) + 0.5 - size / 2) * (um / FIBRE_STEP_UM)).astype(np.float32)
-    theta = scene.maps["orientation"][r0:r1, c0:c1]
-    cos = np.cos(theta).astype(np.float32)[:, None, :, None]
-    sin = np.sin(theta).astype(np.float32)[:, None, :, None]
-    off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
-    # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
-    pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
-    fib = scene.fibre_profile.take(pos.astype(np.int32), mode="clip")  # (R, S, C, S)
-    fib -= np.float32(0.5)
-    streak = scene.streak[cover].reshape(blocks) * np.float32(0.8)
-    streak += np.float32(0.6)
-    fib *= streak
-    fib += np.float32(0.5)
-    tex = scene.tex[cover].reshape(blocks)
-    fib -= tex
-    fib *= scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None]
-    fib += tex
-    fib = fib.reshape(blocks[0] * size, blocks[2] * size)
-    return fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    fibres = scene.maps["fibres"].astype(np.float32)
+    out = np.empty((y1 - y0, (c1 - c0) * size), dtype=np.float32)
+    for r in range(y0 // size, -(-y1 // size)):
+        top, bottom = max(y0, r * size), min(y1, (r + 1) * size)  # canvas rows of voxel row r
+        blocks = (bottom - top, c1 - c0, size)
+        theta = scene.maps["orientation"][r, c0:c1]
+        cos = np.cos(theta).astype(np.float32)[None, :, None]
+        sin = np.sin(theta).astype(np.float32)[None, :, None]
+        off = (scene.fibre_offset[r, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[None, :, None]
+        # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
+        pos = local[top - r * size : bottom - r * size, None, None] * cos - local[None, None, :] * sin + off
+        fib = scene.fibre_profile.take(pos.astype(np.int32), mode="clip")  # (rows, C, S)
+        fib -= np.float32(0.5)
+        streak = scene.streak[top:bottom, cols].reshape(blocks) * np.float32(0.8)
+        streak += np.float32(0.6)
+        fib *= streak
+        fib += np.float32(0.5)
+        tex = scene.tex[top:bottom, cols].reshape(blocks)
+        fib -= tex
+        fib *= fibres[r, c0:c1, None]
+        fib += tex
+        out[top - y0 : bottom - y0] = fib.reshape(bottom - top, -1)
+    return out[:, x0 - c0 * size : x1 - c0 * size]
 
 
 def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.ndarray:
