@@ -61,6 +61,7 @@ D_FREE, D_STROMA, D_NUC = 1.4, 0.6, 0.25
 K_NUC, K_FIBRE = 0.8, 0.6  # largest relative anisotropy of a nucleus / of fibrous stroma
 CC_VISIBLE = 0.5  # a nucleus counts in the patch holding more than this share of its area
 DENSITY_RADIUS_UM = 15.0  # neighbourhood of ``local_density``
+ROWS_PER_WINDOW = 2  # voxel rows composed and rendered at once (``render_rows``)
 
 FORMULAS = {
     "pixel_tensor": "D(p) = m(p) * [[1 + k cos2t, k sin2t], [k sin2t, 1 - k cos2t]]; "
@@ -185,11 +186,12 @@ def render_rows(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     images = np.empty((rows * cols, size, size, 3), dtype=np.uint8)
     masks = np.empty((rows * cols, size, size), dtype=np.uint8)
     gid = np.empty((rows * cols, size, size), dtype=np.int32)
-    for r in range(rows):
-        y0, y1 = max(0, r * size - margin), min(h, (r + 1) * size + margin)
+    for r in range(0, rows, ROWS_PER_WINDOW):
+        r1 = min(rows, r + ROWS_PER_WINDOW)
+        y0, y1 = max(0, r * size - margin), min(h, r1 * size + margin)
         canvas = compose(scene, (y0, y1, 0, w))
         rgb = render_window(scene, canvas, (y0, 0))
-        inner, patches = slice(r * size - y0, (r + 1) * size - y0), slice(r * cols, (r + 1) * cols)
+        inner, patches = slice(r * size - y0, r1 * size - y0), slice(r * cols, r1 * cols)
         images[patches] = draw.cut_patches(rgb[inner], size)
         masks[patches] = draw.cut_patches(canvas.labels[inner], size)
         gid[patches] = draw.cut_patches(canvas.gid[inner], size)
