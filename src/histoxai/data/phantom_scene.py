@@ -42,7 +42,7 @@ class Scene:
     fibre_profile: np.ndarray  # 1-D fibre intensity across fibres, in [0, 1]
     fibre_offset: np.ndarray  # (rows, cols) um: where each voxel reads the profile
     distractors: dict[str, np.ndarray]
-    noise: np.ndarray  # (3, H, W) float32 sensor noise in grey levels
+    noise: np.ndarray  # (3, H, W) float32 uniform [0, 1) draws of the sensor noise
     label_noise: tuple[np.ndarray, np.ndarray]  # (n,) standard normals for md, fa
 
     @property
@@ -96,10 +96,9 @@ def build_scene(
     distractor_rng = np.random.default_rng(rng.integers(2**63))
     density = cfg.distractor_density if cfg.distractors else 0.0
     objects = draw.draw_distractors(distractor_rng, shape, um, density)
-    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows)
+    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows),
+    # scaled to grey levels window by window in ``render_window``
     noise = rng.random((3, *shape), dtype=np.float32)
-    noise -= np.float32(0.5)
-    noise *= np.float32(np.sqrt(12.0) * profile.noise_gray)
     label_noise = (rng.standard_normal(rows * cols), rng.standard_normal(rows * cols))
     return Scene(
         cfg, profile, size, um, (rows, cols), maps, air, nuc, tex, grain_salt, streak, prof, fibre_offset,
@@ -233,7 +232,8 @@ def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.n
     """Beer-Lambert RGB of a composed window (blur at the scene's resolution, its noise)."""
     y0, x0 = origin
     h, w = canvas.labels.shape
-    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w]
+    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w] - np.float32(0.5)  # grey levels, sd noise_gray
+    noise *= np.float32(np.sqrt(12.0) * scene.profile.noise_gray)
     return draw.render_rgb(
         canvas.conc, scene.profile.stains_od, scene.profile.background, scene.blur_px, noise
     )
