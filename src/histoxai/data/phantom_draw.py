@@ -169,8 +169,10 @@ def ellipse_pixels(
             inside = rho2 <= 1.0
             if area is not None:
                 area[sl] = np.count_nonzero(inside, axis=(1, 2))
-            wy, wx = y0[:, None, None] + off[None, :, None], x0[:, None, None] + off[None, None, :]
-            inside &= (wy >= 0) & (wy < shape[0]) & (wx >= 0) & (wx < shape[1])  # on the canvas
+            cut = (y0 < r - 1) | (y0 + r - 1 >= shape[0]) | (x0 < r - 1) | (x0 + r - 1 >= shape[1])
+            if cut.any():  # windows reaching off the canvas keep only their pixels on it
+                wy, wx = y0[cut, None, None] + off[None, :, None], x0[cut, None, None] + off[None, None, :]
+                inside[cut] &= (wy >= 0) & (wy < shape[0]) & (wx >= 0) & (wx < shape[1])
             k, iy, ix = np.nonzero(inside)
             parts.append((sl[k], y0[k] + off[iy], x0[k] + off[ix], rho2[inside]))
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
