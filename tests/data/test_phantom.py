@@ -303,3 +303,22 @@ def test_montage_is_a_png_with_one_row_per_sample(phantom, tmp_path):
 def test_tiny_patch_size_is_rejected():
     with pytest.raises(ValueError, match="patch_size_px=2"):
         generate_phantom(TINY, 2, seed=0)
+
+
+def test_rendering_by_rows_equals_rendering_the_whole_canvas_at_once():
+    from histoxai.data import phantom_draw as draw
+    from histoxai.data.phantom import render_rows, sample_scene
+    from histoxai.data.phantom_scene import compose, render_window
+
+    cfg = dataclasses.replace(TINY, grid_vox=(5, 3))
+    scenes = [sample_scene(cfg, SIZE, 0, i) for i in range(6)]
+    assert any(s.blur_px >= 0.25 for s in scenes) and any(s.blur_px < 0.25 for s in scenes)
+    for scene in scenes:
+        canvas = compose(scene, (0, scene.shape[0], 0, scene.shape[1]))
+        whole = [
+            draw.cut_patches(x, SIZE)
+            for x in (render_window(scene, canvas, (0, 0)), canvas.labels, canvas.gid)
+        ]
+        for by_rows, at_once in zip(render_rows(scene), whole):
+            assert by_rows.dtype == at_once.dtype
+            np.testing.assert_array_equal(by_rows, at_once)

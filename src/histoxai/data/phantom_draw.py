@@ -56,7 +56,7 @@ def smooth_field(
     noise -= np.float32(mean)
     if uniform:
         noise /= np.float32(sd)
-        return special.ndtr(noise).astype(np.float32)
+        return special.ndtr(noise, out=noise)
     noise *= np.float32(1 / (4 * sd))
     noise += np.float32(0.5)
     return np.clip(noise, 0, 1, out=noise)
@@ -65,8 +65,13 @@ def smooth_field(
 def pixel_hash(ys: np.ndarray, xs: np.ndarray, salt: float) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1) per canvas pixel (a per-pixel grain that
     costs nothing where nothing is drawn and is the same whatever else is drawn)."""
-    v = np.sin(ys.astype(np.float64) * 12.9898 + xs.astype(np.float64) * 78.233 + salt) * 43758.5453
-    return (v - np.floor(v)).astype(np.float32)
+    v = ys * 12.9898  # float64; in place below: same operations as sin(y a + x b + salt) c mod 1
+    v += xs * 78.233
+    v += salt
+    np.sin(v, out=v)
+    v *= 43758.5453
+    v -= np.floor(v)
+    return v.astype(np.float32)
 
 
 def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
@@ -79,8 +84,15 @@ def _upsample_linear(a: np.ndarray, f: int, axis: int) -> np.ndarray:
         out += lo
         return out.reshape(-1, a.shape[1])
     lo = a[:, :-1, None]
-    out = (a[:, 1:, None] - lo) * t[None, None, :]
-    out += lo
+    step = a[:, 1:, None] - lo
+    out = np.empty((a.shape[0], a.shape[1] - 1, f), dtype=a.dtype)
+    if f > a.shape[1]:  # few columns, many phases: broadcast (inner loops over phases)
+        np.multiply(step, t[None, None, :], out=out)
+        out += lo
+    else:  # few phases: one pass per phase (inner loops over columns; same arithmetic)
+        for j in range(f):
+            np.multiply(step, t[j], out=out[:, :, j : j + 1])
+            out[:, :, j : j + 1] += lo
     return out.reshape(a.shape[0], -1)
 
 
@@ -105,7 +117,7 @@ def ellipse_pixels(
     b: np.ndarray,
     angle: np.ndarray,
     shape: tuple[int, int],
-    chunk: int = 2048,
+    chunk_px: int = 1 << 17,
     area: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pixels covered by filled ellipses, tested on a bounding window per ellipse.
@@ -116,7 +128,7 @@ def ellipse_pixels(
         angle: orientation of the ``a`` axis (rad, counter-clockwise from +x in image
             coordinates, i.e. y pointing down).
         shape: canvas (H, W); pixels outside are dropped.
-        chunk: ellipses tested at once (bounds memory).
+        chunk_px: window pixels tested at once (bounds memory; many small ellipses per step).
         area: if given, an (n,) int array that receives each ellipse's pixel count
             before clipping to ``shape`` (its whole area on an unbounded canvas).
 
@@ -137,23 +149,32 @@ def ellipse_pixels(
     parts = []
     for r in np.unique(radius):  # windows sized per radius class: small ellipses test few pixels
         members = np.flatnonzero(radius == r)
-        off = np.arange(-r, r + 1)
-        for s in range(0, len(members), chunk):
-            sl = members[s : s + chunk]
+        # a covered pixel centre is within max(a, b) <= r - 1 of the centre, so within
+        # r - 1 pixels of floor(centre) (the next pixel out is >= max(a, b) + 0.5 away)
+        off = np.arange(1 - r, r)
+        step = max(1, chunk_px // len(off) ** 2)
+        for s in range(0, len(members), step):
+            sl = members[s : s + step]
             x0, y0 = np.floor(cx[sl]).astype(np.int64), np.floor(cy[sl]).astype(np.int64)
             dx = (x0[:, None, None] + off[None, None, :] + 0.5 - cx[sl, None, None]).astype(np.float32)
             dy = (y0[:, None, None] + off[None, :, None] + 0.5 - cy[sl, None, None]).astype(np.float32)
             cos = np.cos(angle[sl]).astype(np.float32)[:, None, None]
             sin = np.sin(angle[sl]).astype(np.float32)[:, None, None]
-            u = (dx * cos + dy * sin) / a[sl, None, None].astype(np.float32)
-            v = (dy * cos - dx * sin) / b[sl, None, None].astype(np.float32)
-            rho2 = u * u + v * v  # (m, K, K)
-            k, iy, ix = np.nonzero(rho2 <= 1.0)
+            u = dx * cos + dy * sin  # (m, K, K)
+            u /= a[sl, None, None].astype(np.float32)
+            v = dy * cos - dx * sin
+            v /= b[sl, None, None].astype(np.float32)
+            rho2 = np.multiply(u, u, out=u)
+            rho2 += np.multiply(v, v, out=v)
+            inside = rho2 <= 1.0
             if area is not None:
-                area[sl] = np.bincount(k, minlength=len(sl))
-            ys, xs = y0[k] + off[iy], x0[k] + off[ix]
-            ok = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
-            parts.append((sl[k[ok]], ys[ok], xs[ok], rho2[k[ok], iy[ok], ix[ok]]))
+                area[sl] = np.count_nonzero(inside, axis=(1, 2))
+            cut = (y0 < r - 1) | (y0 + r - 1 >= shape[0]) | (x0 < r - 1) | (x0 + r - 1 >= shape[1])
+            if cut.any():  # windows reaching off the canvas keep only their pixels on it
+                wy, wx = y0[cut, None, None] + off[None, :, None], x0[cut, None, None] + off[None, None, :]
+                inside[cut] &= (wy >= 0) & (wy < shape[0]) & (wx >= 0) & (wx < shape[1])
+            k, iy, ix = np.nonzero(inside)
+            parts.append((sl[k], y0[k] + off[iy], x0[k] + off[ix], rho2[inside]))
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
@@ -183,8 +204,10 @@ def render_rgb(
     od *= (255.0 * background).astype(np.float32)[:, None]
     planes = od.reshape(3, h, w)
     if blur_px >= 0.25:  # below a quarter pixel the blur changes nothing visible
-        for p in planes:  # in place, plane by plane (contiguous: faster than one 3-D call)
-            ndimage.gaussian_filter(p.copy(), blur_px, mode="reflect", output=p)
+        blurred = np.empty_like(planes)
+        for p, out in zip(planes, blurred):  # plane by plane (contiguous: faster than one 3-D call)
+            ndimage.gaussian_filter(p, blur_px, mode="reflect", output=out)
+        planes = blurred
     planes += noise
     planes += np.float32(0.5)  # round half up, then truncate
     np.clip(planes, 0, 255.49, out=planes)
@@ -261,13 +284,17 @@ def paint_distractors(
         np.zeros(int(keep.sum())),
         labels.shape,
     )
-    free = labels[ys, xs] == STROMA
-    k, ys, xs, rho2 = k[free], ys[free], xs[free], rho2[free]
+    if not (labels.flags.c_contiguous and conc.flags.c_contiguous):
+        raise ValueError("paint_distractors paints in place: labels and conc must be C-contiguous")
+    flat_labels, flat_conc = labels.reshape(-1), conc.reshape(3, -1)  # views: 1-D scatters are cheaper
+    at = ys * labels.shape[1] + xs
+    free = flat_labels[at] == STROMA
+    k, at, rho2 = k[free], at[free], rho2[free]
     level = objects["rbc_level"][objects["rbc_cluster"][keep][k]]
-    conc[0, ys, xs] = 0.0
-    conc[1, ys, xs] = 0.1
-    conc[2, ys, xs] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
-    labels[ys, xs] = DISTRACTOR
+    flat_conc[0, at] = 0.0
+    flat_conc[1, at] = 0.1
+    flat_conc[2, at] = level * (0.6 + 0.4 * rho2)  # pale biconcave centre
+    flat_labels[at] = DISTRACTOR
 
     keep = (np.arange(len(objects["debris_x"])) != drop_debris) & _near(
         objects["debris_x"] - x0, objects["debris_y"] - y0, objects["debris_a"], labels.shape
@@ -280,10 +307,11 @@ def paint_distractors(
         objects["debris_angle"][keep],
         labels.shape,
     )
-    free = labels[ys, xs] == STROMA
-    conc[0, ys[free], xs[free]] = 2.4
-    conc[1, ys[free], xs[free]] = 1.4
-    labels[ys[free], xs[free]] = DISTRACTOR
+    at = ys * labels.shape[1] + xs
+    at = at[flat_labels[at] == STROMA]
+    flat_conc[0, at] = 2.4
+    flat_conc[1, at] = 1.4
+    flat_labels[at] = DISTRACTOR
 
 
 def _near(x: np.ndarray, y: np.ndarray, r: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

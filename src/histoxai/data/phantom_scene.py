@@ -42,7 +42,7 @@ class Scene:
     fibre_profile: np.ndarray  # 1-D fibre intensity across fibres, in [0, 1]
     fibre_offset: np.ndarray  # (rows, cols) um: where each voxel reads the profile
     distractors: dict[str, np.ndarray]
-    noise: np.ndarray  # (3, H, W) float32 sensor noise in grey levels
+    noise: np.ndarray  # (3, H, W) float32 uniform [0, 1) draws of the sensor noise
     label_noise: tuple[np.ndarray, np.ndarray]  # (n,) standard normals for md, fa
 
     @property
@@ -60,7 +60,7 @@ class Canvas:
 
     labels: np.ndarray  # (h, w) uint8
     conc: np.ndarray  # (3, h, w) float32
-    gid: np.ndarray  # (h, w) int64, 0 = no nucleus
+    gid: np.ndarray  # (h, w) int32, 0 = no nucleus
 
 
 def build_scene(
@@ -96,10 +96,9 @@ def build_scene(
     distractor_rng = np.random.default_rng(rng.integers(2**63))
     density = cfg.distractor_density if cfg.distractors else 0.0
     objects = draw.draw_distractors(distractor_rng, shape, um, density)
-    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows)
+    # sensor noise: uniform with sd = noise_gray (cheaper than Gaussian; the shape hardly shows),
+    # scaled to grey levels window by window in ``render_window``
     noise = rng.random((3, *shape), dtype=np.float32)
-    noise -= np.float32(0.5)
-    noise *= np.float32(np.sqrt(12.0) * profile.noise_gray)
     label_noise = (rng.standard_normal(rows * cols), rng.standard_normal(rows * cols))
     return Scene(
         cfg, profile, size, um, (rows, cols), maps, air, nuc, tex, grain_salt, streak, prof, fibre_offset,
@@ -152,11 +151,17 @@ def compose(
     air = scene.air[y0:y1, x0:x1].copy()
     if drop_air is not None:
         air &= ~drop_air
-    labels = np.where(air, AIR, STROMA).astype(np.uint8)
+    labels = np.full(shape, STROMA, dtype=np.uint8)
+    labels[air] = AIR
     h_scale, e_scale = scene.profile.stain_scale
-    conc = np.zeros((3, *shape), dtype=np.float32)
-    conc[0] = np.where(air, 0.01, 0.05 * h_scale)
-    conc[1] = np.where(air, 0.03, e_scale * (0.25 + 0.4 * _eosin_texture(scene, window)))
+    conc = np.empty((3, *shape), dtype=np.float32)
+    conc[0] = 0.05 * h_scale
+    conc[0][air] = 0.01
+    eosin = _eosin_texture(scene, window) * np.float32(0.4)
+    eosin += np.float32(0.25)
+    np.multiply(eosin, np.float32(e_scale), out=conc[1])
+    conc[1][air] = 0.03
+    conc[2] = 0.0
 
     nuc = scene.nuc
     near = draw._near(nuc["cx"] - x0, nuc["cy"] - y0, nuc["a"], shape)
@@ -174,12 +179,13 @@ def compose(
         area=area,
     )
     nuc["area_px"][idx] = area  # whole-ellipse pixel counts (before clipping): the same in every window
-    gid = np.zeros(shape, dtype=np.int64)
-    gid[ys, xs] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
-    labels[ys, xs] = NUCLEI
+    at = ys * shape[1] + xs  # flat pixel index (one 1-D scatter is cheaper than a 2-D one)
+    gid = np.zeros(shape, dtype=np.int32)
+    gid.ravel()[at] = idx[k] + 1  # painting order of ellipse_pixels decides who hides whom (last write wins)
+    labels.ravel()[at] = NUCLEI
     grain = draw.pixel_hash(ys + y0, xs + x0, scene.grain_salt)
-    conc[0, ys, xs] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
-    conc[1, ys, xs] = 0.15 * e_scale
+    conc[0].ravel()[at] = h_scale * nuc["dark"][idx[k]] * (0.75 + 0.35 * rho2) * (0.8 + 0.4 * grain)
+    conc[1].ravel()[at] = 0.15 * e_scale
     draw.paint_distractors(labels, conc, scene.distractors, (y0, x0), drop_cluster, drop_debris)
     return Canvas(labels, conc, gid)
 
@@ -188,40 +194,46 @@ def _eosin_texture(scene: Scene, window: tuple[int, int, int, int]) -> np.ndarra
     """Stroma texture in [0, 1]: isotropic where ``fibres`` is 0, parallel fibres along the
     voxel's orientation where it is 1 (same mean, similar spread), mixed in between.
 
-    Computed on the voxel-aligned cover of the window in (rows, size, cols, size) block
-    layout (per-voxel values broadcast, no per-pixel gathers), then cropped.
+    Computed voxel row by voxel row on the window's rows and the voxel-aligned cover of
+    its columns, in (rows, cols, size) block layout (per-voxel values broadcast, no
+    per-pixel gathers), then cropped to the window's columns.
     """
     y0, y1, x0, x1 = window
     size, um = scene.size, scene.um_per_px
-    r0, r1, c0, c1 = y0 // size, -(-y1 // size), x0 // size, -(-x1 // size)
-    blocks = (r1 - r0, size, c1 - c0, size)
-    cover = (slice(r0 * size, r1 * size), slice(c0 * size, c1 * size))
+    c0, c1 = x0 // size, -(-x1 // size)
+    cols = slice(c0 * size, c1 * size)
     local = ((np.arange(size) + 0.5 - size / 2) * (um / FIBRE_STEP_UM)).astype(np.float32)
-    theta = scene.maps["orientation"][r0:r1, c0:c1]
-    cos = np.cos(theta).astype(np.float32)[:, None, :, None]
-    sin = np.sin(theta).astype(np.float32)[:, None, :, None]
-    off = (scene.fibre_offset[r0:r1, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[:, None, :, None]
-    # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
-    pos = local[None, :, None, None] * cos - local[None, None, None, :] * sin + off
-    idx = pos.astype(np.int32)
-    np.clip(idx, 0, len(scene.fibre_profile) - 1, out=idx)
-    fib = scene.fibre_profile[idx]  # (R, S, C, S)
-    fib -= np.float32(0.5)
-    fib *= np.float32(0.8) * scene.streak[cover].reshape(blocks) + np.float32(0.6)
-    fib += np.float32(0.5)
-    tex = scene.tex[cover].reshape(blocks)
-    fib -= tex
-    fib *= scene.maps["fibres"].astype(np.float32)[r0:r1, None, c0:c1, None]
-    fib += tex
-    fib = fib.reshape(blocks[0] * size, blocks[2] * size)
-    return fib[y0 - r0 * size : y1 - r0 * size, x0 - c0 * size : x1 - c0 * size]
+    fibres = scene.maps["fibres"].astype(np.float32)
+    out = np.empty((y1 - y0, (c1 - c0) * size), dtype=np.float32)
+    for r in range(y0 // size, -(-y1 // size)):
+        top, bottom = max(y0, r * size), min(y1, (r + 1) * size)  # canvas rows of voxel row r
+        blocks = (bottom - top, c1 - c0, size)
+        theta = scene.maps["orientation"][r, c0:c1]
+        cos = np.cos(theta).astype(np.float32)[None, :, None]
+        sin = np.sin(theta).astype(np.float32)[None, :, None]
+        off = (scene.fibre_offset[r, c0:c1] / FIBRE_STEP_UM).astype(np.float32)[None, :, None]
+        # distance across the fibres from the voxel centre (in profile steps), plus the voxel's offset
+        pos = local[top - r * size : bottom - r * size, None, None] * cos - local[None, None, :] * sin + off
+        fib = scene.fibre_profile.take(pos.astype(np.int32), mode="clip")  # (rows, C, S)
+        fib -= np.float32(0.5)
+        streak = scene.streak[top:bottom, cols].reshape(blocks) * np.float32(0.8)
+        streak += np.float32(0.6)
+        fib *= streak
+        fib += np.float32(0.5)
+        tex = scene.tex[top:bottom, cols].reshape(blocks)
+        fib -= tex
+        fib *= fibres[r, c0:c1, None]
+        fib += tex
+        out[top - y0 : bottom - y0] = fib.reshape(bottom - top, -1)
+    return out[:, x0 - c0 * size : x1 - c0 * size]
 
 
 def render_window(scene: Scene, canvas: Canvas, origin: tuple[int, int]) -> np.ndarray:
     """Beer-Lambert RGB of a composed window (blur at the scene's resolution, its noise)."""
     y0, x0 = origin
     h, w = canvas.labels.shape
-    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w]
+    noise = scene.noise[:, y0 : y0 + h, x0 : x0 + w] - np.float32(0.5)  # grey levels, sd noise_gray
+    noise *= np.float32(np.sqrt(12.0) * scene.profile.noise_gray)
     return draw.render_rgb(
         canvas.conc, scene.profile.stains_od, scene.profile.background, scene.blur_px, noise
     )
