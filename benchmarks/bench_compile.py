@@ -49,7 +49,9 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     weights = torch.ones(len(targets), device=device)
-    loader = PatchBatches(store, store.ids("train", cfg.data.split.scheme), targets, cfg.train.batch_size, drop_last=True)
+    loader = PatchBatches(
+        store, store.ids("train", cfg.data.split.scheme), targets, cfg.train.batch_size, drop_last=True
+    )
     batches = []
     for images, y, _ in loader:
         batches.append((to_model_input(images, device, True), y.to(device)))
