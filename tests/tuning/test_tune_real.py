@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 SPACE = """
 fixed: {model.targets: [md], model.registered_name: tiny-real-md, model.feature_width: 8, model.hidden_width: 16}
 params:
-  train.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+  train.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
   model.backbone: {type: categorical, choices: [resnet10t, convnext_atto]}
 enqueue:
   - {model.backbone: resnet10t}
@@ -52,6 +52,8 @@ def test_tiny_real_study_fails_the_deep_backbone_prunes_and_registers_a_loadable
             "train.epochs": 1,
             "train.batch_size": 8,
             "train.device": "cpu",
+            # fp32 and a small LR: one CI run saw resnet10t diverge at lr 3.6e-3 in bf16
+            "train.precision": "fp32",
             "data.patch_size_px": 16,
         },
     )
