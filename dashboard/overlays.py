@@ -269,7 +269,7 @@ class Renderer:
         the new grid in place and before the user turns the page; skipped while one runs."""
         if not self._warming.acquire(blocking=False):
             return False
-        pages = [tuple(int(p) for p in ids) for ids in pages]
+        pages = [tuple(int(p) for p in ids) for ids in pages if len(ids)]
 
         def run():
             try:
