@@ -23,13 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_loader import open_store  # noqa: E402
+from bench_loader import open_store, train_step  # noqa: E402
 
 from histoxai.config import load_config  # noqa: E402
 from histoxai.data.datasets import PatchBatches, to_model_input  # noqa: E402
 from histoxai.models import build_regressor  # noqa: E402
-from histoxai.training.fit import weighted_loss  # noqa: E402
-from histoxai.training.runtime import autocast, resolve_device, resolve_precision  # noqa: E402
+from histoxai.training.runtime import resolve_device, resolve_precision  # noqa: E402
 
 
 def main() -> None:
@@ -58,18 +57,8 @@ def main() -> None:
         if len(batches) == args.steps:
             break
 
-    def runner(net):
-        def step(x, y):
-            with autocast(device, amp):
-                z = model.standardize(net(x))
-            loss = weighted_loss(z, model.standardize(y), weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
-
-    eager, compiled = runner(model), runner(torch.compile(model))
+    eager = train_step(model, model, opt, weights, device, amp)
+    compiled = train_step(model, torch.compile(model), opt, weights, device, amp)
     t = time.perf_counter()
     for x, y in batches[:2]:
         compiled(x, y)

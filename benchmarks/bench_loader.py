@@ -38,6 +38,20 @@ from histoxai.training.runtime import autocast, resolve_precision
 FLOOR = 0.90
 
 
+def train_step(model, net, opt, weights, device, amp):
+    """One optimizer step of ``model`` run through ``net`` (itself, or a compiled wrapper)."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(device, amp):
+            z = model.standardize(net(x))
+        loss = weighted_loss(z, model.standardize(y), weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def open_store(cfg) -> PatchStore:
     if (Path(cfg.base.patches_dir) / "index.parquet").is_file():
         return PatchStore(cfg.base.patches_dir)
@@ -73,13 +87,7 @@ def main() -> None:
     weights = torch.ones(len(targets))
     gen = torch.Generator().manual_seed(0)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(device, amp):
-            z = model.standardize(model(x))
-        loss = weighted_loss(z, model.standardize(y), weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = train_step(model, model, opt, weights, device, amp)
 
     workers = cfg.train.num_workers if args.workers is None else args.workers
     loader = PatchBatches(
