@@ -305,7 +305,12 @@ def targets_page(catalog: Catalog, view: View, table: TargetTable, shown: np.nda
         other = catalog.tables[k]
         pos = other.positions(list(ids))
         have = tuple(p for p, q in zip(ids, pos.tolist()) if q >= 0)
-        sheets[k] = (pos, have, overlay_base(other.source, other.target, view.variant, have) if have else "")
+        computed = have and view.variant in catalog.variants(k)
+        sheets[k] = (
+            pos,
+            have,
+            overlay_base(other.source, other.target, view.variant, have) if computed else "",
+        )
     groups = []
     for i, r in enumerate(shown.tolist()):
         pid = ids[i]

@@ -1,3 +1,5 @@
+import os
+
 import mlflow
 import numpy as np
 import pytest
@@ -46,7 +48,8 @@ def test_lineage_hash_comes_from_dvc_lock_else_the_index(tiny_store, tmp_path):
 
 
 @pytest.mark.slow
-def test_register_alias_promote_and_reload(tmp_path):
+def test_register_alias_promote_and_reload(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
     versions = []
@@ -90,6 +93,11 @@ def test_register_alias_promote_and_reload(tmp_path):
         assert info["version"] == "2" and torch.equal(
             model(torch.from_numpy(x)), _model(1)(torch.from_numpy(x))
         )
+    # nothing process-wide: a later client (or a subprocess, through the environment) of
+    # another store must not inherit this registry
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    other = f"sqlite:///{tmp_path}/other.db"
+    assert MlflowClient(other).search_registered_models() == []
     with pytest.raises(ValueError, match="has no version 7.*versions: \\[1, 2\\]"):
         promote("histoxai-test", 7, uri)
     with pytest.raises(ValueError, match="not in the registry"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 
 import mlflow
@@ -63,14 +64,15 @@ def register_regressor(
     example = np.ascontiguousarray(input_example, dtype=np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
+    tags = {k: str(v) for k, v in (tags or {}).items()}
     with _quiet("mlflow.pytorch"):  # its warning on pickle: we need the class back (see below)
-        info = _log_model(model, example, output, registered_name, {**(tags or {}), STATE_TAG: PENDING})
-    version = str(info.registered_model_version)
+        info = _log_model(model, example, output, {**tags, STATE_TAG: PENDING})
     client = run.client
-    client.set_model_version_tag(registered_name, version, STATE_TAG, PENDING)
-    for k, v in (tags or {}).items():
-        client.set_model_version_tag(registered_name, version, k, str(v))
-        client.set_registered_model_tag(registered_name, k, str(v))
+    version = register_logged_model(
+        client, registered_name, info.model_id, run.run_id, {**tags, STATE_TAG: PENDING}
+    )
+    for k, v in tags.items():
+        client.set_registered_model_tag(registered_name, k, v)
     return {
         "model_name": registered_name,
         "model_version": version,
@@ -137,15 +139,36 @@ def recover_registrations(client: MlflowClient, name: str, committed: str | None
     return done
 
 
-def _log_model(
-    model: Regressor, example: np.ndarray, output: np.ndarray, registered_name: str, tags
-) -> ModelInfo:
+def register_logged_model(
+    client: MlflowClient, name: str, model_id: str, run_id: str, tags: Mapping[str, str]
+) -> str:
+    """Register the logged model ``model_id`` (of ``run_id``) as a new version of ``name``
+    (created when new) carrying ``tags``, through ``client``'s registry; returns the version.
+
+    Nothing global is set: MLflow's ``registered_model_name=`` would register through the
+    process-wide registry URI, which then leaks into every later client and subprocess."""
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(
+        name,
+        f"models:/{model_id}",
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        model_id=model_id,
+    )
+    return str(mv.version)
+
+
+def _log_model(model: Regressor, example: np.ndarray, output: np.ndarray, tags) -> ModelInfo:
+    """Log ``model`` (unregistered) to the active run: see :func:`register_logged_model`."""
     return mlflow.pytorch.log_model(
         model,
         name="model",
         signature=infer_signature(example, output),
         input_example=example,
-        registered_model_name=registered_name,
         # pickle keeps the Regressor class (targets, backbone for CAM layers); the default
         # pt2 export would load back as a bare graph module
         serialization_format="pickle",
@@ -212,9 +235,13 @@ def load_registered_model(model_uri: str, tracking_uri: str) -> tuple[Regressor,
         The model and ``{"name", "version", "run_id", "uri", "tags", "aliases"}``.
     """
     info = resolve_model_uri(model_uri, tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    model = mlflow.pytorch.load_model(info["uri"], map_location="cpu", weights_only=False)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    source = client.get_model_version_download_uri(info["name"], info["version"])
+    with tempfile.TemporaryDirectory(prefix="histoxai-model-") as tmp:  # no global URI is set
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        model = mlflow.pytorch.load_model(local, map_location="cpu", weights_only=False)
     return model.eval(), info
 
 

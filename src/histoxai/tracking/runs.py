@@ -129,8 +129,7 @@ def start_run(
 ) -> Iterator[TrackedRun]:
     """Start a run in ``experiment`` (or resume ``run_id``, e.g. ``$MLFLOW_RUN_ID`` under
     ``mlflow run``) and make it the active run; it ends FINISHED, or FAILED on error."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)  # log_model registers through the global registry URI
+    mlflow.set_tracking_uri(tracking_uri)  # the fluent API (log_model, autolog) reads it
     if run_id:
         active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
     else:

@@ -206,7 +206,7 @@ def log_trial_model(
         output = model(torch.from_numpy(input_example)).numpy()
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id), _quiet("mlflow.pytorch"):  # its pickle warning, as in training
-        info = _log_model(model, input_example, output, None, tags)
+        info = _log_model(model, input_example, output, tags)
     c = client(tracking_uri)
     run_tags = [RunTag(f"{LABEL_PREFIX}{k}", str(v)) for k, v in tags.items()]
     c.log_batch(run_id, tags=[*run_tags, RunTag(MODEL_ID_TAG, info.model_id)])
@@ -236,6 +236,8 @@ def register_trial_model(
     Raises:
         ValueError: the run has no logged model.
     """
+    from histoxai.tracking.registry import register_logged_model
+
     # MLflow's SQL registry resolves the logged model through the *global* tracking URI.
     mlflow.set_tracking_uri(tracking_uri)
     c = client(tracking_uri)
@@ -243,10 +245,6 @@ def register_trial_model(
     model_id = run.data.tags.get(MODEL_ID_TAG)
     if not model_id:
         raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
-    try:
-        c.create_registered_model(model_name)
-    except Exception:  # already exists
-        pass
     existing = c.search_model_versions(
         f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
     )
@@ -256,9 +254,6 @@ def register_trial_model(
     else:
         tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
         tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
-        mv = c.create_model_version(
-            model_name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
-        )
-        version = str(mv.version)
+        version = register_logged_model(c, model_name, model_id, run_id, tags)
     c.set_registered_model_alias(model_name, alias, version)
     return version, created
