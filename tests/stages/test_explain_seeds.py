@@ -84,18 +84,21 @@ def test_every_seed_is_explained_and_xai_eval_pools_them(project, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_a_stale_seed_store_is_refused(project, monkeypatch, tmp_path):
-    root, name = project
-    monkeypatch.chdir(root)
-    sal = root / "data/saliency" / name
-    if not (sal / "seeds/5").is_dir():
-        pytest.skip("needs the stores of the test above")
-    copy = tmp_path / "sal"
+def test_a_seed_store_of_another_run_or_without_its_model_is_refused(project, monkeypatch, tmp_path, capsys):
     import shutil
 
-    shutil.copytree(sal, copy)
-    manifest = json.loads((copy / "seeds/5/manifest.json").read_text())
-    (copy / "seeds/5/manifest.json").write_text(json.dumps({**manifest, "run_id": "another-run"}))
-    code = cli.main(["xai-eval", "--saliency-dir", str(copy), "--checkpoint", f"models/{name}/model.pt",
-                     "--set", f"xai_eval.output_dir={tmp_path / 'out'}"])  # fmt: skip
-    assert code == 2
+    root, name = project
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sal = tmp_path / "sal"
+    sets = ["--set", f"explain.model_dir=models/{name}", "--set", f"explain.output_dir={sal}"]
+    assert cli.main(["explain", *sets]) == 0
+    args = ["xai-eval", "--saliency-dir", str(sal), "--set", f"xai_eval.output_dir={tmp_path / 'out'}"]
+    manifest = json.loads((sal / "seeds/5/manifest.json").read_text())
+    (sal / "seeds/5/manifest.json").write_text(json.dumps({**manifest, "run_id": "another-run"}))
+    assert cli.main([*args, "--checkpoint", f"models/{name}/model.pt"]) == 2
+    assert "seeds/5: its manifest's run_id differs from that of" in capsys.readouterr().err
+    (sal / "seeds/5/manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(root / "models" / name / "model.pt", tmp_path / "model.pt")  # no seeds/ beside it
+    assert cli.main([*args, "--checkpoint", str(tmp_path / "model.pt")]) == 2
+    assert f"training seed 5 but its model {tmp_path}/seeds/5/model.pt is missing" in capsys.readouterr().err
