@@ -130,10 +130,17 @@ def test_statistics_with_one_seed_are_those_without_a_seed_column():
         [{"patch_id": p, "sample": f"s{p % 5}", "method": m, "mass_accuracy": base + 0.1 * rng.normal()}
          for p in range(30) for m, base in (("a", 0.7), ("b", 0.6), ("c", 0.3))]
     )  # fmt: skip
+    per_patch["auroc"] = np.nan  # a metric without a finite value has no row
     cfg = XaiEvalConfig(bootstrap=300)
     old = statistics(per_patch, ROWS, (32, 32), cfg, 4, {})
     new = statistics(per_patch.assign(seed=9), ROWS, (32, 32), cfg, 4, {})
     pd.testing.assert_frame_equal(old, new, check_exact=True)
+    assert set(new["metric"]) == {"mass_accuracy"}
+    # the sample bootstrap as it was: draws over samples, codes by patch id
+    draws, codes = stats.sample_weights(per_patch.drop_duplicates("patch_id")["sample"].to_numpy(), 300, 4)
+    a = per_patch[per_patch["method"] == "a"]
+    expected = stats.interval(stats.boot_means(a["mass_accuracy"].to_numpy(), codes, draws), cfg.confidence)
+    assert tuple(new.set_index("method").loc["a", ["lo", "hi"]]) == expected
 
 
 def test_seeds_are_resampled_so_a_seed_that_disagrees_widens_the_interval():

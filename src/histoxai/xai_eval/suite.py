@@ -358,6 +358,8 @@ def statistics(
         if metric not in per_patch.columns:
             continue
         measured = tuple(np.unique(seeds[np.isfinite(per_patch[metric].to_numpy(np.float64))]))
+        if not measured:  # no finite value
+            continue
         if measured not in cells:  # the first seed's checks: its cells only
             keep = np.isin(seeds, measured)
             draws, codes = stats.cell_weights(
