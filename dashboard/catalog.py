@@ -299,14 +299,17 @@ def _load_reports(cat: Catalog, reports: Path) -> None:
 
 def _attach_metrics(cat: Catalog, source: str, target: str, frame: pd.DataFrame) -> None:
     """Per-patch metrics (long table: method, patch_id, one column per metric) onto the
-    target table of ``source``; methods that are not variants of the store are skipped."""
+    target table of ``source``; methods that are not variants of the store are skipped, and
+    so are the rows of further training seeds (``seed`` column; the store is the first's)."""
     table = next((t for t in cat.tables.values() if t.source == source and t.target == target), None)
     if table is None or "patch_id" not in frame or "method" not in frame:
         return
+    if "seed" in frame and len(frame):  # the store shows the first training seed's maps
+        frame = frame[frame["seed"] == frame["seed"].iloc[0]]
     numeric = [
         c
         for c in frame.columns
-        if c not in ("patch_id", "method") and pd.api.types.is_numeric_dtype(frame[c])
+        if c not in ("patch_id", "method", "seed") and pd.api.types.is_numeric_dtype(frame[c])
     ]
     variants = set(cat.variants(table.key))
     for method, rows in frame.groupby("method"):

@@ -89,3 +89,22 @@ def test_per_patch_xai_eval_metrics_become_fields(catalog):
     scored = md.patch_id % 3 == 0
     assert np.isfinite(acc[scored]).all() and np.isnan(acc[~scored]).all()
     np.testing.assert_allclose(acc[scored], (md.patch_id[scored] % 7) / 7.0)
+
+
+def test_per_patch_rows_of_further_training_seeds_are_not_shown(catalog):
+    """xai-eval pools the maps of several trained models (``seed`` column, the first seed's
+    rows first); the store the dashboard shows is the first seed's, so are its metrics."""
+    import pandas as pd
+
+    from histoxai.dashboard.catalog import _attach_metrics
+
+    md = catalog.tables["md"]
+    ids = md.patch_id[:4]
+    frame = pd.DataFrame(
+        {"method": "layercam", "seed": np.repeat([3, 5], 4), "patch_id": np.tile(ids, 2),
+         "mass_accuracy": np.repeat([0.1, 0.9], 4)}
+    )  # fmt: skip
+    _attach_metrics(catalog, md.source, md.target, frame)
+    shown = md.metrics["layercam"]
+    assert "seed" not in shown
+    np.testing.assert_allclose(shown["mass_accuracy"][md.positions(ids)], 0.1)

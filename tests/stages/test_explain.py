@@ -187,3 +187,36 @@ def test_a_study_champion_wins_and_the_candidate_stands_in_when_there_is_none(wo
         stage.load_explained_model(load_config("params.yaml", sets[1:]).explain, "")
     with pytest.raises(FileNotFoundError, match=r"explain.study='nowhere.json': nowhere.json is missing"):
         stage.load_explained_model(load_config("params.yaml", ["explain.study=nowhere.json"]).explain, "")
+
+
+def test_each_further_training_seed_is_explained_into_its_sub_store(workdir, monkeypatch):
+    from histoxai.config import ModelConfig
+    from histoxai.models.checkpoint import save_checkpoint
+
+    root = workdir / "models/histoxai-mdfa"
+    root.mkdir(parents=True)
+    write_model_dir(root, tiny_regressor(("md", "fa"), seed=3))
+    run = json.loads((root / "run.json").read_text())
+    (root / "run.json").write_text(json.dumps({**run, "seeds": [0, 1]}))
+    cfg = load_config(
+        "params.yaml", [METHODS, "explain.max_patches=6", "explain.model_dir=models/histoxai-mdfa"]
+    )
+    model, info = stage.load_explained_model(cfg.explain, "")
+    main = stage.explain_model(cfg, model, info)
+    with pytest.raises(
+        FileNotFoundError, match=r"seeds/1/model.pt is missing but run.json lists seeds \[0, 1\]"
+    ):
+        stage.explain_seeds(cfg, info, main)
+    other = tiny_regressor(("md", "fa"), seed=4)
+    mcfg = ModelConfig(backbone="resnet10t", targets=("md", "fa"), hidden_width=16, feature_width=8)
+    save_checkpoint(root / "seeds/1/model.pt", other, mcfg, {"seed": "1"})
+    (sub,) = stage.explain_seeds(cfg, info, main)
+    assert sub.root == main.root / "seeds/1" and "seed" not in main.manifest
+    np.testing.assert_array_equal(sub.patch_ids, main.patch_ids)
+    assert sub.variants == main.variants and sub.manifest["complete"] == main.manifest["complete"]
+    assert (sub.manifest["seed"], sub.manifest["seeds"]) == (1, [0, 1])
+    with torch.no_grad():
+        y_hat = other(
+            to_input(PatchStore(workdir / "data/patches").images(sub.patch_ids), torch.device("cpu"))
+        )
+    np.testing.assert_allclose(sub.meta.query("target == 'md'")["y_hat"], y_hat[:, 0].numpy(), rtol=1e-5)

@@ -103,3 +103,83 @@ def test_statistics_computes_p_top_among_sane_methods():
     s = out[out["metric"] == "mass_accuracy"].set_index("method")
     assert s.loc["a", "p_top"] == pytest.approx(1.0) and np.isnan(s.loc["a", "p_top_named"])
     assert s.loc["b", "p_top_named"] == pytest.approx(1.0) and s.loc["c", "p_top_named"] == pytest.approx(0.0)
+
+
+def test_one_training_seed_gives_exactly_the_sample_draws():
+    samples = np.repeat(["a", "b", "c"], 4)
+    draws, codes = stats.sample_weights(samples, 300, 7)
+    cells, cell_codes = stats.cell_weights(np.full(12, 3), samples, 300, 7)
+    assert np.array_equal(cells, draws) and np.array_equal(cell_codes, codes)
+
+
+def seeded_table(seed_values: dict[int, dict[str, float]], n_samples: int = 4, per_sample: int = 3):
+    """Per-patch rows of every (seed, method): each seed's value of a method is constant."""
+    return pd.DataFrame(
+        [{"method": m, "seed": s, "patch_id": p, "sample": f"s{p // per_sample}", "mass_accuracy": v,
+          "mprt_similarity": (0.1 * p if s == 0 else np.nan)}
+         for s, values in seed_values.items() for m, v in values.items()
+         for p in range(n_samples * per_sample)]
+    )  # fmt: skip
+
+
+def test_statistics_with_one_seed_are_those_without_a_seed_column():
+    from histoxai.xai_eval.suite import statistics
+
+    rng = np.random.default_rng(1)
+    per_patch = pd.DataFrame(
+        [{"patch_id": p, "sample": f"s{p % 5}", "method": m, "mass_accuracy": base + 0.1 * rng.normal()}
+         for p in range(30) for m, base in (("a", 0.7), ("b", 0.6), ("c", 0.3))]
+    )  # fmt: skip
+    per_patch["auroc"] = np.nan  # a metric without a finite value has no row
+    cfg = XaiEvalConfig(bootstrap=300)
+    old = statistics(per_patch, ROWS, (32, 32), cfg, 4, {})
+    new = statistics(per_patch.assign(seed=9), ROWS, (32, 32), cfg, 4, {})
+    pd.testing.assert_frame_equal(old, new, check_exact=True)
+    assert set(new["metric"]) == {"mass_accuracy"}
+    # the sample bootstrap as it was: draws over samples, codes by patch id
+    draws, codes = stats.sample_weights(per_patch.drop_duplicates("patch_id")["sample"].to_numpy(), 300, 4)
+    a = per_patch[per_patch["method"] == "a"]
+    expected = stats.interval(stats.boot_means(a["mass_accuracy"].to_numpy(), codes, draws), cfg.confidence)
+    assert tuple(new.set_index("method").loc["a", ["lo", "hi"]]) == expected
+
+
+def test_seeds_are_resampled_so_a_seed_that_disagrees_widens_the_interval():
+    """Seed 0 scores "a" 1.0, seed 1 scores it 0.0; "b" scores 0.6 on both. A draw holds
+    c0 copies of seed 0 (0, 1 or 2 with probabilities 1/4, 1/2, 1/4), so "a"'s bootstrap
+    mean is exactly c0 / 2, and "a" is on top only when c0 == 2: P(top) of "a" = 1/4.
+    Pooled without resampling seeds "a" would be 0.5 in every draw and "b" always on top."""
+    from histoxai.xai_eval.suite import statistics
+
+    rows = {m: {"kind": "method", "resolution": [32, 32]} for m in ("a", "b")}
+    per_patch = seeded_table({0: {"a": 1.0, "b": 0.6}, 1: {"a": 0.0, "b": 0.6}})
+    cfg = XaiEvalConfig(bootstrap=2000)
+    out = statistics(per_patch, rows, (32, 32), cfg, 0, {}).set_index(["metric", "method"])
+    a, b = out.loc[("mass_accuracy", "a")], out.loc[("mass_accuracy", "b")]
+    assert a["mean"] == pytest.approx(0.5)  # the mean is over every seed's patches
+    assert (a["lo"], a["hi"]) == (0.0, 1.0) and (b["lo"], b["hi"]) == (pytest.approx(0.6), pytest.approx(0.6))
+    assert a["p_top"] == pytest.approx(0.25, abs=0.04) and b["p_top"] == pytest.approx(0.75, abs=0.04)
+    draws, codes = stats.cell_weights(per_patch["seed"], per_patch["sample"], 2000, 0)
+    seed_zero = draws.reshape(2000, 2, -1)[:, 0].sum(axis=1) / draws.sum(axis=1)  # c0 / 2 per draw
+    a_rows = (per_patch["method"] == "a").to_numpy()
+    boot = stats.boot_means(per_patch["mass_accuracy"].to_numpy()[a_rows], codes[a_rows], draws)
+    np.testing.assert_allclose(boot, seed_zero)
+    assert set(np.round(boot, 12)) == {0.0, 0.5, 1.0}
+    unseeded = statistics(per_patch.drop(columns="seed"), rows, (32, 32), cfg, 0, {})
+    unseeded = unseeded.set_index(["metric", "method"])
+    assert unseeded.loc[("mass_accuracy", "a"), "hi"] == pytest.approx(0.5)
+    assert unseeded.loc[("mass_accuracy", "b"), "p_top"] == pytest.approx(1.0)
+
+
+def test_a_metric_of_the_first_seed_only_is_bootstrapped_over_its_samples():
+    from histoxai.xai_eval.suite import statistics
+
+    rows = {m: {"kind": "method", "resolution": [32, 32]} for m in ("a", "b")}
+    per_patch = seeded_table({0: {"a": 1.0, "b": 0.6}, 1: {"a": 0.0, "b": 0.6}})
+    cfg = XaiEvalConfig(bootstrap=300)
+    pooled = statistics(per_patch, rows, (32, 32), cfg, 0, {}).set_index(["metric", "method"])
+    first = statistics(per_patch[per_patch["seed"] == 0], rows, (32, 32), cfg, 0, {})
+    first = first.set_index(["metric", "method"])
+    pd.testing.assert_series_equal(
+        pooled.loc["mprt_similarity"]["lo"], first.loc["mprt_similarity"]["lo"], check_exact=True
+    )
+    assert np.isfinite(pooled.loc["mprt_similarity"][["lo", "hi"]].to_numpy()).all()

@@ -107,10 +107,16 @@ def select_ids(
 
 
 def explain_model(
-    cfg: Config, model: nn.Module, info: Mapping[str, Any], group: Group | None = None
+    cfg: Config,
+    model: nn.Module,
+    info: Mapping[str, Any],
+    group: Group | None = None,
+    out: str | Path | None = None,
 ) -> SaliencyStore:
-    """Explain ``model`` (described by ``info``: name, version, uri, run_id, tags, source)
-    as ``cfg.explain`` says, over ``cfg.base.patches_dir``; this worker's share when
+    """Explain ``model`` (described by ``info``: name, version, uri, run_id, tags, source,
+    and for a further training seed ``seed``, ``seeds``, ``checkpoint``) as
+    ``cfg.explain`` says, over ``cfg.base.patches_dir``, into ``out`` (default
+    ``explain.output_dir``, else ``base.saliency_dir``/<name>); this worker's share when
     ``group`` has several."""
     group = group or Group()
     ex = cfg.explain
@@ -122,7 +128,8 @@ def explain_model(
     # The split scheme the model was trained on (a registry version tag), else the config's.
     scheme = str(info.get("split_scheme") or tags.get("split_scheme") or cfg.data.split.scheme)
     ids = select_ids(patches, ex.split, scheme, ex.max_patches, cfg.base.seed)
-    out = Path(ex.output_dir) if ex.output_dir else Path(cfg.base.saliency_dir) / str(info["name"])
+    if out is None:
+        out = Path(ex.output_dir) if ex.output_dir else Path(cfg.base.saliency_dir) / str(info["name"])
     if group.is_main:
         print(
             f"explain: {info.get('uri', ex.model_uri)} ({info.get('source', ex.model_uri)}) on {len(ids)} "
@@ -143,9 +150,39 @@ def explain_model(
             "run_id": str(info.get("run_id", "")),
             "split": ex.split,
             "data_hash": str(tags.get("data_hash", "")),
+            **{k: info[k] for k in ("seed", "seeds", "checkpoint") if k in info},
         },
     )  # fmt: skip
     if group.is_main:
         for pair, t in store.manifest.get("timings", {}).items():
             print(f"  {pair:<40} {t['maps_per_s']:>9.1f} maps/s  {t['seconds']:>8.1f} s")
     return store
+
+
+def explain_seeds(
+    cfg: Config, info: Mapping[str, Any], main: SaliencyStore, group: Group | None = None
+) -> list[SaliencyStore]:
+    """Explain the model of every further training seed of ``explain.model_dir``
+    (``run.json`` ``seeds`` after the first, the registered model's, which ``main``
+    holds): ``seeds/<seed>/model.pt`` on the same patches with the same methods, into
+    the sub-store ``<main>/seeds/<seed>/`` (resumed or replaced like any store).
+    Nothing for a registry model or a single seed."""
+    from histoxai.models import load_checkpoint
+
+    seeds = [int(s) for s in (info.get("run") or {}).get("seeds") or []]
+    stores = []
+    for seed in seeds[1:]:
+        path = Path(cfg.explain.model_dir) / "seeds" / str(seed) / "model.pt"
+        if not path.is_file():
+            raise MissingInputError(
+                f"explain.model_dir={cfg.explain.model_dir!r}: {path} is missing but run.json lists "
+                f"seeds {seeds} (run `histoxai train` again)"
+            )
+        model = load_checkpoint(path)
+        made = getattr(model, "checkpoint_extra", {}).get("seed")
+        if made not in (None, "") and int(made) != seed:
+            raise InputError(f"{path} holds the model of training seed {made}, not {seed}")
+        source = f"model_dir: {path} (training seed {seed}; the registered model is seed {seeds[0]})"
+        seed_info = {**info, "source": source, "seed": seed, "seeds": seeds, "checkpoint": str(path)}
+        stores.append(explain_model(cfg, model, seed_info, group, out=main.root / "seeds" / str(seed)))
+    return stores

@@ -5,7 +5,9 @@ output, so DVC tracks exactly which model is explained) or else the registry mod
 ``explain.model_uri`` (resolved to one version, recorded). Every head of the model (or
 ``explain.targets``) with every variant of ``explain.methods`` on ``explain.split`` of
 the trained split scheme, into a SaliencyStore at ``explain.output_dir`` (default
-``base.saliency_dir``/<registered model name>). A killed run started again redoes at
+``base.saliency_dir``/<registered model name>); a ``model_dir`` trained with several
+``base.seeds`` has each further seed's model explained on the same patches into
+``<store>/seeds/<seed>/`` (``histoxai xai-eval`` pools them). A killed run started again redoes at
 most one chunk per worker; a failed run leaves the previous store intact. The run is
 recorded in MLflow (experiment ``train.experiment``).
 
@@ -29,7 +31,7 @@ from histoxai.config import Config
 
 def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     """Load the model, write its saliency store (this worker's share), log the run."""
-    from histoxai.explain.job import explain_model, load_explained_model
+    from histoxai.explain.job import explain_model, explain_seeds, load_explained_model
     from histoxai.explain.methods import resolve_variants
     from histoxai.tracking import resolve_tracking_uri
     from histoxai.tracking.explain_log import log_explain_store
@@ -40,6 +42,7 @@ def run(cfg: Config, args: argparse.Namespace | None = None) -> Path:
     group = group_from_env(os.environ)
     model, info = load_explained_model(cfg.explain, tracking_uri)
     store = explain_model(cfg, model, info, group)
+    explain_seeds(cfg, info, store, group)
     if group.is_main:
         log_explain_store(tracking_uri, cfg.train.experiment, cfg.explain, store, info)
     return store.root

@@ -8,7 +8,8 @@ Run::
 
 Reads ``data/patches``, the saliency directory (``histoxai explain``) and the model that
 made the maps (the exact registry version in the saliency manifest, or
-``--checkpoint``); writes into ``reports/xai_eval/<saliency dir name>/``
+``--checkpoint``), and pools the maps of further training seeds (``seeds/<seed>/``,
+each with ``seeds/<seed>/model.pt`` beside the checkpoint); writes into ``reports/xai_eval/<saliency dir name>/``
 (``metrics/<target>.json``, ``ranking.json``, ``report.md``, ``tables/*.csv``, ``plots/*.png``)
 as one unit and logs them to the model's MLflow run. A second run on the same report
 directory is refused; a killed run's leftovers are finished or removed by the next one. The library side is ``histoxai.xai_eval``.

@@ -150,6 +150,54 @@ def load_model(sal, checkpoint: str | None, cfg: Config) -> tuple[nn.Module, dic
     return model, info
 
 
+def seed_stores(sal, checkpoint: str | None) -> list[tuple[int, object, Path]]:
+    """(training seed, store, checkpoint) of each further seed's maps: the sub-stores
+    ``<saliency>/seeds/<seed>/`` that ``histoxai explain`` writes for a training output
+    trained with several ``base.seeds``, in the order of their manifest's ``seeds``. The
+    checkpoint is ``seeds/<seed>/model.pt`` beside ``checkpoint``, else the one the
+    sub-store's manifest records; each must be that seed's model of the main store's run.
+    """
+    from histoxai.errors import InputError, MissingInputError
+    from histoxai.explain.store import SaliencyStore
+
+    root = sal.root / "seeds"
+    found = sorted(d for d in root.iterdir() if d.name.isdigit()) if root.is_dir() else []
+    out = []
+    for folder in found:
+        sub, seed = SaliencyStore(folder), int(folder.name)
+        sub.verify()
+        for key in ("model_uri", "model_version", "run_id", "patch_ids", "complete", "score"):
+            if sub.manifest.get(key) != sal.manifest.get(key):
+                raise InputError(
+                    f"{folder}: its manifest's {key} differs from that of {sal.root} (maps of another "
+                    "model, other patches or methods); run `histoxai explain` again"
+                )
+        recorded = sub.manifest.get("checkpoint", "")
+        path = Path(checkpoint).parent / "seeds" / str(seed) / "model.pt" if checkpoint else Path(recorded)
+        if not path.is_file():
+            raise MissingInputError(
+                f"{folder} holds maps of training seed {seed} but its model {path} is missing "
+                "(pass --checkpoint <model dir>/model.pt of the explained training output)"
+            )
+        out.append((seed, sub, path))
+    order = [int(s) for s in out[0][1].manifest.get("seeds") or []] if out else []
+    return sorted(out, key=lambda e: order.index(e[0]) if e[0] in order else len(order) + e[0])
+
+
+def load_seed_model(sub, path: Path, seed: int) -> nn.Module:
+    """The model of training seed ``seed`` (``seeds/<seed>/model.pt`` of a training output)."""
+    from histoxai.errors import InputError
+    from histoxai.models import load_checkpoint
+
+    model = load_checkpoint(path)
+    made = getattr(model, "checkpoint_extra", {}).get("seed")
+    if made not in (None, "") and int(made) != seed:
+        raise InputError(
+            f"{path} is the model of training seed {made}, but {sub.root} holds maps of seed {seed}"
+        )
+    return model
+
+
 def tracking_uri(recorded: str | None) -> str:
     from histoxai.tracking import resolve_tracking_uri
 

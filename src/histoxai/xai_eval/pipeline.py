@@ -14,13 +14,15 @@ from histoxai.xai_eval import inputs
 from histoxai.xai_eval.relevance import score_sign
 from histoxai.xai_eval.resolution import native_resolution
 from histoxai.xai_eval.stability import variant_pairs
-from histoxai.xai_eval.suite import TargetResult, evaluate_target
+from histoxai.xai_eval.suite import TargetResult, evaluate_target, pool_seeds
 
 
 def evaluate_saliency(
     cfg: Config, saliency: str | Path, checkpoint: str | None = None, progress: bool = True
 ) -> tuple[dict[str, TargetResult], dict]:
-    """Evaluate the maps of one saliency directory.
+    """Evaluate the maps of one saliency directory: its maps (the registered model's)
+    and those of each further training seed's model in ``seeds/<seed>/``, pooled
+    (:func:`~histoxai.xai_eval.suite.pool_seeds`).
 
     Returns:
         (target -> :class:`TargetResult`, info: model, store and run facts for the report).
@@ -46,7 +48,6 @@ def evaluate_saliency(
     missing = ids[ids >= len(store)]
     if missing.size:
         raise InputError(f"{sal.root}: patch id {int(missing[0])} is not in the patch store {store.root}")
-    rows = sal.rows(ids)
     samples = store.index["sample"].to_numpy()[ids].astype(str)
     raw_images = store.images(ids)
     images = torch.from_numpy(raw_images).permute(0, 3, 1, 2).float().div(255.0).to(device)
@@ -58,36 +59,57 @@ def evaluate_saliency(
     size = tuple(images.shape[-2:])
     records = _ablations(store, ids, samples, x.intervention_patches, x.intervention_objects, seed)
 
-    results: dict[str, TargetResult] = {}
-    truths = {}
-    for target in [t for t in sal.targets if t in model.targets]:
-        variants = [v for v in sal.variants if sal.is_complete(target, v)]
-        if not variants:
-            print(f"xai-eval: warning: no complete maps for target {target} in {sal.root}; skipped")
-            continue
-        head = model.targets.index(target)
-        meta = sal.meta[sal.meta["target"] == target].set_index("patch_id").reindex(ids)
-        y = meta["y"].to_numpy(np.float64)
-        truth = truths[target] = load_truth(store, ids, target)
-        res = {v: native_resolution(sal, v, sal.variants[v], model, size, device) for v in variants}
+    further = inputs.seed_stores(sal, checkpoint)
+    first = int((further[0][1].manifest.get("seeds") or [seed])[0]) if further else cfg.base.seed_list()[0]
+    truths: dict = {}
 
-        def explain_for(variant: str, pos: np.ndarray, _head=head, _y=y):
-            from histoxai.xai_eval.relevance import base_variant
+    def evaluate_store(maps_of: SaliencyStore, net: torch.nn.Module, checks: bool) -> dict[str, TargetResult]:
+        """Every target of one trained model's maps; ``checks``: also the model checks
+        (sanity, robustness, interventions), the variant agreement and the shortcut
+        report (the first seed's model only: each re-explains or re-renders)."""
+        results: dict[str, TargetResult] = {}
+        rows = maps_of.rows(ids)
+        for target in [t for t in maps_of.targets if t in net.targets]:
+            variants = [v for v in maps_of.variants if maps_of.is_complete(target, v)]
+            if not variants:
+                print(f"xai-eval: warning: no complete maps for target {target} in {maps_of.root}; skipped")
+                continue
+            head = net.targets.index(target)
+            meta = maps_of.meta[maps_of.meta["target"] == target].set_index("patch_id").reindex(ids)
+            y = meta["y"].to_numpy(np.float64)
+            if target not in truths:
+                truths[target] = load_truth(store, ids, target)
+            res = {v: native_resolution(maps_of, v, maps_of.variants[v], net, size, device) for v in variants}
 
-            return inputs.explainer(sal.variants[base_variant(variant)], _head, score, _y[pos], seed)
+            def explain_for(variant: str, pos: np.ndarray, _head=head, _y=y):
+                from histoxai.xai_eval.relevance import base_variant
 
-        effects = None
-        if records:
-            from histoxai.xai_eval.intervention import object_effects
+                return inputs.explainer(maps_of.variants[base_variant(variant)], _head, score, _y[pos], seed)
 
-            effects = object_effects(records, _scorer(model, head, score_sign(score)), device, x.batch_size)
-        results[target] = evaluate_target(
-            model, target, images, {v: sal.read(target, v, rows) for v in variants},
-            patch_ids=ids, samples=samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
-            score=score, resolutions=res, cfg=x, seed=seed, truth=truth, explain_for=explain_for,
-            variant_pairs=[p for p in pairs if p[0] in variants and p[1] in variants], shortcut_cue=cue,
-            effects=effects, progress=progress,
-        )  # fmt: skip
+            effects = None
+            if records and checks:
+                from histoxai.xai_eval.intervention import object_effects
+
+                effects = object_effects(records, _scorer(net, head, score_sign(score)), device, x.batch_size)
+            results[target] = evaluate_target(
+                net, target, images, {v: maps_of.read(target, v, rows) for v in variants},
+                patch_ids=ids, samples=samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
+                score=score, resolutions=res, cfg=x, seed=seed, truth=truths[target],
+                explain_for=explain_for if checks else None, shortcut_cue=cue if checks else None,
+                variant_pairs=[p for p in pairs if p[0] in variants and p[1] in variants] if checks else [],
+                effects=effects, progress=progress,
+            )  # fmt: skip
+        return results
+
+    per_seed = {first: evaluate_store(sal, model, checks=True)}
+    for train_seed, sub, path in further:  # the same patches, targets and methods (seed_stores)
+        sub_model = inputs.load_seed_model(sub, path, train_seed)
+        sub_model = sub_model.to(device).eval().to(memory_format=torch.channels_last)
+        per_seed[train_seed] = evaluate_store(sub, sub_model, checks=False)
+    results = {
+        t: pool_seeds({s: r[t] for s, r in per_seed.items()}, size, x, seed, truths[t] is not None)
+        for t in per_seed[first]
+    }
     if not results:
         raise ValueError(
             f"{sal.root}: no target of the model {tuple(model.targets)} has complete saliency maps"
@@ -101,17 +123,28 @@ def evaluate_saliency(
         "device": str(device), "seed": seed,
         "ground truth": f"signed, from the phantom's formulas ({source})" if source else "none (tissue classes by colour deconvolution)",
         "intervention": f"{len({r[0] for r in records})} patches re-rendered" if records else "not run",
-        "intervals and P(top)": _uncertainty(cfg.base.seed_list()),
+        "seeds": ", ".join(map(str, per_seed)),
+        "intervals and P(top)": _uncertainty(list(per_seed), cfg.base.seed_list()),
     }  # fmt: skip
     return results, info
 
 
-def _uncertainty(seeds: tuple[int, ...]) -> str:
-    """What the intervals and P(top) vary over: patches (by sample), not training seeds."""
-    text = "cluster bootstrap of samples over the scored patches of one trained model"
-    if len(seeds) > 1:
+def _uncertainty(pooled: list[int], configured: tuple[int, ...]) -> str:
+    """What the intervals and P(top) vary over: samples, and the training seeds whose
+    models' maps are pooled (``pooled``, the registered model's first)."""
+    if len(pooled) > 1:
+        return (
+            f"cluster bootstrap over (training seed, sample) cells: each draw resamples the {len(pooled)} "
+            f"trained models (seeds {pooled}) and the samples with replacement; means over every seed's "
+            f"scored patches. The sanity cascade, robustness and intervention checks, the curves, tissue "
+            f"shares, nuclei, variant agreement and shortcut tables are of the first seed's model "
+            f"(seed {pooled[0]}) only"
+        )
+    text = f"cluster bootstrap of samples over the scored patches of one trained model (seed {pooled[0]})"
+    if len(configured) > 1:
         text += (
-            f" (the first of base.seeds {list(seeds)}; the other seeds' models are not explained or pooled)"
+            f"; base.seeds is {list(configured)} but the saliency directory holds one model's maps "
+            "(`histoxai explain` of a training output explains every seed into seeds/<seed>/)"
         )
     return text
 

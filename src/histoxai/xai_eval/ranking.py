@@ -8,8 +8,8 @@ Rule (also written into every report, see :data:`VERDICT_RULE`):
    ``road``, randomisation ``mprt_similarity``, robustness ``max_sensitivity``. The
    verdict reads localisation (faithfulness when the store has no ground truth).
 2. Methods are ordered by P(top), the share of cluster-bootstrap draws (samples
-   resampled) in which the method has the best primary score, then by the mean; no
-   name order ever decides.
+   resampled, and training seeds where several models' maps are pooled) in which the
+   method has the best primary score, then by the mean; no name order ever decides.
 3. The sanity gate: a method that fails cascading randomisation (Adebayo et al. 2018;
    similarity of |map| not below the threshold at every block) cannot be named.
 4. The first method that passes is the top; every passing method whose interval
@@ -36,7 +36,8 @@ PROPERTIES: tuple[str, ...] = ("localisation", "faithfulness", "randomisation", 
 VERDICT_RULE = (
     "Primary metrics: localisation `mass_accuracy`, faithfulness `road`, randomisation `mprt_similarity`, "
     "robustness `max_sensitivity`. The verdict reads the localisation primary (faithfulness without ground "
-    "truth): methods are ordered by P(top) over a cluster bootstrap of samples, then by the mean; methods that "
+    "truth): methods are ordered by P(top) over a cluster bootstrap of samples (of (training seed, sample) cells "
+    "when several trained models' maps are pooled), then by the mean; methods that "
     "fail the randomisation sanity check cannot be named; methods whose intervals overlap the top's are a tie; "
     "the top must reach the oracle-normalised bar at its own native resolution, else no method is named."
 )

@@ -7,11 +7,13 @@ in ``dvc.yaml``):
 - ``metrics/<target>.json``: the headline (DVC metrics, one small file per target so
   ``dvc metrics show`` fits 120 columns): the verdict's top method (or ``tie``/``none``),
   the leader's primary score with interval and its normalised score.
-- ``ranking.json``: per target the verdict and the methods in order (the dashboard).
+- ``ranking.json``: the pooled training seeds and per target the verdict and the
+  methods in order (the dashboard).
 - ``report.md``: the verdict, rule, per-property tables, tissue shares, sanity cascade,
   per-nucleus analysis.
 - ``tables/``: CSV per target: ``stats_<t>.csv`` (every metric with intervals),
-  ``per_patch_<t>.csv``, ``shares_by_bin_<t>.csv``, ``nuclei_<t>.csv``,
+  ``per_patch_<t>.csv`` (a ``seed`` column: the training seed of the model whose maps a
+  row scores), ``shares_by_bin_<t>.csv``, ``nuclei_<t>.csv``,
   ``nuclei_summary_<t>.csv``; ``plots/``: PNG per target.
 """
 
@@ -74,8 +76,11 @@ def flat_metrics(results: Mapping[str, TargetResult]) -> dict[str, float]:
 
 
 def ranking(results: Mapping[str, TargetResult]) -> dict:
-    """``ranking.json``: rule and per target the verdict and the ordered methods."""
-    out: dict = {"rule": VERDICT_RULE, "targets": {}}
+    """``ranking.json``: rule, the training seeds whose models' maps are pooled
+    (``seeds``, the registered model's first) and per target the verdict and the
+    ordered methods."""
+    seeds = next((r.seeds for r in results.values() if r.seeds), [])
+    out: dict = {"rule": VERDICT_RULE, "seeds": list(seeds), "targets": {}}
     for target, res in results.items():
         v = res.verdict
         methods = []
@@ -215,7 +220,8 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
     lines += [
         "Relevance is signed: positive where a pixel's content supports a higher prediction (the map for "
         "score `higher`, its negation for `lower`); `|abs` rows, when present, are |map|. Every score comes "
-        "with a 95 % cluster-bootstrap interval (samples resampled). `norm` = (s − random_res) / "
+        "with a 95 % cluster-bootstrap interval (samples resampled; with several training seeds, (seed, "
+        "sample) cells: see **intervals and P(top)** above). `norm` = (s − random_res) / "
         "(oracle_res − random_res) against a smooth random map and the ground truth pooled to the method's "
         "native resolution `res` (1: as good as any map of that resolution can be; 0: chance). Reference rows: "
         "`random`/`oracle` at full and at each method's resolution (`@hxw`), `sobel` (edges) and `darkness` "

@@ -1,10 +1,14 @@
-"""Cluster bootstrap by sample: intervals, paired comparisons, P(top), the verdict.
+"""Cluster bootstrap by sample (and training seed): intervals, paired comparisons, P(top).
 
 Patches of one sample share stain, blur and tissue parameters, so they are not
 independent; every interval resamples *samples* with replacement (cluster bootstrap)
-and recomputes each row's mean over the patches of the drawn samples. All rows are
-resampled with the same draws, so differences between two rows are paired, and
-normalised scores (s − random_res) / (oracle_res − random_res) are computed per draw.
+and recomputes each row's mean over the patches of the drawn samples. When the maps of
+several trained models (``base.seeds``) are pooled, the unit is the (training seed,
+sample) cell: a draw also resamples the seeds with replacement, and a cell's weight is
+its seed's count times its sample's count (:func:`cell_weights`; with one seed the
+draws are exactly :func:`sample_weights`'). All rows are resampled with the same
+draws, so differences between two rows are paired, and normalised scores
+(s − random_res) / (oracle_res − random_res) are computed per draw.
 """
 
 from __future__ import annotations
@@ -21,6 +25,35 @@ def sample_weights(samples: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndar
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)
     return draws.astype(np.float64), codes
+
+
+def cell_weights(
+    seeds: np.ndarray, samples: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster bootstrap over (training seed, sample) cells.
+
+    A draw resamples the K distinct ``seeds`` and, independently, the S distinct
+    ``samples`` with replacement; cell (k, s) weighs seed count × sample count, so a
+    row's mean over a draw is over the patches of the drawn cells. The sample draws are
+    those of :func:`sample_weights` (same ``seed``), the seed draws come from a stream
+    of their own: with one training seed every weight is the sample count.
+
+    Args:
+        seeds: (B,) training seed of each per-patch row.
+        samples: (B,) sample of each row.
+        n_boot: number of draws.
+        seed: ``base.seed``.
+
+    Returns:
+        (draws (n_boot, K*S) cell weights, codes (B,) cell of each row = seed index * S +
+        sample index).
+    """
+    sample_draws, sample_codes = sample_weights(samples, n_boot, seed)
+    names, seed_codes = np.unique(np.asarray(seeds), return_inverse=True)
+    rng = np.random.default_rng([seed, 1])
+    seed_draws = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)
+    draws = seed_draws.astype(np.float64)[:, :, None] * sample_draws[:, None, :]
+    return draws.reshape(n_boot, -1), seed_codes * sample_draws.shape[1] + sample_codes
 
 
 def boot_means(values: np.ndarray, codes: np.ndarray, draws: np.ndarray) -> np.ndarray:
@@ -74,23 +107,26 @@ def paired(boot_a: np.ndarray, boot_b: np.ndarray, confidence: float) -> dict[st
 
 
 def summarise(
-    per_patch: pd.DataFrame, metric: str, codes_of: Mapping[int, int], draws: np.ndarray, confidence: float
+    per_patch: pd.DataFrame, metric: str, codes: np.ndarray, draws: np.ndarray, confidence: float
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Mean, interval and bootstrap draws of ``metric`` per row (``method`` column).
+    """Mean (over every per-patch row), interval and bootstrap draws of ``metric`` per
+    row name (``method`` column).
 
     Args:
-        per_patch: rows with ``method``, ``patch_id`` and the metric column.
+        per_patch: rows with ``method`` and the metric column.
         metric: column to summarise.
-        codes_of: patch id -> sample code.
-        draws: (n_boot, S) sample counts (:func:`sample_weights`).
+        codes: (len(per_patch),) bootstrap cell of each row, in row order
+            (:func:`sample_weights` or :func:`cell_weights`).
+        draws: (n_boot, cells) weights of the cells.
         confidence: interval level.
     """
     rows, boots = [], {}
+    codes = np.asarray(codes)
+    per_patch = per_patch.reset_index(drop=True)  # the index is the row position in ``codes``
     for method, part in per_patch.groupby("method", sort=False):
         if metric not in part or not np.isfinite(part[metric].to_numpy(np.float64)).any():
             continue
-        codes = np.array([codes_of[int(p)] for p in part["patch_id"]])
-        b = boot_means(part[metric].to_numpy(np.float64), codes, draws)
+        b = boot_means(part[metric].to_numpy(np.float64), codes[part.index.to_numpy()], draws)
         boots[method] = b
         lo, hi = interval(b, confidence)
         rows.append({"method": method, "mean": float(np.nanmean(part[metric])), "lo": lo, "hi": hi,

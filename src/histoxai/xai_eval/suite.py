@@ -14,7 +14,7 @@ normalised score reads the references of its own resolution.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,8 @@ class TargetResult:
     """Everything measured for one target.
 
     Attributes:
-        per_patch: one row per (row name, patch): method, patch_id, sample, y,
+        per_patch: one row per (row name, patch) (and training seed: ``seed``, after
+            :func:`pool_seeds`): method, patch_id, sample, y,
             abs_delta, every per-patch metric, ``share_<class>``.
         rows: row name -> ``{"kind": "method"|"reference", "resolution": [h, w]}``.
         stats: one row per (method, metric): mean, lo, hi, n, and for normalised
@@ -57,6 +58,8 @@ class TargetResult:
         agreement: one row per pair of variants of the same method.
         shortcut: border-band report or None.
         nuclei: per-nucleus ratio table (methods), ``nuclei_summary`` its summary.
+        seeds: training seeds whose models' maps ``per_patch`` and ``stats`` pool
+            (:func:`pool_seeds`; empty: one model, seed not recorded).
     """
 
     target: str
@@ -73,6 +76,7 @@ class TargetResult:
     shortcut: pd.DataFrame | None = None
     nuclei: pd.DataFrame = field(default_factory=pd.DataFrame)
     nuclei_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seeds: list[int] = field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
@@ -250,6 +254,35 @@ def evaluate_target(
     return result
 
 
+def pool_seeds(
+    results: Mapping[int, TargetResult], size, cfg: XaiEvalConfig, seed: int, has_truth: bool
+) -> TargetResult:
+    """One target's results of several trained models (training seed -> result, the
+    registered model's first) as one: the per-patch tables of every seed (``seed``
+    column), and the statistics and verdict over all of them ((seed, sample) cells
+    resampled, means over every seed's patches). The rest (curves, tissue shares,
+    sanity cascade, nuclei, agreement, shortcut) stays the first seed's.
+
+    Args:
+        results: training seed -> :func:`evaluate_target` of that seed's model and maps.
+        size: (h, w) of the patches.
+        cfg: the ``xai_eval`` config section.
+        seed: ``base.seed``.
+        has_truth: the maps were scored against ground truth (the verdict reads localisation).
+    """
+    first = next(iter(results.values()))
+    frames = [r.per_patch.drop(columns="seed", errors="ignore") for r in results.values()]
+    per_patch = pd.concat(
+        [f.assign(seed=int(s))[["method", "seed", *f.columns[1:]]] for s, f in zip(results, frames)],
+        ignore_index=True,
+    )
+    stats_table = statistics(per_patch, first.rows, size, cfg, seed, first.passes_sanity)
+    return replace(
+        first, per_patch=per_patch, stats=stats_table, seeds=[int(s) for s in results],
+        verdict=verdict(stats_table, first.rows, first.passes_sanity, cfg, has_truth),
+    )  # fmt: skip
+
+
 def _model_checks(
     model, images, rows, explain_for, patch_ids, samples, cfg, seed, result, progress
 ) -> list[pd.DataFrame]:
@@ -308,18 +341,33 @@ def statistics(
 ) -> pd.DataFrame:
     """Cluster-bootstrap summary of every declared metric (see :mod:`~histoxai.xai_eval.stats`).
 
+    With a ``seed`` column (maps of several trained models, :func:`pool_seeds`) the
+    bootstrap resamples (training seed, sample) cells; a metric measured on some seeds
+    only (the first seed's sanity, robustness and intervention checks) resamples the
+    cells of those seeds.
+
     ``p_top`` is among all methods; ``p_top_named`` among the methods that may be named
     (those that pass the randomisation sanity check), which is what the verdict reads."""
     passes_sanity = passes_sanity or {}
-    samples = per_patch.drop_duplicates("patch_id").set_index("patch_id")["sample"]
-    draws, codes = stats.sample_weights(samples.to_numpy(), cfg.bootstrap, seed)
-    codes_of = dict(zip(samples.index.astype(int), codes))
+    per_patch = per_patch.reset_index(drop=True)
+    seeds = per_patch["seed"].to_numpy() if "seed" in per_patch else np.zeros(len(per_patch), np.int64)
+    cells: dict[tuple, tuple] = {}  # seeds a metric was measured on -> (rows, draws, codes)
     out = []
     methods = [r for r, v in rows.items() if v["kind"] == "method"]
     for metric, meta in METRICS.items():
         if metric not in per_patch.columns:
             continue
-        table, boots = stats.summarise(per_patch, metric, codes_of, draws, cfg.confidence)
+        measured = tuple(np.unique(seeds[np.isfinite(per_patch[metric].to_numpy(np.float64))]))
+        if not measured:  # no finite value
+            continue
+        if measured not in cells:  # the first seed's checks: its cells only
+            keep = np.isin(seeds, measured)
+            draws, codes = stats.cell_weights(
+                seeds[keep], per_patch["sample"].to_numpy()[keep], cfg.bootstrap, seed
+            )
+            cells[measured] = (keep, draws, codes)
+        keep, draws, codes = cells[measured]
+        table, boots = stats.summarise(per_patch[keep], metric, codes, draws, cfg.confidence)
         if not len(table):
             continue
         table = table.assign(metric=metric, family=meta.family, primary=meta.primary)
