@@ -24,6 +24,7 @@ Run (minutes per model and seed on a 2-core CPU)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
 from functools import partial
@@ -54,9 +55,12 @@ def build_store(params: str, overrides: list[str]) -> PatchStore:
 
 
 def polynomial(store: PatchStore, scheme: str) -> pd.DataFrame:
-    """The polynomial baseline of every target, cached beside the store (it counts nuclei
-    in every patch, minutes at 128 px)."""
-    path = store.root.parent / f"bench-baseline-{scheme}.parquet"
+    """The polynomial baseline of every target, cached in the temporary folder under the
+    store's index digest (it counts nuclei in every patch, minutes at 128 px); nothing is
+    written into a store given with ``--store``."""
+    digest = hashlib.sha256((store.root / "index.parquet").read_bytes()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "histoxai-bench-r2" / f"baseline-{digest}-{scheme}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return pd.read_parquet(path)
     base = baseline_predictions(store, scheme, [t for t in ("md", "fa", "cc") if t in store.targets])
