@@ -178,10 +178,7 @@ def explain_seeds(
                 f"explain.model_dir={cfg.explain.model_dir!r}: {path} is missing but run.json lists "
                 f"seeds {seeds} (run `histoxai train` again)"
             )
-        model = load_checkpoint(path)
-        made = getattr(model, "checkpoint_extra", {}).get("seed")
-        if made not in (None, "") and int(made) != seed:
-            raise InputError(f"{path} holds the model of training seed {made}, not {seed}")
+        model = load_checkpoint(path, seed=seed)
         source = f"model_dir: {path} (training seed {seed}; the registered model is seed {seeds[0]})"
         seed_info = {**info, "source": source, "seed": seed, "seeds": seeds, "checkpoint": str(path)}
         stores.append(explain_model(cfg, model, seed_info, group, out=main.root / "seeds" / str(seed)))

@@ -47,10 +47,14 @@ def save_checkpoint(path: str | Path, model: Regressor, cfg: ModelConfig, extra:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Regressor:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", seed: int | None = None
+) -> Regressor:
     """Rebuild the regressor saved by :func:`save_checkpoint` (in eval mode).
 
     The backbone is built without pretrained weights; every weight comes from the file.
+    ``seed``: the file must hold the model of that training seed (``seeds/<seed>/model.pt``
+    of a training output; a checkpoint that records no seed is accepted).
     """
     path = Path(path)
     if not path.is_file():
@@ -69,4 +73,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model = build_regressor(cfg, payload["target_mean"], payload["target_std"], payload["stain_reference"])
     model.load_state_dict(payload["state_dict"])
     model.checkpoint_extra = payload.get("extra", {})
+    made = model.checkpoint_extra.get("seed")
+    if seed is not None and made not in (None, "") and int(made) != int(seed):
+        raise InputError(f"{path} holds the model of training seed {made}, not {seed}")
     return model.eval()

@@ -184,20 +184,6 @@ def seed_stores(sal, checkpoint: str | None) -> list[tuple[int, object, Path]]:
     return sorted(out, key=lambda e: order.index(e[0]) if e[0] in order else len(order) + e[0])
 
 
-def load_seed_model(sub, path: Path, seed: int) -> nn.Module:
-    """The model of training seed ``seed`` (``seeds/<seed>/model.pt`` of a training output)."""
-    from histoxai.errors import InputError
-    from histoxai.models import load_checkpoint
-
-    model = load_checkpoint(path)
-    made = getattr(model, "checkpoint_extra", {}).get("seed")
-    if made not in (None, "") and int(made) != seed:
-        raise InputError(
-            f"{path} is the model of training seed {made}, but {sub.root} holds maps of seed {seed}"
-        )
-    return model
-
-
 def tracking_uri(recorded: str | None) -> str:
     from histoxai.tracking import resolve_tracking_uri
 

@@ -29,6 +29,7 @@ def evaluate_saliency(
     """
     from histoxai.data.store import PatchStore
     from histoxai.explain.store import SaliencyStore
+    from histoxai.models import load_checkpoint
     from histoxai.xai_eval.tissue import labels_from_colour, labels_from_masks
     from histoxai.xai_eval.truth import load_truth
 
@@ -103,7 +104,7 @@ def evaluate_saliency(
 
     per_seed = {first: evaluate_store(sal, model, checks=True)}
     for train_seed, sub, path in further:  # the same patches, targets and methods (seed_stores)
-        sub_model = inputs.load_seed_model(sub, path, train_seed)
+        sub_model = load_checkpoint(path, seed=train_seed)
         sub_model = sub_model.to(device).eval().to(memory_format=torch.channels_last)
         per_seed[train_seed] = evaluate_store(sub, sub_model, checks=False)
     results = {
