@@ -3,18 +3,25 @@ target, return the results and facts for the report (``histoxai xai-eval``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from histoxai.config import Config
+from histoxai.config import Config, XaiEvalConfig
 from histoxai.errors import InputError
 from histoxai.xai_eval import inputs
-from histoxai.xai_eval.relevance import score_sign
+from histoxai.xai_eval.relevance import base_variant, score_sign
 from histoxai.xai_eval.resolution import native_resolution
 from histoxai.xai_eval.stability import variant_pairs
 from histoxai.xai_eval.suite import TargetResult, evaluate_target, pool_seeds
+
+if TYPE_CHECKING:
+    from histoxai.data.store import PatchStore
+    from histoxai.explain.store import SaliencyStore
 
 
 def evaluate_saliency(
@@ -31,7 +38,6 @@ def evaluate_saliency(
     from histoxai.explain.store import SaliencyStore
     from histoxai.models import load_checkpoint
     from histoxai.xai_eval.tissue import labels_from_colour, labels_from_masks
-    from histoxai.xai_eval.truth import load_truth
 
     x, seed = cfg.xai_eval, cfg.base.seed
     sal = SaliencyStore(saliency)
@@ -57,65 +63,25 @@ def evaluate_saliency(
     cue = inputs.shortcut_cue(store, ids, x.shortcut)
     score = sal.manifest.get("score", cfg.explain.score)
     pairs = variant_pairs(sal.variants)
-    size = tuple(images.shape[-2:])
     records = _ablations(store, ids, samples, x.intervention_patches, x.intervention_objects, seed)
 
+    run = Run(x, seed, store, ids, samples, images, labels, cue, score, pairs, records, device, progress)
     further = inputs.seed_stores(sal, checkpoint)
     first = int((further[0][1].manifest.get("seeds") or [seed])[0]) if further else cfg.base.seed_list()[0]
-    truths: dict = {}
-
-    def evaluate_store(maps_of: SaliencyStore, net: torch.nn.Module, checks: bool) -> dict[str, TargetResult]:
-        """Every target of one trained model's maps; ``checks``: also the model checks
-        (sanity, robustness, interventions), the variant agreement and the shortcut
-        report (the first seed's model only: each re-explains or re-renders)."""
-        results: dict[str, TargetResult] = {}
-        rows = maps_of.rows(ids)
-        for target in [t for t in maps_of.targets if t in net.targets]:
-            variants = [v for v in maps_of.variants if maps_of.is_complete(target, v)]
-            if not variants:
-                print(f"xai-eval: warning: no complete maps for target {target} in {maps_of.root}; skipped")
-                continue
-            head = net.targets.index(target)
-            meta = maps_of.meta[maps_of.meta["target"] == target].set_index("patch_id").reindex(ids)
-            y = meta["y"].to_numpy(np.float64)
-            if target not in truths:
-                truths[target] = load_truth(store, ids, target)
-            res = {v: native_resolution(maps_of, v, maps_of.variants[v], net, size, device) for v in variants}
-
-            def explain_for(variant: str, pos: np.ndarray, _head=head, _y=y):
-                from histoxai.xai_eval.relevance import base_variant
-
-                return inputs.explainer(maps_of.variants[base_variant(variant)], _head, score, _y[pos], seed)
-
-            effects = None
-            if records and checks:
-                from histoxai.xai_eval.intervention import object_effects
-
-                effects = object_effects(records, _scorer(net, head, score_sign(score)), device, x.batch_size)
-            results[target] = evaluate_target(
-                net, target, images, {v: maps_of.read(target, v, rows) for v in variants},
-                patch_ids=ids, samples=samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64), labels=labels,
-                score=score, resolutions=res, cfg=x, seed=seed, truth=truths[target],
-                explain_for=explain_for if checks else None, shortcut_cue=cue if checks else None,
-                variant_pairs=[p for p in pairs if p[0] in variants and p[1] in variants] if checks else [],
-                effects=effects, progress=progress,
-            )  # fmt: skip
-        return results
-
-    per_seed = {first: evaluate_store(sal, model, checks=True)}
+    per_seed = {first: evaluate_model(run, sal, model, checks=True)}
     for train_seed, sub, path in further:  # the same patches, targets and methods (seed_stores)
         sub_model = load_checkpoint(path, seed=train_seed)
         sub_model = sub_model.to(device).eval().to(memory_format=torch.channels_last)
-        per_seed[train_seed] = evaluate_store(sub, sub_model, checks=False)
+        per_seed[train_seed] = evaluate_model(run, sub, sub_model, checks=False)
     results = {
-        t: pool_seeds({s: r[t] for s, r in per_seed.items()}, size, x, seed, truths[t] is not None)
+        t: pool_seeds({s: r[t] for s, r in per_seed.items()}, run.size, x, seed, run.truths[t] is not None)
         for t in per_seed[first]
     }
     if not results:
         raise ValueError(
             f"{sal.root}: no target of the model {tuple(model.targets)} has complete saliency maps"
         )
-    source = next((t.source for t in truths.values() if t is not None), None)
+    source = next((t.source for t in run.truths.values() if t is not None), None)
     info = {
         "model": info.get("name"), "model_version": info.get("version"), "model_uri": info.get("uri"),
         "run_id": info.get("run_id"), "saliency": str(sal.root), "patch store": str(store.root),
@@ -128,6 +94,81 @@ def evaluate_saliency(
         "intervals and P(top)": _uncertainty(list(per_seed), cfg.base.seed_list()),
     }  # fmt: skip
     return results, info
+
+
+@dataclass
+class Run:
+    """What every trained model's maps are scored on: the settings, the patches and the
+    checks' inputs (one per ``evaluate_saliency`` call; ``truths`` filled per target)."""
+
+    cfg: XaiEvalConfig
+    seed: int
+    store: PatchStore
+    ids: np.ndarray
+    samples: np.ndarray
+    images: torch.Tensor
+    labels: np.ndarray
+    cue: np.ndarray | None
+    score: str
+    pairs: list
+    records: list
+    device: torch.device
+    progress: bool
+    truths: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+
+def evaluate_model(
+    run: Run, maps_of: SaliencyStore, net: torch.nn.Module, checks: bool
+) -> dict[str, TargetResult]:
+    """Every target of one trained model's maps; ``checks``: also the model checks
+    (sanity, robustness, interventions), the variant agreement and the shortcut report
+    (the first seed's model only: each re-explains or re-renders)."""
+    from histoxai.xai_eval.truth import load_truth
+
+    x, ids = run.cfg, run.ids
+    results: dict[str, TargetResult] = {}
+    rows = maps_of.rows(ids)
+    for target in [t for t in maps_of.targets if t in net.targets]:
+        variants = [v for v in maps_of.variants if maps_of.is_complete(target, v)]
+        if not variants:
+            print(f"xai-eval: warning: no complete maps for target {target} in {maps_of.root}; skipped")
+            continue
+        head = net.targets.index(target)
+        meta = maps_of.meta[maps_of.meta["target"] == target].set_index("patch_id").reindex(ids)
+        y = meta["y"].to_numpy(np.float64)
+        if target not in run.truths:
+            run.truths[target] = load_truth(run.store, ids, target)
+        res = {
+            v: native_resolution(maps_of, v, maps_of.variants[v], net, run.size, run.device) for v in variants
+        }
+        effects = None
+        if run.records and checks:
+            from histoxai.xai_eval.intervention import object_effects
+
+            scorer = _scorer(net, head, score_sign(run.score))
+            effects = object_effects(run.records, scorer, run.device, x.batch_size)
+        explain_for = partial(_explainer_for, maps_of.variants, head, run.score, y, run.seed)
+        results[target] = evaluate_target(
+            net, target, run.images, {v: maps_of.read(target, v, rows) for v in variants},
+            patch_ids=ids, samples=run.samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64),
+            labels=run.labels, score=run.score, resolutions=res, cfg=x, seed=run.seed,
+            truth=run.truths[target], explain_for=explain_for if checks else None,
+            shortcut_cue=run.cue if checks else None,
+            variant_pairs=[p for p in run.pairs if p[0] in variants and p[1] in variants] if checks else [],
+            effects=effects, progress=run.progress,
+        )  # fmt: skip
+    return results
+
+
+def _explainer_for(
+    variants: dict, head: int, score: str, y: np.ndarray, seed: int, variant: str, pos: np.ndarray
+):
+    """The explainer of ``variant`` (its ``|abs`` row: the base variant's) on rows ``pos``."""
+    return inputs.explainer(variants[base_variant(variant)], head, score, y[pos], seed)
 
 
 def _uncertainty(pooled: list[int], configured: tuple[int, ...]) -> str:
