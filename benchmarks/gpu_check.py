@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from concurrent.futures import ProcessPoolExecutor
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -176,8 +176,12 @@ def main() -> None:
         "--shrink", action="store_true", default=os.environ.get("HISTOXAI_GPU_CHECK_SHRINK") == "1"
     )
     parser.add_argument("--workdir", default="", help="where the phantom and maps go (default: a temp dir)")
-    parser.add_argument("--samples", type=int, default=0, help="phantom samples (default 16; 2 with --shrink)")
-    parser.add_argument("--passes", type=int, default=0, help="noise copies / steps (default 30; 4 with --shrink)")
+    parser.add_argument(
+        "--samples", type=int, default=0, help="phantom samples (default 16; 2 with --shrink)"
+    )
+    parser.add_argument(
+        "--passes", type=int, default=0, help="noise copies / steps (default 30; 4 with --shrink)"
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.shrink else "cpu")
     if args.shrink:
