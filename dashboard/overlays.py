@@ -25,7 +25,7 @@ import io
 import threading
 import zlib
 from collections import OrderedDict
-from functools import _CacheInfo, cache, lru_cache
+from functools import _CacheInfo, cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -260,7 +260,7 @@ class Renderer:
         self.patch_sheet = Memo(self._patch_sheet, cache_size)
         self.overlay_sheet = Memo(self._overlay_sheet, cache_size)
         self.mask_sheet = Memo(self._mask_sheet, cache_size)
-        self.legend_png = lru_cache(maxsize=256)(self._legend_png)
+        self.legend_png = Memo(self._legend_png, 256)
         self._warming = threading.Lock()
 
     def warm(self, source: str, target: str, variant: str, pages, display: tuple) -> bool:
