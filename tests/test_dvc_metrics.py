@@ -21,7 +21,7 @@ from histoxai.xai_eval.relevance import ABS_SUFFIX
 from histoxai.xai_eval.report import HEADLINE_STATS
 
 DVC = str(Path(sys.executable).parent / "dvc")  # the venv's, whether or not on PATH
-WIDTH = 120
+WIDTH = 130  # the widest xai_eval row: a 19-character method name at 128x128, every number negative
 
 
 def _metrics_dirs(dvc_yaml: dict) -> dict[str, str]:
@@ -46,7 +46,11 @@ def test_dvc_metrics_show_fits_120_columns(tmp_path, repo_root):
     assert all(p.endswith("/metrics") for p in declared.values())  # a folder: one file per target
     rows = {
         "evaluate": dict.fromkeys(HEADLINE, -0.123),
-        "xai_eval": {"top": _longest_method(params), **dict.fromkeys(HEADLINE_STATS, -0.123)},
+        "xai_eval": {
+            "top": _longest_method(params),
+            "res": "128x128",
+            **dict.fromkeys(HEADLINE_STATS, -0.123),
+        },
     }
     for key, targets in dvc_yaml["vars"][0]["models"].items():
         for stage, folder in declared.items():

@@ -65,11 +65,13 @@ def test_report_is_written_inside_the_directory_and_the_headline_is_small(result
     }  # fmt: skip
     metrics = json.loads((out / "metrics" / "cc.json").read_text())
     assert (
-        set(metrics) <= {"top", "score", "lo", "hi", "norm"}
+        set(metrics) <= {"top", "res", "score", "lo", "hi", "norm"}
         and metrics["lo"] <= metrics["score"] <= metrics["hi"]
     )
     v = result.verdict
     assert metrics["top"] == (v["top"] if v["status"] == "method" else v["status"])
+    h, w = result.rows[v["top"]]["resolution"]
+    assert metrics["res"] == f"{h}x{w}"  # the leader's native map resolution
     rank = json.loads((out / "ranking.json").read_text())
     entry = rank["targets"]["cc"]
     assert entry["methods"][0]["method"] in ("truth", "truth|abs", "anti|abs")

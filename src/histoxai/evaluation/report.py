@@ -6,7 +6,7 @@ Every R² is given three ways (``r2``, ``ev``, ``r2within``; see
 ``histoxai.evaluation.metrics``) beside the two baselines. With several seeds, the CNN's
 numbers are the mean over seeds and the report gives their standard deviation.
 ``metrics/<target>.json`` holds only the headline numbers (DVC metrics: ``dvc metrics show``
-fits 120 columns); every metric goes to ``all_metrics.json`` and MLflow, the full tables to
+fits 130 columns); every metric goes to ``all_metrics.json`` and MLflow, the full tables to
 CSV/Markdown.
 
 Example:
@@ -123,7 +123,7 @@ def headline_metrics(ev: Evaluation, split: str = HEADLINE_SPLIT) -> dict[str, d
     over seeds) and the image-oracle ceiling (phantom stores only), rounded to 3 decimals.
 
     Few short keys, the same in every target's file: ``dvc metrics show`` prints one row
-    per file and one column per key, and must fit 120 columns beside xai_eval's headline.
+    per file and one column per key, and must fit 130 columns beside xai_eval's headline.
     """
     out = {}
     for t in ev.targets:

@@ -5,8 +5,8 @@ anything else in it, e.g. DVC's ``.gitignore``, are left alone; every file is de
 in ``dvc.yaml``):
 
 - ``metrics/<target>.json``: the headline (DVC metrics, one small file per target so
-  ``dvc metrics show`` fits 120 columns): the verdict's top method (or ``tie``/``none``),
-  the leader's primary score with interval and its normalised score.
+  ``dvc metrics show`` fits 130 columns): the verdict's top method (or ``tie``/``none``),
+  the leader's native map resolution, primary score with interval and normalised score.
 - ``ranking.json``: the pooled training seeds and per target the verdict and the
   methods in order (the dashboard).
 - ``report.md``: the verdict, rule, per-property tables, tissue shares, sanity cascade,
@@ -45,13 +45,15 @@ HEADLINE_STATS: dict[str, str] = {"score": "mean", "lo": "lo", "hi": "hi", "norm
 
 def headline(res: TargetResult) -> dict:
     """The DVC metrics of one target (``metrics/<target>.json``, a handful of short keys
-    so ``dvc metrics show`` stays within 120 columns beside evaluate's ``r2``/``oracle``):
+    so ``dvc metrics show`` stays within 130 columns beside evaluate's ``r2``/``oracle``):
     ``top`` (the method the verdict names, else its status, ``tie`` or ``none``), and the
-    leader's ``score``/``lo``/``hi`` (primary score and interval) and ``norm``
-    (oracle-normalised at its native resolution; the resolution is in ``report.md``)."""
+    leader's native map resolution ``res`` (``8x8``), ``score``/``lo``/``hi`` (primary
+    score and interval) and ``norm`` (oracle-normalised at that resolution)."""
     v = res.verdict
     leader = v.get("top")
     entry: dict = {"top": leader if v.get("status") == "method" else v.get("status") or "none"}
+    if leader in res.rows:
+        entry["res"] = "x".join(map(str, res.rows[leader]["resolution"]))
     prop = v.get("properties", {}).get(_fam(v), {})
     stats = prop.get("methods", {}).get(leader, {}) if leader else {}
     for key, src in HEADLINE_STATS.items():
