@@ -80,7 +80,7 @@ def test_stage_writes_metrics_ranking_report_and_plots(repo, monkeypatch, capsys
     assert cli.main(["xai-eval", "--checkpoint", f"models/{NAME}/model.pt"]) == 0
     out = repo / "reports/xai_eval" / NAME
     metrics = {t: json.loads((out / "metrics" / f"{t}.json").read_text()) for t in ("md", "fa")}
-    assert all("top" in v and set(v) <= {"top", "score", "lo", "hi", "norm"} for v in metrics.values())
+    assert all("top" in v and set(v) <= {"top", "res", "score", "lo", "hi", "norm"} for v in metrics.values())
     rank = json.loads((out / "ranking.json").read_text())
     assert all(metrics[t]["top"] == (e["trusted"] or e["status"]) for t, e in rank["targets"].items())
     assert set(rank["targets"]) == {"md", "fa"}
