@@ -38,7 +38,7 @@ def _longest_method(params: dict) -> str:
     return max(names, key=len) + ABS_SUFFIX
 
 
-def test_dvc_metrics_show_fits_120_columns(tmp_path, repo_root):
+def test_dvc_metrics_show_fits_130_columns(tmp_path, repo_root):
     dvc_yaml = yaml.safe_load((repo_root / "dvc.yaml").read_text())
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     declared = _metrics_dirs(dvc_yaml)
