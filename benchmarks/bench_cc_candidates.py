@@ -35,6 +35,10 @@ from histoxai.xai_eval.truth import load_truth
 
 BARS = {"mass_accuracy": 0.6, "rank_accuracy": 0.85, "auroc": 0.95, "nucleus_hit_rate": 0.9}
 CANDIDATES = [
+    VariantConfig("gradcam@-1", "gradcam", {"layer": -1}),
+    VariantConfig("gradcampp@-1", "gradcampp", {"layer": -1}),
+    VariantConfig("layercam@-1", "layercam", {"layers": [-1]}),
+    VariantConfig("hirescam@-1", "hirescam", {"layer": -1}),
     VariantConfig("hirescam@-2", "hirescam", {"layer": -2}),
     VariantConfig("hirescam@-3", "hirescam", {"layer": -3}),
     VariantConfig("hirescam@-4", "hirescam", {"layer": -4}),

@@ -186,6 +186,11 @@ class ModelConfig:
     # thesis (issue 12): activation after the neck's and each head's hidden Dense layer;
     # ``linear`` = none, as Table 3.1 of the thesis (Lank 2024).
     head_activation: Literal["relu", "linear"] = "relu"
+    # issue 10: CAM resolution. The patch is resized by input_scale before the backbone and
+    # output_stride > 0 is timm's (the last stages dilate instead of downsampling), so the
+    # last stage of test_resnet at 128 px is 4x4 by default and 32x32 with 2 and 8.
+    input_scale: float = bounded(1.0, gt=0, le=4)
+    output_stride: Literal[0, 8, 16, 32] = 0
 
     def __post_init__(self) -> None:
         known = ("md", "fa", "faip", "cc")  # histoxai.data.store.TARGETS

@@ -3,6 +3,7 @@ import timm
 import torch
 
 from histoxai.config import ConfigError, ModelConfig, load_config
+from histoxai.errors import InputError
 from histoxai.models import (
     PretrainedWeightsError,
     Regressor,
@@ -111,3 +112,30 @@ def test_pretrained_file_weights_are_loaded(tmp_path):
 def test_bad_model_configs_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_input_scale_and_output_stride_refine_the_last_stage(tmp_path):
+    """issue 10: CAMs at the last stage are 4x4 at 128 px by default; resizing the patch 2x
+    and dilating the last stages (timm output_stride 8) makes them 32x32."""
+    from histoxai.explain.cams import layer_cams
+    from histoxai.explain.scores import higher
+
+    x = torch.rand(2, 3, 128, 128)
+    shapes = {}
+    for scale, stride in [(1.0, 0), (1.0, 8), (2.0, 8)]:
+        cfg = ModelConfig(
+            targets=("cc",), hidden_width=8, feature_width=4, input_scale=scale, output_stride=stride
+        )
+        model = build_regressor(cfg, [10.0], [3.0]).eval()
+        shapes[scale, stride] = tuple(layer_cams(model, x, 0, higher, [-1], "hirescam")[0].shape)
+        loaded = load_checkpoint(save_checkpoint(tmp_path / f"{scale}-{stride}.pt", model, cfg))
+        assert loaded.input_scale == scale
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert shapes == {(1.0, 0): (2, 4, 4), (1.0, 8): (2, 16, 16), (2.0, 8): (2, 32, 32)}
+
+
+def test_an_output_stride_the_model_lacks_is_a_clear_error():
+    with pytest.raises(InputError, match=r"model.output_stride=8: timm model 'test_vit' does not take it"):
+        build_regressor(ModelConfig(backbone="test_vit", output_stride=8), [0, 0], [1, 1])
+    with pytest.raises(ConfigError, match=r"model.output_stride=4: expected one of \[0, 8, 16, 32\]"):
+        load_config(None, ["model.output_stride=4"])

@@ -22,13 +22,17 @@ class PretrainedWeightsError(MissingInputError):
     """Pretrained weights were asked for but are not available offline."""
 
 
-def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | Path = "") -> torch.nn.Module:
+def create_backbone(
+    name: str, pretrained: bool = False, pretrained_file: str | Path = "", output_stride: int = 0
+) -> torch.nn.Module:
     """Build timm model ``name`` as a pooled feature extractor.
 
     Args:
         name: any timm model name (``timm.list_models()``), e.g. ``resnet10t``.
         pretrained: load pretrained weights (from ``pretrained_file`` or the offline cache).
         pretrained_file: a ``.pth``/``.bin``/``.safetensors`` state dict for ``name``.
+        output_stride: > 0: timm's ``output_stride`` (8 or 16: the last stages dilate
+            instead of downsampling, so their maps stay finer; 0: the model's own, 32).
 
     Returns:
         The backbone; ``backbone.num_features`` is its output width and
@@ -40,16 +44,26 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
     """
     check_backbone(name)
     kwargs = {"num_classes": 0, "global_pool": "avg"}
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
-    if weights is None:
-        raise PretrainedWeightsError(missing_weights_message(name))
-    if not weights.is_file():
-        raise PretrainedWeightsError(
-            f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
-        )
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+    if output_stride:
+        kwargs["output_stride"] = output_stride
+    if pretrained:
+        weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
+        if weights is None:
+            raise PretrainedWeightsError(missing_weights_message(name))
+        if not weights.is_file():
+            raise PretrainedWeightsError(
+                f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (TypeError, AssertionError, ValueError) as err:
+        if not output_stride:
+            raise
+        raise InputError(
+            f"model.output_stride={output_stride}: timm model {name!r} does not take it ({err or type(err).__name__}); "
+            "ResNets and EfficientNets take 8 or 16 (0: the model's own)"
+        ) from None
 
 
 def check_backbone(name: str, patch_size: int | None = None) -> None:

@@ -3,6 +3,7 @@
 Architecture (as published for MICROMEN, with augmentations done in the data pipeline)::
 
     RGB [0, 1] -> [Macenko stain normalisation] -> (x - mean) / std
+      -> [bilinear resize by input_scale]
       -> backbone (timm, num_classes=0, global average pooling)   (B, F)
       -> dropout -> dense(hidden_width) + act                      (B, hidden)
       -> per target: dense(feature_width) + act -> dropout -> linear(1)
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from histoxai.config import ModelConfig
@@ -52,8 +54,10 @@ class Regressor(nn.Module):
         input_std: Sequence[float] = (0.229, 0.224, 0.225),
         stain: nn.Module | None = None,
         head_activation: str = "relu",
+        input_scale: float = 1.0,
     ):
         super().__init__()
+        self.input_scale = float(input_scale)
         self.targets = tuple(targets)
         if len(target_mean) != len(self.targets) or len(target_std) != len(self.targets):
             raise ValueError(
@@ -85,6 +89,8 @@ class Regressor(nn.Module):
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, T) standardised predictions (the training output)."""
         x = (self.stain(x) - self.input_mean) / self.input_std
+        if self.input_scale != 1:
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         h = self.neck(self.backbone(x))
         return torch.cat([self.heads[t](h) for t in self.targets], dim=1)
 
@@ -134,7 +140,7 @@ def build_regressor(
         stain_reference: ``{"he_ref", "max_c_ref"}`` of a fitted Macenko normaliser
             (see ``histoxai.stain``), or None for no stain normalisation.
     """
-    backbone = create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file)
+    backbone = create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file, cfg.output_stride)
     pcfg = getattr(backbone, "pretrained_cfg", None) or {}
     stain = None
     if stain_reference is not None:
@@ -153,4 +159,5 @@ def build_regressor(
         input_std=tuple(pcfg.get("std", (0.229, 0.224, 0.225))),
         stain=stain,
         head_activation=cfg.head_activation,
+        input_scale=cfg.input_scale,
     )
