@@ -9,7 +9,8 @@ randomised block, as `xai-eval`). Same patches as `xai-eval` (the seeded test su
 same metric and sanity code. Rows: the ground-truth oracle and an i.i.d. random map (the
 measuring stick: the oracle must meet every bar, random none), HiResCAM at three depths,
 Integrated Gradients and DeepLIFT with a white (empty slide) and a blurred reference,
-GradientSHAP, SmoothGrad.
+GradientSHAP, SmoothGrad; the CAMs also at the last stage (layer -1), whose resolution
+``model.input_scale`` and ``model.output_stride`` set (32x32 at 128 px with 2 and 8).
 
 Run::
 
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--sanity-patches", type=int, default=8, help="as xai_eval.sanity_patches")
     parser.add_argument("--threshold", type=float, default=0.5, help="as xai_eval.sanity_threshold")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", default="", help="comma-separated candidate names (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     store, model = PatchStore(args.store), load_checkpoint(args.checkpoint)
@@ -85,7 +87,9 @@ def main() -> None:
     oracle = torch.from_numpy(truth.region.astype(np.float32))
     noise = torch.rand(oracle.shape, generator=torch.Generator().manual_seed(0))
     rows = [("oracle", None, oracle), ("random", None, noise)] + [
-        (n, v, None) for n, v in resolve_variants(CANDIDATES).items()
+        (n, v, None)
+        for n, v in resolve_variants(CANDIDATES).items()
+        if not args.rows or n in args.rows.split(",")
     ]
     for name, variant, maps in rows:
         start = time.perf_counter()

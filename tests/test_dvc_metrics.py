@@ -52,9 +52,9 @@ def test_dvc_metrics_show_fits_130_columns(tmp_path, repo_root):
             **dict.fromkeys(HEADLINE_STATS, -0.123),
         },
     }
-    for key, targets in dvc_yaml["vars"][0]["models"].items():
+    for key, model in dvc_yaml["vars"][0]["models"].items():
         for stage, folder in declared.items():
-            for target in yaml.safe_load(targets):
+            for target in yaml.safe_load(model["targets"]):
                 path = tmp_path / folder.replace("${key}", key) / f"{target}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(rows[stage]))
@@ -65,7 +65,9 @@ def test_dvc_metrics_show_fits_130_columns(tmp_path, repo_root):
     shown = subprocess.run(
         [DVC, "metrics", "show"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert len(shown) == 1 + 2 * sum(len(yaml.safe_load(t)) for t in dvc_yaml["vars"][0]["models"].values())
+    assert len(shown) == 1 + 2 * sum(
+        len(yaml.safe_load(m["targets"])) for m in dvc_yaml["vars"][0]["models"].values()
+    )
     assert "reports/xai_eval/histoxai-mdfa/metrics/md.json" in "\n".join(shown)
     too_wide = [line for line in shown if len(line) > WIDTH]
     assert not too_wide, "\n".join(shown)
