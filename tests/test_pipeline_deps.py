@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,18 @@ def test_every_config_key_is_in_params_yaml():
     missing = [k for k in flatten(Config()) if not has(k)]
     assert not missing, f"params.yaml lacks {missing}: add each with its default and a comment"
     assert flatten(load_config(REPO / "params.yaml")) == flatten(load_config(REPO / "params.yaml", ()))
+
+
+def test_every_models_overrides_in_dvc_yaml_are_valid_params():
+    """The per-model ``overrides`` of dvc.yaml's train stage are validated only when the
+    stage runs; a typo there would surface an hour into ``make demo``."""
+    models = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["models"]
+    for key, model in models.items():
+        overrides = [f"model.targets={model['targets']}", *shlex.split(model["overrides"])]
+        cfg = load_config(REPO / "params.yaml", overrides)
+        assert cfg.model.targets and set(model) == {"targets", "overrides"}, key
+    cc = load_config(REPO / "params.yaml", shlex.split(models["cc"]["overrides"])).model
+    assert (cc.input_scale, cc.output_stride) == (2.0, 8)  # README "CAM resolution": 32x32 at 128 px
 
 
 # pyproject's package-dir: histoxai.tuning is tuning/ (src/histoxai/tuning is only a local symlink)
