@@ -44,12 +44,14 @@ def test_every_models_overrides_in_dvc_yaml_are_valid_params():
     """The per-model ``overrides`` of dvc.yaml's train stage are validated only when the
     stage runs; a typo there would surface an hour into ``make demo``."""
     models = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["models"]
+    built = {}
     for key, model in models.items():
+        assert set(model) == {"targets", "overrides"}, key
         overrides = [f"model.targets={model['targets']}", *shlex.split(model["overrides"])]
-        cfg = load_config(REPO / "params.yaml", overrides)
-        assert cfg.model.targets and set(model) == {"targets", "overrides"}, key
-    cc = load_config(REPO / "params.yaml", shlex.split(models["cc"]["overrides"])).model
-    assert (cc.input_scale, cc.output_stride) == (2.0, 8)  # README "CAM resolution": 32x32 at 128 px
+        built[key] = load_config(REPO / "params.yaml", overrides).model
+    cc = built["cc"]
+    assert cc.targets == ("cc",) and (cc.input_scale, cc.output_stride) == (2.0, 8)  # 32x32 at 128 px
+    assert (built["mdfa"].input_scale, built["mdfa"].output_stride) == (1.0, 0)
 
 
 # pyproject's package-dir: histoxai.tuning is tuning/ (src/histoxai/tuning is only a local symlink)

@@ -4,6 +4,8 @@ import torch
 
 from histoxai.config import ConfigError, ModelConfig, load_config
 from histoxai.errors import InputError
+from histoxai.explain.cams import layer_cams
+from histoxai.explain.scores import higher
 from histoxai.models import (
     PretrainedWeightsError,
     Regressor,
@@ -117,9 +119,6 @@ def test_bad_model_configs_are_rejected(override, message):
 def test_input_scale_and_output_stride_refine_the_last_stage(tmp_path):
     """issue 10: CAMs at the last stage are 4x4 at 128 px by default; resizing the patch 2x
     and dilating the last stages (timm output_stride 8) makes them 32x32."""
-    from histoxai.explain.cams import layer_cams
-    from histoxai.explain.scores import higher
-
     x = torch.rand(2, 3, 128, 128)
     shapes = {}
     for scale, stride in [(1.0, 0), (1.0, 8), (2.0, 8)]:
