@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
@@ -99,6 +101,25 @@ def test_pretrained_file_weights_are_loaded(tmp_path):
     model = build_regressor(cfg, [0, 0], [1, 1])
     for name, value in model.backbone.state_dict().items():
         assert torch.equal(value, source.state_dict()[name])
+
+
+@pytest.mark.parametrize("output_stride", [0, 8])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_weights_file_that_does_not_load_names_the_file(tmp_path, suffix, output_stride):
+    """A damaged or foreign weights file is an InputError naming the file and the model,
+    never reported as an output_stride problem."""
+    bad = tmp_path / f"weights{suffix}"
+    bad.write_text("not a state dict")
+    cfg = ModelConfig(
+        backbone="test_resnet", pretrained=True, pretrained_file=str(bad), output_stride=output_stride
+    )
+    with pytest.raises(InputError, match="do not load into timm model 'test_resnet'") as err:
+        build_regressor(cfg, [0, 0], [1, 1])
+    assert str(bad) in str(err.value) and "output_stride" not in str(err.value)
+    foreign = tmp_path / "foreign.pth"
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), foreign)
+    with pytest.raises(InputError, match="foreign.pth"):
+        build_regressor(replace(cfg, pretrained_file=str(foreign)), [0, 0], [1, 1])
 
 
 @pytest.mark.parametrize(

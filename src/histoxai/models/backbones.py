@@ -9,11 +9,13 @@ downloaded, so a missing file is an immediate error instead of a network wait.
 from __future__ import annotations
 
 import os
+import pickle
 import weakref
 from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError
 
 from histoxai.errors import InputError, MissingInputError
 
@@ -39,27 +41,42 @@ def create_backbone(
         ``backbone.pretrained_cfg`` holds its input mean/std.
 
     Raises:
-        ValueError: ``name`` is not a timm model.
+        InputError: ``name`` is not a timm model, it does not take ``output_stride``, or
+            the weights file does not load into it.
         PretrainedWeightsError: weights were asked for but are not available offline.
     """
     check_backbone(name)
     kwargs = {"num_classes": 0, "global_pool": "avg"}
     if output_stride:
+        check_output_stride(name, output_stride)
         kwargs["output_stride"] = output_stride
-    if pretrained:
-        weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
-        if weights is None:
-            raise PretrainedWeightsError(missing_weights_message(name))
-        if not weights.is_file():
-            raise PretrainedWeightsError(
-                f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
-            )
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
+    if weights is None:
+        raise PretrainedWeightsError(missing_weights_message(name))
+    if not weights.is_file():
+        raise PretrainedWeightsError(
+            f"model.pretrained_file={str(weights)!r} does not exist. " + _HOW_TO.format(name=name)
+        )
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
+        )
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as err:
+        raise InputError(
+            f"pretrained weights {str(weights)!r} do not load into timm model {name!r} "
+            f"({type(err).__name__}: {str(err)[:300]}); expected a state dict of that model "
+            "(.pth/.bin/.safetensors), set by model.pretrained_file or found in the offline cache"
+        ) from None
+
+
+def check_output_stride(name: str, output_stride: int) -> None:
+    """Raise InputError naming ``model.output_stride`` unless timm model ``name`` takes it
+    (built once without weights, so a weights problem is never reported as a stride one)."""
+    try:
+        timm.create_model(name, pretrained=False, num_classes=0, output_stride=output_stride)
     except (TypeError, AssertionError, ValueError) as err:
-        if not output_stride:
-            raise
         raise InputError(
             f"model.output_stride={output_stride}: timm model {name!r} does not take it ({err or type(err).__name__}); "
             "ResNets and EfficientNets take 8 or 16 (0: the model's own)"
