@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from mlflow import MlflowClient
@@ -83,6 +84,25 @@ def test_training_and_trial_runs_format_params_alike(tmp_path):
     assert c.get_run(run.run_id).data.params == c.get_run(trial).data.params
     assert c.get_run(trial).data.params["model.targets"] == "[md, fa]" == param_text(("md", "fa"))
     assert experiment_id(uri, "exp") == c.get_run(trial).info.experiment_id  # found, not created again
+
+
+@pytest.mark.parametrize("caller", [None, "sqlite:///elsewhere.db"])
+def test_a_run_leaves_the_process_wide_tracking_uri_as_it_found_it(tmp_path, monkeypatch, caller):
+    """Inside the run MLflow's fluent API writes to the run's store; afterwards the
+    caller's $MLFLOW_TRACKING_URI (or its absence) is back, so a later command in the
+    same process (a test, a notebook) is not silently pointed at this store."""
+    import mlflow
+
+    if caller is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", caller)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with start_run(uri, "exp") as run:
+        assert mlflow.get_tracking_uri() == uri and mlflow.active_run().info.run_id == run.run_id
+    assert os.environ.get("MLFLOW_TRACKING_URI") == caller
+    assert mlflow.get_tracking_uri() != uri and mlflow.active_run() is None
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "FINISHED"
 
 
 @pytest.mark.slow

@@ -129,19 +129,37 @@ def start_run(
 ) -> Iterator[TrackedRun]:
     """Start a run in ``experiment`` (or resume ``run_id``, e.g. ``$MLFLOW_RUN_ID`` under
     ``mlflow run``) and make it the active run; it ends FINISHED, or FAILED on error."""
-    mlflow.set_tracking_uri(tracking_uri)  # the fluent API (log_model, autolog) reads it
-    if run_id:
-        active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
-    else:
-        exp_id = experiment_id(tracking_uri, experiment)
-        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags or {}))
-    run = TrackedRun(active.info.run_id, active.info.experiment_id, tracking_uri)
+    with global_tracking_uri(tracking_uri):  # the fluent API (log_model, log_input) reads it
+        if run_id:
+            active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
+        else:
+            exp_id = experiment_id(tracking_uri, experiment)
+            active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags or {}))
+        run = TrackedRun(active.info.run_id, active.info.experiment_id, tracking_uri)
+        try:
+            yield run
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
+
+
+@contextlib.contextmanager
+def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI (what its fluent API and the SQL registry's
+    model lookup read) at ``tracking_uri`` for the block, then put back what was there.
+
+    ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI`` (for subprocesses), so
+    the variable is the state to restore: a caller's own setting comes back, and none is
+    left behind where there was none. MLflow's private ``_use_tracking_uri`` instead
+    unsets a variable the user had set.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
     try:
-        yield run
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    mlflow.end_run(status="FINISHED")
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 PID_TAG, HOST_TAG = "histoxai.pid", "histoxai.host"

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import RunTag
 
-from histoxai.tracking.runs import client, experiment_id, log_metrics, log_params
+from histoxai.tracking.runs import client, experiment_id, global_tracking_uri, log_metrics, log_params
 
 STUDY_TAG = "optuna.study"
 ROLE_TAG = "optuna.role"
@@ -196,7 +196,6 @@ def log_trial_model(
     Returns:
         The logged model's URI (``models:/m-...``).
     """
-    import mlflow
     import torch
 
     from histoxai.tracking.registry import _log_model, _quiet
@@ -204,8 +203,11 @@ def log_trial_model(
     model = model.cpu().eval()
     with torch.no_grad():
         output = model(torch.from_numpy(input_example)).numpy()
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id), _quiet("mlflow.pytorch"):  # its pickle warning, as in training
+    with (
+        global_tracking_uri(tracking_uri),
+        mlflow.start_run(run_id=run_id),
+        _quiet("mlflow.pytorch"),
+    ):  # its pickle warning, as in training
         info = _log_model(model, input_example, output, tags)
     c = client(tracking_uri)
     run_tags = [RunTag(f"{LABEL_PREFIX}{k}", str(v)) for k, v in tags.items()]
@@ -239,21 +241,21 @@ def register_trial_model(
     from histoxai.tracking.registry import register_logged_model
 
     # MLflow's SQL registry resolves the logged model through the *global* tracking URI.
-    mlflow.set_tracking_uri(tracking_uri)
-    c = client(tracking_uri)
-    run = c.get_run(run_id)
-    model_id = run.data.tags.get(MODEL_ID_TAG)
-    if not model_id:
-        raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
-    existing = c.search_model_versions(
-        f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
-    )
-    created = not existing
-    if existing:
-        version = str(existing[0].version)
-    else:
-        tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
-        tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
-        version = register_logged_model(c, model_name, model_id, run_id, tags)
-    c.set_registered_model_alias(model_name, alias, version)
-    return version, created
+    with global_tracking_uri(tracking_uri):
+        c = client(tracking_uri)
+        run = c.get_run(run_id)
+        model_id = run.data.tags.get(MODEL_ID_TAG)
+        if not model_id:
+            raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
+        existing = c.search_model_versions(
+            f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
+        )
+        created = not existing
+        if existing:
+            version = str(existing[0].version)
+        else:
+            tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
+            tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
+            version = register_logged_model(c, model_name, model_id, run_id, tags)
+        c.set_registered_model_alias(model_name, alias, version)
+        return version, created
