@@ -37,7 +37,9 @@ from histoxai.xai_eval.truth import load_truth
 BARS = {"mass_accuracy": 0.6, "rank_accuracy": 0.85, "auroc": 0.95, "nucleus_hit_rate": 0.9}
 CANDIDATES = [
     VariantConfig("gradcam@-1", "gradcam", {"layer": -1}),
+    VariantConfig("gradcam@-2", "gradcam", {"layer": -2}),
     VariantConfig("gradcampp@-1", "gradcampp", {"layer": -1}),
+    VariantConfig("gradcampp@-2", "gradcampp", {"layer": -2}),
     VariantConfig("layercam@-1", "layercam", {"layers": [-1]}),
     VariantConfig("hirescam@-1", "hirescam", {"layer": -1}),
     VariantConfig("hirescam@-2", "hirescam", {"layer": -2}),

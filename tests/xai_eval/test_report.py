@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,7 @@ import torch
 
 from histoxai.config import XaiEvalConfig
 from histoxai.xai_eval.report import write_report
-from histoxai.xai_eval.suite import evaluate_target
+from histoxai.xai_eval.suite import evaluate_target, pool_seeds
 from histoxai.xai_eval.tissue import labels_from_masks
 from tests.xai_eval.conftest import RegionRedModel, input_gradient
 from tests.xai_eval.helpers import blob_truth
@@ -125,3 +126,24 @@ def test_dvc_yaml_declares_every_file_the_report_writes(result, tmp_path, repo_r
     for f in files:
         rel = f.relative_to(out).as_posix()
         assert any(rel == d or rel.startswith(d + "/") for d in declared), rel
+
+
+def test_pooled_seeds_pass_the_sanity_gate_only_if_every_trained_model_does(result, tmp_path):
+    """A method whose randomisation check one trained model fails fails the pooled gate,
+    and the report says on which seed; passing on every seed passes."""
+    passing = replace(result, passes_sanity={"grad": True, "grad|abs": True})
+    cfg = XaiEvalConfig(steps=4, bootstrap=50, magnitude_variants=True)
+    pooled = pool_seeds({0: passing, 1: result}, (SIZE, SIZE), cfg, 0, True)
+    assert pooled.passes_sanity == {"grad": False, "grad|abs": False}
+    assert pooled.sanity_by_seed["grad"] == {0: True, 1: False}
+    assert "grad" in pooled.verdict["failed_sanity"] and set(pooled.cascade_by_seed) == {0, 1}
+    assert pool_seeds({0: passing, 2: passing}, (SIZE, SIZE), cfg, 0, True).passes_sanity["grad"] is True
+
+    out = tmp_path / "report"
+    out.mkdir()
+    write_report(out, {"cc": pooled}, {"model": "tiny", "run_id": None})
+    text = (out / "report.md").read_text()
+    assert "`grad` (on seed 1 of 0, 1)" in text and "grad · seed 0" in text and "grad · seed 1" in text
+    entry = json.loads((out / "ranking.json").read_text())["targets"]["cc"]
+    grad = next(m for m in entry["methods"] if m["method"] == "grad")
+    assert grad["passes_sanity"] is False and grad["sanity_by_seed"] == {"0": True, "1": False}

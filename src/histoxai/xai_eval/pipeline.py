@@ -3,7 +3,7 @@ target, return the results and facts for the report (``histoxai xai-eval``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,9 +124,10 @@ class Run:
 def evaluate_model(
     run: Run, maps_of: SaliencyStore, net: torch.nn.Module, checks: bool
 ) -> dict[str, TargetResult]:
-    """Every target of one trained model's maps; ``checks``: also the model checks
-    (sanity, robustness, interventions), the variant agreement and the shortcut report
-    (the first seed's model only: each re-explains or re-renders)."""
+    """Every target of one trained model's maps, with the randomisation sanity check
+    (every trained model's: the verdict's gate must hold whichever seed was trained);
+    ``checks``: also robustness, interventions, the variant agreement and the shortcut
+    report (the first seed's model only: each re-explains or re-renders)."""
     from histoxai.xai_eval.truth import load_truth
 
     x, ids = run.cfg, run.ids
@@ -155,8 +156,9 @@ def evaluate_model(
         results[target] = evaluate_target(
             net, target, run.images, {v: maps_of.read(target, v, rows) for v in variants},
             patch_ids=ids, samples=run.samples, y=y, y_hat=meta["y_hat"].to_numpy(np.float64),
-            labels=run.labels, score=run.score, resolutions=res, cfg=x, seed=run.seed,
-            truth=run.truths[target], explain_for=explain_for if checks else None,
+            labels=run.labels, score=run.score, resolutions=res,
+            cfg=x if checks else replace(x, robustness_patches=0), seed=run.seed,
+            truth=run.truths[target], explain_for=explain_for,
             shortcut_cue=run.cue if checks else None,
             variant_pairs=[p for p in run.pairs if p[0] in variants and p[1] in variants] if checks else [],
             effects=effects, progress=run.progress,
@@ -178,7 +180,8 @@ def _uncertainty(pooled: list[int], configured: tuple[int, ...]) -> str:
         return (
             f"cluster bootstrap over (training seed, sample) cells: each draw resamples the {len(pooled)} "
             f"trained models (seeds {pooled}) and the samples with replacement; means over every seed's "
-            f"scored patches. The sanity cascade, robustness and intervention checks, the curves, tissue "
+            f"scored patches. The randomisation sanity check runs on every seed's model and a method "
+            f"passes only if it passes on each; robustness and intervention checks, the curves, tissue "
             f"shares, nuclei, variant agreement and shortcut tables are of the first seed's model "
             f"(seed {pooled[0]}) only"
         )

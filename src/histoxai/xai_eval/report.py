@@ -90,6 +90,7 @@ def ranking(results: Mapping[str, TargetResult]) -> dict:
             metrics = {p: e["methods"][m]["mean"] for p, e in v["properties"].items() if m in e["methods"]}
             methods.append({"method": m, "score": v["properties"][_fam(v)]["methods"][m]["p_top"],
                             "passes_sanity": res.passes_sanity.get(m, True), "sanity_checked": m in res.passes_sanity,
+                            "sanity_by_seed": {str(k): ok for k, ok in res.sanity_by_seed.get(m, {}).items()},
                             "resolution": res.rows[m]["resolution"], "metrics": metrics})  # fmt: skip
         out["targets"][target] = {"trusted": v.get("top") if v.get("status") == "method" else None,
                                   "status": v.get("status"), "verdict": v.get("text"), "tied": v.get("tied", []),
@@ -235,7 +236,8 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
         lines += [f"## {target}", "", f"**Verdict: {v.get('text', '–')}.**", ""]
         if v.get("failed_sanity"):
             lines += [
-                "Failed the randomisation sanity check: " + ", ".join(f"`{m}`" for m in v["failed_sanity"]),
+                "Failed the randomisation sanity check: "
+                + ", ".join(f"`{m}`{_failed_seeds(res, m)}" for m in v["failed_sanity"]),
                 "",
             ]
         for family in ("localisation", "faithfulness", "randomisation", "robustness", "intervention"):
@@ -249,10 +251,7 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
             lines += [markdown_table(shares[list(TISSUE_CLASSES)], "row"), ""]
         if res.cascade:
             lines += ["### Randomisation cascade (mean Spearman ρ of |map|, head → stem)", ""]
-            casc = pd.DataFrame(
-                {m: {s: st["rank_corr"] for s, st in steps.items()} for m, steps in res.cascade.items()}
-            )
-            lines += [markdown_table(casc.T, "method"), ""]
+            lines += [markdown_table(cascade_table(res), "method"), ""]
         if len(res.nuclei_summary):
             lines += ["### Per-nucleus relevance vs nucleus properties", "",
                       "ratio = a counted nucleus' share of positive relevance / its share of pixels; ρ = Spearman "
@@ -333,6 +332,28 @@ def plot_binned(res: TargetResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def cascade_table(res: TargetResult) -> pd.DataFrame:
+    """Mean Spearman ρ of |map| per method (rows) and randomised block (columns); with
+    several trained models a row per (method, training seed): ``method · seed s``."""
+    by_seed = res.cascade_by_seed if len(res.cascade_by_seed) > 1 else {None: res.cascade}
+    return pd.DataFrame(
+        {
+            m if s is None else f"{m} · seed {s}": {step: st["rank_corr"] for step, st in steps.items()}
+            for s, cascade in by_seed.items()
+            for m, steps in cascade.items()
+        }
+    ).T
+
+
+def _failed_seeds(res: TargetResult, method: str) -> str:
+    """`` (on seed 1 of 0, 1, 2)`` when several trained models were checked, else ``""``."""
+    seeds = res.sanity_by_seed.get(method, {})
+    if len(seeds) < 2:
+        return ""
+    failed = [str(s) for s, passed in seeds.items() if not passed]
+    return f" (on seed{'s' if len(failed) > 1 else ''} {', '.join(failed)} of {', '.join(map(str, seeds))})"
 
 
 def plot_cascade(res: TargetResult, path: Path) -> None:

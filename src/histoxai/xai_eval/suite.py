@@ -52,8 +52,12 @@ class TargetResult:
             the paired interval of leader − method (oriented: > 0 = leader better).
         verdict: :func:`histoxai.xai_eval.ranking.verdict`.
         curves: row -> curve name -> mean curve (steps + 1,) of the score drop.
-        cascade: method -> step -> {"rank_corr", "ssim"} mean similarity of |map|.
-        passes_sanity: method -> passed the randomisation check.
+        cascade: method -> step -> {"rank_corr", "ssim"} mean similarity of |map|
+            (the first seed's model after :func:`pool_seeds`).
+        passes_sanity: method -> passed the randomisation check (on every seed's model
+            after :func:`pool_seeds`).
+        sanity_by_seed: method -> training seed -> passed; cascade_by_seed: training
+            seed -> ``cascade`` of that seed's model (both filled by :func:`pool_seeds`).
         shares, binned: tissue shares of positive relevance (overall, by bin).
         agreement: one row per pair of variants of the same method.
         shortcut: border-band report or None.
@@ -70,6 +74,8 @@ class TargetResult:
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     cascade: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     passes_sanity: dict[str, bool] = field(default_factory=dict)
+    sanity_by_seed: dict[str, dict[int, bool]] = field(default_factory=dict)
+    cascade_by_seed: dict[int, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
     shares: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     binned: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -261,7 +267,9 @@ def pool_seeds(
     registered model's first) as one: the per-patch tables of every seed (``seed``
     column), and the statistics and verdict over all of them ((seed, sample) cells
     resampled, means over every seed's patches). The rest (curves, tissue shares,
-    sanity cascade, nuclei, agreement, shortcut) stays the first seed's.
+    nuclei, agreement, shortcut) stays the first seed's. The randomisation check is every
+    seed's: a method passes only if it passes on each trained model (``sanity_by_seed``,
+    ``cascade_by_seed``), so a gate that one training run happens to open names nothing.
 
     Args:
         results: training seed -> :func:`evaluate_target` of that seed's model and maps.
@@ -276,10 +284,17 @@ def pool_seeds(
         [f.assign(seed=int(s))[["method", "seed", *f.columns[1:]]] for s, f in zip(results, frames)],
         ignore_index=True,
     )
-    stats_table = statistics(per_patch, first.rows, size, cfg, seed, first.passes_sanity)
+    by_seed: dict[str, dict[int, bool]] = {}
+    for s, r in results.items():
+        for m, passed in r.passes_sanity.items():
+            by_seed.setdefault(m, {})[int(s)] = bool(passed)
+    passes = {m: all(v.values()) for m, v in by_seed.items()}
+    stats_table = statistics(per_patch, first.rows, size, cfg, seed, passes)
     return replace(
         first, per_patch=per_patch, stats=stats_table, seeds=[int(s) for s in results],
-        verdict=verdict(stats_table, first.rows, first.passes_sanity, cfg, has_truth),
+        passes_sanity=passes, sanity_by_seed=by_seed,
+        cascade_by_seed={int(s): r.cascade for s, r in results.items() if r.cascade},
+        verdict=verdict(stats_table, first.rows, passes, cfg, has_truth),
     )  # fmt: skip
 
 
