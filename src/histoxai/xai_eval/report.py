@@ -348,11 +348,14 @@ def cascade_table(res: TargetResult) -> pd.DataFrame:
 
 
 def _failed_seeds(res: TargetResult, method: str) -> str:
-    """`` (on seed 1 of 0, 1, 2)`` when several trained models were checked, else ``""``."""
+    """`` (on seed 1 of 0, 1, 2)`` or `` (on all 3 seeds)`` when several trained models
+    were checked, else ``""``."""
     seeds = res.sanity_by_seed.get(method, {})
-    if len(seeds) < 2:
-        return ""
     failed = [str(s) for s, passed in seeds.items() if not passed]
+    if len(seeds) < 2 or not failed:
+        return ""
+    if len(failed) == len(seeds):
+        return f" (on all {len(seeds)} seeds)"
     return f" (on seed{'s' if len(failed) > 1 else ''} {', '.join(failed)} of {', '.join(map(str, seeds))})"
 
 
