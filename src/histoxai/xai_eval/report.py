@@ -360,17 +360,23 @@ def _failed_seeds(res: TargetResult, method: str) -> str:
 
 
 def plot_cascade(res: TargetResult, path: Path) -> None:
-    """Similarity of maps to the trained model's maps along the randomisation cascade."""
+    """Similarity of maps to the trained model's maps along the randomisation cascade;
+    with several trained models a line per (method, seed): a colour per method, a line
+    style per seed."""
+    by_seed = res.cascade_by_seed if len(res.cascade_by_seed) > 1 else {None: res.cascade}
+    colours = {m: f"C{i % 10}" for i, m in enumerate(res.cascade)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
     for ax, key in zip(axes, ("rank_corr", "ssim")):
-        for method, steps in res.cascade.items():
-            ax.plot(
-                list(steps),
-                [v.get(key, np.nan) for v in steps.values()],
-                marker="o",
-                label=method,
-                **_style(method),
-            )
+        for (seed, cascade), dash in zip(by_seed.items(), ("-", "--", ":", "-.") * len(by_seed)):
+            for method, steps in cascade.items():
+                ax.plot(
+                    list(steps),
+                    [v.get(key, np.nan) for v in steps.values()],
+                    marker="o",
+                    label=method if seed is None else f"{method} · seed {seed}",
+                    color=colours.get(method),
+                    linestyle=dash,
+                )
         ax.axhline(res_threshold(res), color="red", linewidth=0.8)
         ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} of |map| vs trained model",
                xlabel="randomised down to", ylim=(-1.05, 1.05))  # fmt: skip
