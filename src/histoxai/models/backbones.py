@@ -48,10 +48,11 @@ def create_backbone(
     check_backbone(name)
     kwargs = {"num_classes": 0, "global_pool": "avg"}
     if output_stride:
-        check_output_stride(name, output_stride)
         kwargs["output_stride"] = output_stride
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return weightless(name, kwargs)
+    if output_stride:  # a stride the model lacks is reported as such, never as a weights error
+        weightless(name, kwargs)
     weights = Path(pretrained_file) if pretrained_file else cached_weights(name)
     if weights is None:
         raise PretrainedWeightsError(missing_weights_message(name))
@@ -71,12 +72,15 @@ def create_backbone(
         ) from None
 
 
-def check_output_stride(name: str, output_stride: int) -> None:
-    """Raise InputError naming ``model.output_stride`` unless timm model ``name`` takes it
-    (built once without weights, so a weights problem is never reported as a stride one)."""
+def weightless(name: str, kwargs: dict) -> torch.nn.Module:
+    """timm model ``name`` without weights; an ``output_stride`` in ``kwargs`` the model
+    does not take is an InputError naming ``model.output_stride``."""
+    output_stride = kwargs.get("output_stride", 0)
     try:
-        timm.create_model(name, pretrained=False, num_classes=0, output_stride=output_stride)
+        return timm.create_model(name, pretrained=False, **kwargs)
     except (TypeError, AssertionError, ValueError) as err:
+        if not output_stride:
+            raise
         raise InputError(
             f"model.output_stride={output_stride}: timm model {name!r} does not take it ({err or type(err).__name__}); "
             "ResNets and EfficientNets take 8 or 16 (0: the model's own)"

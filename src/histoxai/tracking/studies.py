@@ -240,22 +240,22 @@ def register_trial_model(
     """
     from histoxai.tracking.registry import register_logged_model
 
-    # MLflow's SQL registry resolves the logged model through the *global* tracking URI.
-    with global_tracking_uri(tracking_uri):
-        c = client(tracking_uri)
-        run = c.get_run(run_id)
-        model_id = run.data.tags.get(MODEL_ID_TAG)
-        if not model_id:
-            raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
-        existing = c.search_model_versions(
-            f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
-        )
-        created = not existing
-        if existing:
-            version = str(existing[0].version)
-        else:
-            tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
-            tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
+    c = client(tracking_uri)
+    run = c.get_run(run_id)
+    model_id = run.data.tags.get(MODEL_ID_TAG)
+    if not model_id:
+        raise ValueError(f"trial run {run_id} (trial {trial_number}) has no logged model to register")
+    existing = c.search_model_versions(
+        f"name = '{model_name}' and tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{trial_number}'"
+    )
+    created = not existing
+    if existing:
+        version = str(existing[0].version)
+    else:
+        tags = {k[len(LABEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(LABEL_PREFIX)}
+        tags.update({STUDY_TAG: study_name, TRIAL_TAG: str(trial_number)})
+        # MLflow's SQL registry resolves the logged model through the *global* tracking URI.
+        with global_tracking_uri(tracking_uri):
             version = register_logged_model(c, model_name, model_id, run_id, tags)
-        c.set_registered_model_alias(model_name, alias, version)
-        return version, created
+    c.set_registered_model_alias(model_name, alias, version)
+    return version, created

@@ -337,14 +337,18 @@ def plot_binned(res: TargetResult, path: Path) -> None:
 def cascade_table(res: TargetResult) -> pd.DataFrame:
     """Mean Spearman ρ of |map| per method (rows) and randomised block (columns); with
     several trained models a row per (method, training seed): ``method · seed s``."""
-    by_seed = res.cascade_by_seed if len(res.cascade_by_seed) > 1 else {None: res.cascade}
     return pd.DataFrame(
         {
             m if s is None else f"{m} · seed {s}": {step: st["rank_corr"] for step, st in steps.items()}
-            for s, cascade in by_seed.items()
+            for s, cascade in _cascades(res).items()
             for m, steps in cascade.items()
         }
     ).T
+
+
+def _cascades(res: TargetResult) -> dict:
+    """Training seed -> cascade with several trained models, else ``{None: res.cascade}``."""
+    return res.cascade_by_seed if len(res.cascade_by_seed) > 1 else {None: res.cascade}
 
 
 def _failed_seeds(res: TargetResult, method: str) -> str:
@@ -363,7 +367,7 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
     """Similarity of maps to the trained model's maps along the randomisation cascade;
     with several trained models a line per (method, seed): a colour per method, a line
     style per seed."""
-    by_seed = res.cascade_by_seed if len(res.cascade_by_seed) > 1 else {None: res.cascade}
+    by_seed = _cascades(res)
     colours = {m: f"C{i % 10}" for i, m in enumerate(res.cascade)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
     for ax, key in zip(axes, ("rank_corr", "ssim")):
