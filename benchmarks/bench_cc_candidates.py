@@ -5,7 +5,7 @@ other explainer would clear the CC bars (mass accuracy >= 0.6, rank accuracy >= 
 AUROC >= 0.95 against the counted-nuclei ground truth, per-nucleus hit rate >= 0.9,
 distractor share <= half the distractor area) *and* pass the cascading-randomisation
 check that gates the verdict (mean Spearman rho of |map| below the threshold at every
-randomised block, as `xai-eval`). Same patches as `xai-eval` (the seeded test subset),
+randomised block, averaged over ``--draws`` re-initialisations, as `xai-eval`). Same patches as `xai-eval` (the seeded test subset),
 same metric and sanity code. Rows: the ground-truth oracle and an i.i.d. random map (the
 measuring stick: the oracle must meet every bar, random none), HiResCAM at three depths,
 Integrated Gradients and DeepLIFT with a white (empty slide) and a blurred reference,
@@ -40,7 +40,12 @@ CANDIDATES = [
     VariantConfig("gradcam@-2", "gradcam", {"layer": -2}),
     VariantConfig("gradcampp@-1", "gradcampp", {"layer": -1}),
     VariantConfig("gradcampp@-2", "gradcampp", {"layer": -2}),
+    VariantConfig("gradcam@-3", "gradcam", {"layer": -3}),
+    VariantConfig("gradcam@-4", "gradcam", {"layer": -4}),
+    VariantConfig("gradcampp@-3", "gradcampp", {"layer": -3}),
     VariantConfig("layercam@-1", "layercam", {"layers": [-1]}),
+    VariantConfig("layercam@-3", "layercam", {"layers": [-3]}),
+    VariantConfig("layercam@-4", "layercam", {"layers": [-4]}),
     VariantConfig("hirescam@-1", "hirescam", {"layer": -1}),
     VariantConfig("hirescam@-2", "hirescam", {"layer": -2}),
     VariantConfig("hirescam@-3", "hirescam", {"layer": -3}),
@@ -61,6 +66,7 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=64, help="as xai_eval.max_patches")
     parser.add_argument("--sanity-patches", type=int, default=8, help="as xai_eval.sanity_patches")
     parser.add_argument("--threshold", type=float, default=0.5, help="as xai_eval.sanity_threshold")
+    parser.add_argument("--draws", type=int, default=5, help="as xai_eval.sanity_draws")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default="", help="comma-separated candidate names (default: all)")
     args = parser.parse_args()
@@ -77,7 +83,8 @@ def main() -> None:
     sane = stratified(samples, args.sanity_patches, 0)
     distractor_bar = float(truth.distractor.mean()) / 2
     print(
-        f"{len(ids)} test patches, {len(set(samples))} samples; sanity on {len(sane)}, threshold {args.threshold}"
+        f"{len(ids)} test patches, {len(set(samples))} samples; sanity on {len(sane)}, threshold {args.threshold}, "
+        f"{args.draws} draws"
     )
     print(f"bars: {BARS} distractor_share <= {distractor_bar:.4f} (half the distractor area)")
     cols = [*BARS, "distractor_share"]
@@ -100,7 +107,7 @@ def main() -> None:
             fn = explainer(variant, head, "higher", y, 0)
             maps = torch.cat([fn(model, images[i : i + 16]) for i in range(0, len(ids), 16)])
             cascade = randomisation_cascade(
-                model, images[sane], explainer(variant, head, "higher", y[sane], 0)
+                model, images[sane], explainer(variant, head, "higher", y[sane], 0), draws=args.draws
             )
             passed = "pass" if sanity_summary(cascade, args.threshold)[1] else "FAIL"
             rho = " ".join(

@@ -461,7 +461,8 @@ class XaiEvalConfig:
     ``baseline``: what deleted pixels become (``blur``: Gaussian blur of
     ``blur_sigma_px``; ``mean``: mean colour). Sanity (cascading randomisation, Spearman
     and SSIM of |map| per block; a method passes when every block's mean rho is below
-    ``sanity_threshold``) and robustness (max-sensitivity over ``robustness_draws``
+    ``sanity_threshold``, on each of ``sanity_draws`` independent re-initialisations)
+    and robustness (max-sensitivity over ``robustness_draws``
     uniform perturbations of radius ``robustness_radius``) re-explain
     ``sanity_patches``/``robustness_patches`` patches stratified over samples (0: skip).
     ``bootstrap`` cluster resamples of samples give every interval (``confidence``);
@@ -483,6 +484,7 @@ class XaiEvalConfig:
     magnitude_variants: bool = False
     sanity_patches: int = bounded(16, ge=0)
     sanity_threshold: float = bounded(0.5, gt=0, le=1)
+    sanity_draws: int = bounded(5, ge=1)
     robustness_patches: int = bounded(8, ge=0)
     robustness_draws: int = bounded(50, ge=1)
     robustness_radius: float = bounded(0.02, gt=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from histoxai.config import XaiEvalConfig
-from histoxai.xai_eval.report import write_report
+from histoxai.xai_eval.report import cascade_table, write_report
 from histoxai.xai_eval.suite import evaluate_target, pool_seeds
 from histoxai.xai_eval.tissue import labels_from_masks
 from tests.xai_eval.conftest import RegionRedModel, input_gradient
@@ -78,6 +78,7 @@ def test_report_is_written_inside_the_directory_and_the_headline_is_small(result
     assert entry["methods"][0]["method"] in ("truth", "truth|abs", "anti|abs")
     text = (out / "report.md").read_text()
     assert "**Verdict:" in text and rank["rule"] in text and "### Per-nucleus relevance" in text
+    assert "mean Spearman ρ of |map| over 5 re-initialisation draws" in text  # the config's sanity_draws
     assert "oracle@" not in text or "random@" in text
     assert set(pd.read_csv(out / "tables" / "shares_by_bin_cc.csv")["by"]) == {"target", "error"}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
@@ -151,3 +152,10 @@ def test_pooled_seeds_pass_the_sanity_gate_only_if_every_trained_model_does(resu
         out, {"cc": pool_seeds({0: result, 1: result}, (SIZE, SIZE), cfg, 0, True)}, {"model": "tiny"}
     )
     assert "`grad` (on all 2 seeds)" in (out / "report.md").read_text()
+
+
+def test_the_cascade_table_gives_the_spread_over_re_initialisation_draws(result):
+    steps = {"original": {"rank_corr": 1.0, "rank_corr_sd": 0.0, "rank_corr_max": 1.0},
+             "head": {"rank_corr": 0.42, "rank_corr_sd": 0.1234, "rank_corr_max": 0.61}}  # fmt: skip
+    table = cascade_table(replace(result, cascade={"grad": steps}, cascade_by_seed={}))
+    assert table.loc["grad", "head"] == "0.42 ± 0.12 (max 0.61)" and table.loc["grad", "original"] == 1.0

@@ -117,3 +117,79 @@ def test_a_repeatable_explainer_is_not_run_again_on_the_untouched_copy(tiny_mode
     for step in plain:
         for k in plain[step]:
             torch.testing.assert_close(repeat[step][k], plain[step][k])
+
+
+class CommonMode(torch.nn.Module):
+    """A last stage whose channels share one spatial mode (a_c x intensity, plus a small
+    channel-specific part) under a linear head that weights them by a_c: the situation
+    of a CC model whose layer4 channels all fire on nuclei. A random head is a random
+    projection of those channels, so its CAM keeps the common mode or not depending on
+    the draw."""
+
+    def __init__(self, channels: int = 16, spread: float = 0.1):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.targets = ("cc",)
+        self.backbone = torch.nn.Conv2d(3, channels, 1, bias=False)
+        self.head = torch.nn.Linear(channels, 1)
+        with torch.no_grad():
+            a = 0.5 + torch.rand(channels, generator=g)
+            weight = a[:, None] / 3 + spread * torch.randn(channels, 3, generator=g)
+            self.backbone.weight.copy_(weight[..., None, None])
+            self.head.weight.copy_(a[None])
+
+    def forward(self, x):
+        return self.head(self.backbone(x).mean(dim=(-2, -1)))
+
+
+def head_cam(model, x):
+    """HiResCAM of a linear head on global average pooling: Σ_c w_c A_c."""
+    return torch.einsum("c,bchw->bhw", model.head.weight[0], model.backbone(x)).detach()
+
+
+def test_one_draw_of_a_random_head_is_luck_and_draws_average_it_out():
+    model, x = CommonMode().eval(), torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def head(seed, draws):
+        return randomisation_cascade(model, x, head_cam, seed, draws=draws)["head"]
+
+    one = [float(head(s, 1)["rank_corr"].mean()) for s in range(12)]
+    assert min(one) < 0.5 < max(one)  # one draw: the verdict on the head is the seed's
+    many = [head(s, 8) for s in range(6)]
+    means = [float(h["rank_corr"].mean()) for h in many]
+    assert min(means) > 0.5 and max(means) - min(means) < max(one) - min(one)
+    assert all(float(h["rank_corr_draws"].max()) > 0.5 for h in many)  # every seed sees the structure kept
+
+
+def test_a_map_whose_polarity_is_all_the_model_chooses_fails_on_every_seed(tiny_model, images):
+    """Planted: the darkness map or its complement, by the sign of the head's weights (what
+    Grad-CAM's ReLU does to a random head's flipped common mode). Its draws give rho +1 or
+    -1, whose mean passes; the map is the image's structure either way and must fail."""
+
+    def polarity(model, x):
+        dark = 1.0 - x.mean(dim=1)
+        return dark if float(model.head.weight[0].detach().sum()) > 0 else 1.0 - dark
+
+    cancelled = 0
+    for seed in range(4):
+        cascade = randomisation_cascade(tiny_model, images[:2], polarity, seed, draws=5)
+        draws = cascade["head"]["rank_corr_draws"]
+        assert set(draws.round().tolist()) <= {-1.0, 1.0}
+        if all(float(c["rank_corr"].mean()) < 0.5 for c in list(cascade.values())[1:]):
+            cancelled += 1  # both polarities drawn: the mean over draws would pass it
+        assert not sanity_summary(cascade)[1]
+    assert cancelled > 0
+
+
+def test_draws_are_fresh_re_initialisations_whose_similarities_are_averaged(tiny_model, images):
+    one = randomisation_cascade(tiny_model, images[:2], input_gradient(0), seed=3)
+    three = randomisation_cascade(tiny_model, images[:2], input_gradient(0), seed=3, draws=3)
+    assert list(three) == list(one) and len(three["original"]["rank_corr_draws"]) == 1
+    for step in list(three)[1:]:
+        per_draw = three[step]["rank_corr_draws"]
+        assert len(per_draw) == 3 and len(set(per_draw.tolist())) == 3  # each draw its own weights
+        # the first draw is the single-draw cascade of the same seed
+        assert float(per_draw[0]) == pytest.approx(float(one[step]["rank_corr"].mean()))
+        assert float(three[step]["rank_corr"].mean()) == pytest.approx(float(per_draw.mean()))
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        randomisation_cascade(tiny_model, images[:2], input_gradient(0), draws=0)

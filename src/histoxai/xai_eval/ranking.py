@@ -65,7 +65,7 @@ def verdict(
     family = "localisation" if has_truth else "faithfulness"
     metric = primary(family)
     methods = [m for m, v in rows.items() if v["kind"] == "method"]
-    out: dict = {"metric": metric.name, "sanity_threshold": cfg.sanity_threshold, "status": "none", "top": None, "tied": [], "order": [], "failed_sanity": [],
+    out: dict = {"metric": metric.name, "sanity_threshold": cfg.sanity_threshold, "sanity_draws": cfg.sanity_draws, "status": "none", "top": None, "tied": [], "order": [], "failed_sanity": [],
                  "properties": {}}  # fmt: skip
     for prop in PROPERTIES:
         try:

@@ -250,7 +250,10 @@ def report_markdown(results: Mapping[str, TargetResult], rank: dict, info: Mappi
             shares.loc["(area)"] = pd.Series(next(iter(res.shares.values()))["area"])
             lines += [markdown_table(shares[list(TISSUE_CLASSES)], "row"), ""]
         if res.cascade:
-            lines += ["### Randomisation cascade (mean Spearman ρ of |map|, head → stem)", ""]
+            draws = int(res.verdict.get("sanity_draws", 1))
+            over = (f" over {draws} re-initialisation draws, ± their SD, and the largest draw's, which must be "
+                    f"below {res_threshold(res):g} at every block" if draws > 1 else "")  # fmt: skip
+            lines += [f"### Randomisation cascade (mean Spearman ρ of |map|{over}, head → stem)", ""]
             lines += [markdown_table(cascade_table(res), "method"), ""]
         if len(res.nuclei_summary):
             lines += ["### Per-nucleus relevance vs nucleus properties", "",
@@ -335,11 +338,17 @@ def plot_binned(res: TargetResult, path: Path) -> None:
 
 
 def cascade_table(res: TargetResult) -> pd.DataFrame:
-    """Mean Spearman ρ of |map| per method (rows) and randomised block (columns); with
+    """Mean Spearman ρ of |map| per method (rows) and randomised block (columns), as
+    ``ρ ± SD (max M)`` over re-initialisation draws where there were several; with
     several trained models a row per (method, training seed): ``method · seed s``."""
+
+    def cell(st: dict) -> float | str:
+        sd = st.get("rank_corr_sd", 0.0)
+        return f"{st['rank_corr']:.2f} ± {sd:.2f} (max {st['rank_corr_max']:.2f})" if sd > 0 else st["rank_corr"]
+
     return pd.DataFrame(
         {
-            m if s is None else f"{m} · seed {s}": {step: st["rank_corr"] for step, st in steps.items()}
+            m if s is None else f"{m} · seed {s}": {step: cell(st) for step, st in steps.items()}
             for s, cascade in _cascades(res).items()
             for m, steps in cascade.items()
         }
@@ -373,10 +382,12 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
     for ax, key in zip(axes, ("rank_corr", "ssim")):
         for (seed, cascade), dash in zip(by_seed.items(), ("-", "--", ":", "-.") * len(by_seed)):
             for method, steps in cascade.items():
-                ax.plot(
+                ax.errorbar(
                     list(steps),
                     [v.get(key, np.nan) for v in steps.values()],
+                    yerr=[v.get("rank_corr_sd", 0.0) if key == "rank_corr" else 0.0 for v in steps.values()],
                     marker="o",
+                    capsize=2,
                     label=method if seed is None else f"{method} · seed {seed}",
                     color=colours.get(method),
                     linestyle=dash,

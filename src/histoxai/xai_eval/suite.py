@@ -314,9 +314,10 @@ def _model_checks(
         if len(sanity_rows):
             fn = explain_for(name, sanity_rows)
             if fn is not None:
-                cascade = randomisation_cascade(model, images[sanity_rows], fn, seed, progress)
-                result.cascade[name] = {s: {k: float(v.nanmean()) for k, v in sims.items() if k != "entropy"}
-                                        for s, sims in cascade.items()}  # fmt: skip
+                cascade = randomisation_cascade(
+                    model, images[sanity_rows], fn, seed, draws=cfg.sanity_draws, progress=progress
+                )
+                result.cascade[name] = {s: _cascade_step(sims) for s, sims in cascade.items()}
                 per, passed = sanity_summary(cascade, cfg.sanity_threshold)
                 result.passes_sanity[name] = passed
                 parts.append(
@@ -337,6 +338,17 @@ def _model_checks(
             if name in result.passes_sanity:
                 result.passes_sanity[variant] = result.passes_sanity[name]
                 result.cascade[variant] = result.cascade[name]
+    return out
+
+
+def _cascade_step(sims: dict[str, Tensor]) -> dict[str, float]:
+    """One cascade step as the report keeps it: mean ρ and SSIM over patches and draws;
+    the spread (``rank_corr_sd``) and the largest (``rank_corr_max``, what the gate
+    reads) of the patch-mean ρ over re-initialisation draws."""
+    out = {k: float(sims[k].nanmean()) for k in ("rank_corr", "ssim") if k in sims}
+    per_draw = sims["rank_corr_draws"]
+    out["rank_corr_sd"] = float(per_draw.std()) if len(per_draw) > 1 else 0.0
+    out["rank_corr_max"] = float(per_draw.max())
     return out
 
 
