@@ -344,7 +344,9 @@ def cascade_table(res: TargetResult) -> pd.DataFrame:
 
     def cell(st: dict) -> float | str:
         sd = st.get("rank_corr_sd", 0.0)
-        return f"{st['rank_corr']:.2f} ± {sd:.2f} (max {st['rank_corr_max']:.2f})" if sd > 0 else st["rank_corr"]
+        return (
+            f"{st['rank_corr']:.2f} ± {sd:.2f} (max {st['rank_corr_max']:.2f})" if sd > 0 else st["rank_corr"]
+        )
 
     return pd.DataFrame(
         {
