@@ -16,8 +16,9 @@ the head step (the demo's CC HiResCAM at layer4 gave ρ 0.29 to 0.91 over eight 
 a single-draw verdict is a coin flip. Nor may draws be averaged: Grad-CAM's ReLU turns a
 random head's flipped common mode into the complement of the nuclei, so its draws swing
 between ρ +0.8 and −0.8 (the map is the image's structure either way) and their mean
-(~0.2) would pass a map the model only chooses the polarity of. ``mprt_similarity`` (per patch: mean ρ over the
-randomised blocks; lower is better) is the primary randomisation metric. eMPRT
+(~0.2) would pass a map the model only chooses the polarity of. ``mprt_similarity`` (per
+patch: mean ρ over the randomised blocks and draws; lower is better) is the primary
+randomisation metric. eMPRT
 (Hedström et al. 2023) is the second view: the explanation's entropy (of |map| as a
 distribution over pixels) after full randomisation divided by its entropy before; a
 map of a random network should be more complex, so > 1 is expected.
