@@ -135,17 +135,14 @@ def randomisation_cascade(
     generator = torch.Generator().manual_seed(seed)
     reference = explain_fn(model, images).detach()
     # an explainer that re-seeds every call (``repeatable``) gives a copy the same maps
-    again = reference if getattr(explain_fn, "repeatable", False) else None
+    repeatable = getattr(explain_fn, "repeatable", False)
+    again = reference if repeatable else explain_fn(copy.deepcopy(model).eval(), images).detach()
+    found: dict[str, list[dict[str, Tensor]]] = {"original": [_similarity(reference, again)]}
     steps = randomisation_steps(model)
-    found: dict[str, list[dict[str, Tensor]]] = {"original": []}
     bar = tqdm(total=draws * len(steps), desc="randomisation", disable=not progress, leave=False)
     for _ in range(draws):
         copy_ = copy.deepcopy(model).eval()
         modules = dict(copy_.named_modules())
-        if not found["original"]:
-            found["original"].append(
-                _similarity(reference, again if again is not None else explain_fn(copy_, images).detach())
-            )
         for step, names in steps:
             for name in names:
                 reinitialise(modules[name], generator)
