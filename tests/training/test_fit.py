@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from histoxai.config import TrainConfig
-from histoxai.data.datasets import PatchBatches
+from histoxai.data.datasets import PatchBatches, to_model_input
 from histoxai.stages.train import final_metrics
 from histoxai.training import evaluate
-from histoxai.training.fit import NonFiniteTrainingError, min_finetune_epochs
+from histoxai.training.fit import (
+    NonFiniteTrainingError,
+    captured_stages,
+    decorrelation_penalty,
+    min_finetune_epochs,
+    stage_decorrelation,
+)
 from histoxai.training.runtime import resolve_precision
 from histoxai.training.session import eval_batch_size, predict_store, train_regressor
 from tests.training.conftest import tiny_config
@@ -153,3 +159,40 @@ def test_train_stage_with_a_diverging_fit_exits_2_and_registers_nothing(
     assert not (tmp_path / "models" / cfg.model.registered_name / "model.pt").exists()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert MlflowClient(uri, registry_uri=uri).search_model_versions() == []
+
+
+def test_decorrelation_penalty_is_one_for_copies_and_near_zero_for_independent_features():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(256, 1, generator=gen)
+    copies = torch.cat([base, -2 * base + 1, 3 * base], dim=1)  # one feature up to sign and scale
+    assert decorrelation_penalty(copies).item() == pytest.approx(1.0, abs=1e-5)
+    independent = torch.randn(256, 8, generator=gen)
+    assert decorrelation_penalty(independent).item() < 0.02  # E[r^2] = 1/B for independent features
+    # a constant (dead) feature is uncorrelated with every other and its gradient is finite
+    dead = torch.cat([copies, torch.full((256, 1), 0.7)], dim=1).requires_grad_(True)
+    value = decorrelation_penalty(dead)
+    assert value.item() == pytest.approx(6 / 12, abs=1e-5)  # 6 of the 12 ordered pairs correlate fully
+    value.backward()
+    assert torch.isfinite(dead.grad).all()
+
+
+@pytest.mark.slow
+def test_the_decorrelation_penalty_decorrelates_every_stages_pooled_channels(phantom, tmp_path):
+    def pooled_correlation(decorrelation: float) -> tuple[float, list[dict]]:
+        cfg = tiny_config(
+            phantom, tmp_path, "model.targets=[cc]", "train.epochs=6", f"train.decorrelation={decorrelation}"
+        )
+        model, result, _ = train_regressor(cfg, phantom, progress=False)
+        assert not any(m._forward_hooks for m in model.modules())  # the fit removed its hooks
+        images = torch.as_tensor(phantom.images(phantom.ids("test")[:128])).permute(0, 3, 1, 2)
+        x = to_model_input(images, "cpu", channels_last=False)
+        with torch.no_grad(), captured_stages(model) as stages:
+            model.eval()(x)
+        assert len(stages) == 5  # test_resnet: act1, layer1, ..., layer4
+        return stage_decorrelation(stages).item(), result.history
+
+    plain, plain_history = pooled_correlation(0.0)
+    decorrelated, history = pooled_correlation(4.0)
+    assert decorrelated < 0.6 * plain, (plain, decorrelated)  # measured 0.24 -> 0.09
+    assert "train/feature_correlation" in history[-1] and "train/feature_correlation" not in plain_history[-1]
+    assert history[-1]["train/feature_correlation"] < history[0]["train/feature_correlation"]

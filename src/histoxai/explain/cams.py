@@ -26,29 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from histoxai.explain.scores import ScoreFn
-from histoxai.models.backbones import LAST_CONV, last_conv_layer
+from histoxai.models.backbones import LAST_CONV, last_conv_layer, stage_layers
 
 Layer = int | str
 
 _EPS = 1e-6  # as pytorch-grad-cam's GradCAMPlusPlus, so the two agree
-
-
-def stage_layers(model: nn.Module) -> list[str]:
-    """Module paths (in ``model``) of the backbone's stage outputs, shallow to deep.
-
-    Read from timm's ``feature_info`` (a list of dicts on a plain model, a
-    ``timm.models.FeatureInfo`` on a ``features_only`` one), e.g. for ``resnet10t``
-    ``backbone.act1, backbone.layer1, ..., backbone.layer4``.
-    """
-    backbone = getattr(model, "backbone", model)
-    info = getattr(backbone, "feature_info", None)
-    if info is None:
-        raise ValueError(
-            f"{type(backbone).__name__} has no timm feature_info; name CAM layers by module path instead"
-        )
-    names = info.module_name() if hasattr(info, "module_name") else [f["module"] for f in info]
-    prefix = "backbone." if backbone is not model else ""
-    return [prefix + n for n in names]
 
 
 def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:

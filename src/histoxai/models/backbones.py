@@ -209,3 +209,21 @@ def last_conv_layer(backbone: torch.nn.Module, probe_px: int = 128) -> str:
         raise ValueError(f"{type(backbone).__name__} runs no Conv2d with a spatial output; name a CAM layer")
     _LAST_CONV_CACHE[backbone] = seen[-1]
     return seen[-1]
+
+
+def stage_layers(model: torch.nn.Module) -> list[str]:
+    """Module paths (in ``model``) of the backbone's stage outputs, shallow to deep.
+
+    Read from timm's ``feature_info`` (a list of dicts on a plain model, a
+    ``timm.models.FeatureInfo`` on a ``features_only`` one), e.g. for ``resnet10t``
+    ``backbone.act1, backbone.layer1, ..., backbone.layer4``.
+    """
+    backbone = getattr(model, "backbone", model)
+    info = getattr(backbone, "feature_info", None)
+    if info is None:
+        raise ValueError(
+            f"{type(backbone).__name__} has no timm feature_info; name its layers by module path instead"
+        )
+    names = info.module_name() if hasattr(info, "module_name") else [f["module"] for f in info]
+    prefix = "backbone." if backbone is not model else ""
+    return [prefix + n for n in names]

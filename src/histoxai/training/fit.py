@@ -1,7 +1,10 @@
 """The fit loop: frozen-backbone phase, fine-tuning phase, early stopping, best checkpoint.
 
 Loss: per-target mean squared error of standardised predictions (NaN targets left out),
-averaged with ``loss_weights``. Each epoch reports ``train/loss`` (running, with
+averaged with ``loss_weights``; with ``decorrelation`` > 0 plus that times the mean squared
+off-diagonal correlation over the batch of each backbone stage's pooled channels, averaged
+over stages (DeCov, Cogswell et al. 2016, on correlations so that shrinking the features
+does not pay; logged as ``train/feature_correlation``, not part of ``train/loss``). Each epoch reports ``train/loss`` (running, with
 augmentation and dropout), ``val/loss`` and ``val/{r2,mse,mae}_<target>`` in real units,
 and ``lr``. A seed fixes initialisation-independent randomness (shuffling, dropout,
 augmentation), so a CPU run repeats exactly.
@@ -26,7 +29,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +39,7 @@ from tqdm import tqdm
 from histoxai.config import TrainConfig
 from histoxai.data.datasets import PatchBatches, target_matrix, to_model_input
 from histoxai.errors import UserError
+from histoxai.models.backbones import stage_layers
 from histoxai.models.regressor import Regressor
 from histoxai.training.augment import augment_batch
 from histoxai.training.distributed import Group, agree, all_reduce_sum, sync_buffers, wrap_model
@@ -82,6 +86,57 @@ def weighted_loss(z: torch.Tensor, t: torch.Tensor, weights: torch.Tensor) -> to
     """Weighted mean over targets of the MSE between standardised ``z`` and ``t`` (B, T)."""
     se, n = squared_errors(z, t)
     return (se / n.clamp_min(1) * weights).sum() / weights.sum()
+
+
+def decorrelation_penalty(features: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal Pearson correlation of ``features`` (B, F) over the batch.
+
+    0 when every pair of features is uncorrelated over the batch, 1 when all are one
+    feature (up to sign and scale). A feature constant over the batch (a dead channel)
+    counts as uncorrelated with every other. Needs B >= 2 and F >= 2.
+    """
+    f = features.float()
+    f = f - f.mean(0)
+    f = f / f.norm(dim=0).clamp_min(1e-6)
+    corr = f.T @ f
+    n = corr.shape[0]
+    return (corr.square().sum() - corr.diagonal().square().sum()) / (n * (n - 1))
+
+
+def stage_decorrelation(stage_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over the backbone's stages of :func:`decorrelation_penalty` of each stage's
+    globally pooled channels (NCHW feature maps averaged over H and W; tokens over N)."""
+    pooled = [
+        f.mean(tuple(range(2, f.ndim))) if f.ndim == 4 else f.mean(1) if f.ndim == 3 else f
+        for f in stage_outputs
+    ]
+    return torch.stack([decorrelation_penalty(f) for f in pooled]).mean()
+
+
+@contextlib.contextmanager
+def captured_stages(model: Regressor, on: bool = True) -> Iterator[list[torch.Tensor]]:
+    """While open, the yielded list holds the outputs of the backbone's stages (timm's
+    ``feature_info``, shallow to deep) from the model's last forward pass (when ``on``)."""
+    out: list[torch.Tensor] = []
+    if not on:
+        yield out
+        return
+    modules = [model.get_submodule(path) for path in stage_layers(model)]
+
+    def keep(index: int) -> Callable:
+        def hook(_module, _inputs, output):
+            if index == 0:
+                out.clear()
+            out.append(output)
+
+        return hook
+
+    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def squared_errors(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,26 +218,33 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress, group) 
             model.train()
             if name == "frozen":
                 model.backbone.eval()  # frozen batch-norm statistics too
-            total = torch.zeros(2, dtype=torch.float64, device=device)  # loss·patches, patches
+            total = torch.zeros(
+                3, dtype=torch.float64, device=device
+            )  # loss·patches, patches, penalty·patches
             steps = len(train)
             bar = tqdm(train, total=steps, desc=f"{name} epoch {epoch}", leave=False, disable=not progress)
-            for step, (images, y, _) in enumerate(bar):
-                lr = schedule(local + step / steps)
-                set_lr(opt, lr)
-                x = augment_batch(to_model_input(images, device, cfg.channels_last), cfg.augment, gen)
-                t = model.standardize(y.to(device, non_blocking=True))
-                with autocast(device, amp):
-                    z = model.standardize(run_model(x))
-                loss = weighted_loss(z, t, weights)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                total[0] += loss.detach().double() * len(y)  # stays on the device: no sync
-                total[1] += len(y)
+            with captured_stages(model, cfg.decorrelation > 0) as stages:
+                for step, (images, y, _) in enumerate(bar):
+                    lr = schedule(local + step / steps)
+                    set_lr(opt, lr)
+                    x = augment_batch(to_model_input(images, device, cfg.channels_last), cfg.augment, gen)
+                    t = model.standardize(y.to(device, non_blocking=True))
+                    with autocast(device, amp):
+                        z = model.standardize(run_model(x))
+                    loss = weighted_loss(z, t, weights)
+                    penalty = stage_decorrelation(stages) if stages and len(y) > 1 else loss.new_zeros(())
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss + cfg.decorrelation * penalty).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    total[0] += loss.detach().double() * len(y)  # stays on the device: no sync
+                    total[1] += len(y)
+                    total[2] += penalty.detach().double() * len(y)
             sync_buffers(model, group)
             total = all_reduce_sum(total, group).tolist()  # the one host sync of the epoch
             metrics = {"train/loss": total[0] / max(total[1], 1), "lr": lr}
+            if cfg.decorrelation > 0:
+                metrics["train/feature_correlation"] = total[2] / max(total[1], 1)
             metrics.update(evaluate(model, val, "val", device, amp, weights, cfg.channels_last, group))
             _check_finite(metrics, val_counts, name, epoch)
             result.history.append({"epoch": epoch, "phase": name, **metrics})
