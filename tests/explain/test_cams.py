@@ -8,8 +8,8 @@ import torch
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 
 from histoxai.explain.cams import layer_cams, resolve_layer, upsample
-from histoxai.models.backbones import stage_layers
 from histoxai.explain.scores import SCORES
+from histoxai.models.backbones import stage_layers
 
 LIBRARY = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM}
 
