@@ -124,6 +124,30 @@ def test_log_report_puts_finite_metrics_and_files_on_the_run(tmp_path):
     assert [f.path for f in c.list_artifacts(run.run_id, "ev/plots")] == ["ev/plots/scatter.png"]
 
 
+@pytest.mark.slow
+def test_logging_to_a_run_the_store_lacks_names_the_run_the_store_and_the_kept_report(tmp_path, monkeypatch):
+    from histoxai.xai_eval.inputs import log_results
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with start_run(uri, "exp"):
+        pass  # the store exists, the model's run is in another one
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# r\n")
+    missing = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(
+        TrackingError, match=rf"run {missing} is not in the tracking store {uri}.*{report} is written"
+    ):
+        log_report(missing, uri, {"test/r2_md": 0.5}, report, "ev")
+    info = {"run_id": missing, "tracking_uri": uri}
+    with pytest.raises(
+        TrackingError, match=rf"run {missing} is not in the tracking store.*MLFLOW_TRACKING_URI"
+    ):
+        log_results(info, report, {"mass_accuracy": 0.5}, [report / "report.md"])
+    assert (report / "report.md").read_text() == "# r\n"
+
+
 def test_checking_a_uri_loads_no_mlflow_or_torch():
     import subprocess
     import sys

@@ -27,6 +27,7 @@ _EXPORTS = {
     "log_params": "runs",
     "log_report": "runs",
     "param_text": "runs",
+    "require_run": "runs",
     "start_run": "runs",
 }
 

@@ -25,8 +25,10 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
 from histoxai.config import Config, dump_yaml, flatten
+from histoxai.errors import TrackingError
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -248,15 +250,33 @@ def log_artifacts(
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or directory")
 
 
+def require_run(run_id: str, tracking_uri: str, written: str | Path | None = None) -> None:
+    """Raise :class:`TrackingError` naming the run and the store unless run ``run_id`` is
+    in the store at ``tracking_uri`` (a stage logging to a model's run reads the store
+    from ``$MLFLOW_TRACKING_URI`` or the model's ``run.json``). ``written``: the report
+    the stage already wrote, which the message says is kept."""
+    try:
+        client(tracking_uri).get_run(run_id)
+    except MlflowException as err:
+        kept = f"; {written} is written, only logging it failed" if written else ""
+        raise TrackingError(
+            f"MLflow run {run_id} is not in the tracking store {tracking_uri} ({err.error_code}): "
+            "point MLFLOW_TRACKING_URI at the store the model was trained with "
+            f"(run.json's tracking_uri), or unset it to use that one{kept}"
+        ) from None
+
+
 def log_report(
     run_id: str, tracking_uri: str, metrics: Mapping[str, float], report_dir: str | Path, artifact_path: str
 ) -> None:
-    """Log a stage's ``metrics`` and its report directory to an existing run.
+    """Log a stage's ``metrics`` and its report directory to an existing run
+    (:func:`require_run` first, so a missing run is a clear error).
 
     The report's top-level ``.json``, ``.md`` and ``.csv`` files go under
     ``artifact_path``, its ``plots/*.png`` under ``artifact_path/plots``.
     """
     report_dir = Path(report_dir)
+    require_run(run_id, tracking_uri, report_dir)
     log_metrics(run_id, metrics, tracking_uri)
     top = sorted(p for p in report_dir.iterdir() if p.is_file() and p.suffix in (".json", ".md", ".csv"))
     log_artifacts(run_id, top, artifact_path, tracking_uri)

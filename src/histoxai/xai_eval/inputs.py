@@ -4,7 +4,6 @@ model, the patches to score, and seeded re-explainers for sanity and robustness.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -140,12 +139,14 @@ def load_model(sal, checkpoint: str | None, cfg: Config) -> tuple[nn.Module, dic
                 run_id=run.get("run_id"), tracking_uri=run.get("tracking_uri"), uri=run.get("model_uri")
             )
         return model, info
-    from histoxai.tracking import load_registered_model
+    from histoxai.tracking import load_registered_model, resolve_tracking_uri
 
     uri = manifest.get("model_uri") or cfg.explain.model_uri
     if info["name"] and info["version"]:
         uri = f"models:/{info['name']}/{info['version']}"  # the exact version that was explained
-    model, reg = load_registered_model(uri, tracking_uri(info.get("tracking_uri")))
+    model, reg = load_registered_model(
+        uri, resolve_tracking_uri(recorded=info.get("tracking_uri"), must_exist=True)
+    )
     info.update({k: reg.get(k, info.get(k)) for k in ("name", "version", "run_id", "uri")})
     return model, info
 
@@ -184,21 +185,16 @@ def seed_stores(sal, checkpoint: str | None) -> list[tuple[int, object, Path]]:
     return sorted(out, key=lambda e: order.index(e[0]) if e[0] in order else len(order) + e[0])
 
 
-def tracking_uri(recorded: str | None) -> str:
-    from histoxai.tracking import resolve_tracking_uri
-
-    return resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or recorded or None, Path.cwd())
-
-
 def log_results(info: dict, out_dir: Path, metrics: dict[str, float], files: list[Path]) -> str | None:
     """Log ``metrics`` and the report ``files`` to the model's MLflow run (skipped
     without a run id). Returns the run id logged to."""
     run_id = info.get("run_id")
     if not run_id:
         return None
-    from histoxai.tracking import log_artifacts, log_metrics
+    from histoxai.tracking import log_artifacts, log_metrics, require_run, resolve_tracking_uri
 
-    uri = tracking_uri(info.get("tracking_uri"))
+    uri = resolve_tracking_uri(recorded=info.get("tracking_uri"), must_exist=True)
+    require_run(str(run_id), uri, out_dir)
     log_metrics(str(run_id), {f"xai/{k}": v for k, v in metrics.items()}, uri)
     by_dir: dict[str, list[Path]] = {}
     for f in files:
