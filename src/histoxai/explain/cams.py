@@ -18,15 +18,14 @@ backbone's last convolution with a spatial output (``histoxai.models.backbones.l
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from histoxai.explain.scores import ScoreFn
-from histoxai.models.backbones import LAST_CONV, last_conv_layer, stage_layers
+from histoxai.models.backbones import LAST_CONV, capture, last_conv_layer, stage_layers
 
 Layer = int | str
 
@@ -53,25 +52,6 @@ def resolve_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
     raise ValueError(
         f"CAM layer {layer!r} is not a module of the model; stage outputs are {stage_layers(model)}"
     )
-
-
-@contextlib.contextmanager
-def capture(modules: Sequence[nn.Module]) -> Iterator[list[Tensor | None]]:
-    """Record each module's forward output (with its graph); hooks are removed on exit."""
-    outputs: list[Tensor | None] = [None] * len(modules)
-
-    def hook(i: int) -> Callable:
-        def store(module: nn.Module, args: object, output: Tensor) -> None:
-            outputs[i] = output
-
-        return store
-
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # --------------------------------------------------------------------------- rules

@@ -62,8 +62,9 @@ from captum.attr import DeepLift, GradientShap, IntegratedGradients, NoiseTunnel
 from torch import Tensor, nn
 
 from histoxai.config import ConfigError
-from histoxai.explain.cams import capture, layer_cams, resolve_layer, upsample
+from histoxai.explain.cams import layer_cams, resolve_layer, upsample
 from histoxai.explain.scores import ScoreFn, head_score
+from histoxai.models.backbones import capture
 
 INPUT_RANGE = 1.0
 """x_max − x_min of the model's inputs ([0, 1] RGB): SmoothGrad's σ is relative to it."""

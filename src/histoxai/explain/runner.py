@@ -103,7 +103,8 @@ def native_resolutions(
     CAMs (a ``layer`` or ``layers`` parameter): the layer's feature map, the finest one
     for fused layers; occlusion: window positions per axis; pixel methods: the patch.
     """
-    from histoxai.explain.cams import capture, resolve_layer
+    from histoxai.explain.cams import resolve_layer
+    from histoxai.models.backbones import capture
 
     out: dict[str, list[int]] = {}
     for name, variant in variants.items():

@@ -8,9 +8,11 @@ downloaded, so a missing file is an immediate error instead of a network wait.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import timm
@@ -227,3 +229,22 @@ def stage_layers(model: torch.nn.Module) -> list[str]:
     names = info.module_name() if hasattr(info, "module_name") else [f["module"] for f in info]
     prefix = "backbone." if backbone is not model else ""
     return [prefix + n for n in names]
+
+
+@contextlib.contextmanager
+def capture(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.Tensor | None]]:
+    """Record each module's forward output (with its graph); hooks are removed on exit."""
+    outputs: list[torch.Tensor | None] = [None] * len(modules)
+
+    def hook(i: int) -> Callable:
+        def store(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+            outputs[i] = output
+
+        return store
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()

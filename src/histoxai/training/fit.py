@@ -39,7 +39,7 @@ from tqdm import tqdm
 from histoxai.config import TrainConfig
 from histoxai.data.datasets import PatchBatches, target_matrix, to_model_input
 from histoxai.errors import UserError
-from histoxai.models.backbones import stage_layers
+from histoxai.models.backbones import capture, stage_layers
 from histoxai.models.regressor import Regressor
 from histoxai.training.augment import augment_batch
 from histoxai.training.distributed import Group, agree, all_reduce_sum, sync_buffers, wrap_model
@@ -113,30 +113,13 @@ def stage_decorrelation(stage_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([decorrelation_penalty(f) for f in pooled]).mean()
 
 
-@contextlib.contextmanager
-def captured_stages(model: Regressor, on: bool = True) -> Iterator[list[torch.Tensor]]:
+def captured_stages(model: Regressor, on: bool = True) -> contextlib.AbstractContextManager:
     """While open, the yielded list holds the outputs of the backbone's stages (timm's
-    ``feature_info``, shallow to deep) from the model's last forward pass (when ``on``)."""
-    out: list[torch.Tensor] = []
-    if not on:
-        yield out
-        return
-    modules = [model.get_submodule(path) for path in stage_layers(model)]
-
-    def keep(index: int) -> Callable:
-        def hook(_module, _inputs, output):
-            if index == 0:
-                out.clear()
-            out.append(output)
-
-        return hook
-
-    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
-    try:
-        yield out
-    finally:
-        for h in handles:
-            h.remove()
+    ``feature_info``, shallow to deep) from the model's last forward pass (when ``on``;
+    else it stays empty)."""
+    return (
+        capture([model.get_submodule(p) for p in stage_layers(model)]) if on else contextlib.nullcontext([])
+    )
 
 
 def squared_errors(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
