@@ -23,7 +23,7 @@ from histoxai.data.datasets import to_model_input
 from histoxai.data.store import PatchStore
 from histoxai.models import load_checkpoint
 from histoxai.models.backbones import stage_layers
-from histoxai.training.fit import captured_stages, decorrelation_penalty
+from histoxai.training.fit import captured_stages, decorrelation_penalty, pooled_channels
 
 
 def stage_modes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[float, float]]:
@@ -32,7 +32,7 @@ def stage_modes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[float, fl
         model.eval()(x)
     rows = []
     for f in stages:
-        pooled = f.float().mean((2, 3))
+        pooled = pooled_channels(f.float())
         z = (pooled - pooled.mean(0)) / pooled.std(0).clamp_min(1e-6)
         var = torch.linalg.svdvals(z) ** 2
         rows.append((decorrelation_penalty(pooled).item(), (var[0] / var.sum()).item()))

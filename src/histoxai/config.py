@@ -253,8 +253,8 @@ class TrainConfig:
     torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
     busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
     bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else fp32 (``training.runtime``).
-    ``decorrelation``: weight of a penalty on the correlation between the backbone's pooled
-    features over each batch (0: off; ``training.fit.decorrelation_penalty``).
+    ``decorrelation``: weight of a penalty on the correlation, over each batch, between the
+    pooled channels of every backbone stage (0: off; ``training.fit.stage_decorrelation``).
     """
 
     epochs: int = bounded(40, ge=1)

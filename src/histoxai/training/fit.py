@@ -4,8 +4,8 @@ Loss: per-target mean squared error of standardised predictions (NaN targets lef
 averaged with ``loss_weights``; with ``decorrelation`` > 0 plus that times the mean squared
 off-diagonal correlation over the batch of each backbone stage's pooled channels, averaged
 over stages (DeCov, Cogswell et al. 2016, on correlations so that shrinking the features
-does not pay; logged as ``train/feature_correlation``, not part of ``train/loss``). Each epoch reports ``train/loss`` (running, with
-augmentation and dropout), ``val/loss`` and ``val/{r2,mse,mae}_<target>`` in real units,
+does not pay; logged as ``train/feature_correlation``, not part of ``train/loss``).
+Each epoch reports ``train/loss`` (running, with augmentation and dropout), ``val/loss`` and ``val/{r2,mse,mae}_<target>`` in real units,
 and ``lr``. A seed fixes initialisation-independent randomness (shuffling, dropout,
 augmentation), so a CPU run repeats exactly.
 
@@ -103,14 +103,15 @@ def decorrelation_penalty(features: torch.Tensor) -> torch.Tensor:
     return (corr.square().sum() - corr.diagonal().square().sum()) / (n * (n - 1))
 
 
+def pooled_channels(stage_output: torch.Tensor) -> torch.Tensor:
+    """(B, C) global average of a stage output: NCHW maps over H and W, (B, N, C) tokens over N."""
+    return stage_output.mean((2, 3)) if stage_output.ndim == 4 else stage_output.mean(1)
+
+
 def stage_decorrelation(stage_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Mean over the backbone's stages of :func:`decorrelation_penalty` of each stage's
-    globally pooled channels (NCHW feature maps averaged over H and W; tokens over N)."""
-    pooled = [
-        f.mean(tuple(range(2, f.ndim))) if f.ndim == 4 else f.mean(1) if f.ndim == 3 else f
-        for f in stage_outputs
-    ]
-    return torch.stack([decorrelation_penalty(f) for f in pooled]).mean()
+    :func:`pooled_channels`."""
+    return torch.stack([decorrelation_penalty(pooled_channels(f)) for f in stage_outputs]).mean()
 
 
 def captured_stages(model: Regressor, on: bool = True) -> contextlib.AbstractContextManager:
@@ -201,9 +202,8 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress, group) 
             model.train()
             if name == "frozen":
                 model.backbone.eval()  # frozen batch-norm statistics too
-            total = torch.zeros(
-                3, dtype=torch.float64, device=device
-            )  # loss·patches, patches, penalty·patches
+            # loss·patches, patches, penalty·patches
+            total = torch.zeros(3, dtype=torch.float64, device=device)
             steps = len(train)
             bar = tqdm(train, total=steps, desc=f"{name} epoch {epoch}", leave=False, disable=not progress)
             with captured_stages(model, cfg.decorrelation > 0) as stages:
