@@ -375,7 +375,8 @@ def _failed_seeds(res: TargetResult, method: str) -> str:
 
 
 def plot_cascade(res: TargetResult, path: Path) -> None:
-    """Similarity of maps to the trained model's maps along the randomisation cascade;
+    """Similarity of maps to the trained model's maps along the randomisation cascade:
+    the mean over draws with its SD, and ρ's largest draw (▼, what the gate reads);
     with several trained models a line per (method, seed): a colour per method, a line
     style per seed."""
     by_seed = _cascades(res)
@@ -394,8 +395,11 @@ def plot_cascade(res: TargetResult, path: Path) -> None:
                     color=colours.get(method),
                     linestyle=dash,
                 )
+                if key == "rank_corr":  # the gate reads every draw: mark the largest
+                    top = [v.get("rank_corr_max", np.nan) for v in steps.values()]
+                    ax.plot(list(steps), top, linestyle="none", marker="v", color=colours.get(method))
         ax.axhline(res_threshold(res), color="red", linewidth=0.8)
-        ax.set(title=f"{res.target}: {'Spearman ρ' if key == 'rank_corr' else 'SSIM'} of |map| vs trained model",
+        ax.set(title=f"{res.target}: {'Spearman ρ (▼ largest draw)' if key == 'rank_corr' else 'SSIM'} of |map| vs trained model",
                xlabel="randomised down to", ylim=(-1.05, 1.05))  # fmt: skip
         ax.tick_params(axis="x", rotation=45)
     axes[-1].legend(fontsize=7)
