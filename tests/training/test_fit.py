@@ -14,6 +14,7 @@ from histoxai.training.fit import (
     captured_stages,
     decorrelation_penalty,
     min_finetune_epochs,
+    pooled_channels,
     spatial_decorrelation_penalty,
     stage_decorrelation,
 )
@@ -187,7 +188,8 @@ def test_spatial_decorrelation_penalty_is_one_for_one_map_and_near_zero_for_inde
     # the same map in every image but channels swapped between images: still one map per image
     swapped = torch.cat([one_map[:1], one_map[1:].flip(1)])
     assert spatial_decorrelation_penalty(swapped).item() == pytest.approx(1.0, abs=1e-5)
-    tokens = independent.flatten(2).transpose(1, 2)  # (B, N, C) tokens give the same value
+    tokens = independent.flatten(2).transpose(1, 2)  # (B, N, C) tokens give the same values
+    assert torch.allclose(pooled_channels(tokens), pooled_channels(independent), atol=1e-6)
     assert spatial_decorrelation_penalty(tokens).item() == pytest.approx(
         spatial_decorrelation_penalty(independent).item(), rel=1e-5
     )
