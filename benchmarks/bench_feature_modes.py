@@ -3,10 +3,8 @@ that survive the randomisation check; README "CAM resolution", ``train.decorrela
 
 For each checkpoint, each stage's channels are globally pooled over the first
 ``--patches`` test patches. The script prints the mean squared off-diagonal correlation
-over the patches (the penalty ``train.decorrelation_over: batch`` weighs), the share of
-variance of the first principal component of the standardised pooled channels, and the
-mean squared off-diagonal correlation of each patch's channel maps over their positions
-(the penalty ``train.decorrelation_over: space`` weighs). One channel mode shows as a share near
+(the penalty ``train.decorrelation`` weighs) and the share of variance of the first
+principal component of the standardised channels. One channel mode shows as a share near
 1; independent channels as a share near 1/channels. With several checkpoints it prints each
 one's mean share over stages as a ratio to the first's.
 
@@ -25,17 +23,11 @@ from histoxai.data.datasets import to_model_input
 from histoxai.data.store import PatchStore
 from histoxai.models import load_checkpoint
 from histoxai.models.backbones import stage_layers
-from histoxai.training.fit import (
-    captured_stages,
-    decorrelation_penalty,
-    pooled_channels,
-    spatial_decorrelation_penalty,
-)
+from histoxai.training.fit import captured_stages, decorrelation_penalty, pooled_channels
 
 
-def stage_modes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[float, float, float]]:
-    """(mean squared off-diagonal correlation over the batch, first component's variance
-    share, mean squared off-diagonal correlation over positions) per stage."""
+def stage_modes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[float, float]]:
+    """(mean squared off-diagonal correlation, first component's variance share) per stage."""
     with torch.no_grad(), captured_stages(model) as stages:
         model.eval()(x)
     rows = []
@@ -43,8 +35,7 @@ def stage_modes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[float, fl
         pooled = pooled_channels(f.float())
         z = (pooled - pooled.mean(0)) / pooled.std(0).clamp_min(1e-6)
         var = torch.linalg.svdvals(z) ** 2
-        share = (var[0] / var.sum()).item()
-        rows.append((decorrelation_penalty(pooled).item(), share, spatial_decorrelation_penalty(f).item()))
+        rows.append((decorrelation_penalty(pooled).item(), (var[0] / var.sum()).item()))
     return rows
 
 
@@ -65,11 +56,9 @@ def main() -> None:
         rows = stage_modes(model, x)
         names = [n.removeprefix("backbone.") for n in stage_layers(model)]
         print(path)
-        for name, (r2, share, spatial) in zip(names, rows, strict=True):
-            print(
-                f"  {name:10s} mean r^2 {r2:.3f}  first component {share:.2f}  in space mean r^2 {spatial:.3f}"
-            )
-        shares.append(sum(row[1] for row in rows) / len(rows))
+        for name, (r2, share) in zip(names, rows, strict=True):
+            print(f"  {name:10s} mean r^2 {r2:.3f}  first component {share:.2f}")
+        shares.append(sum(s for _, s in rows) / len(rows))
     for path, share in zip(args.checkpoints[1:], shares[1:], strict=True):
         print(
             f"{path}: first-component share {share:.2f} = {share / shares[0]:.2f}x {args.checkpoints[0]}'s {shares[0]:.2f}"

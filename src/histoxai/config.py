@@ -253,10 +253,8 @@ class TrainConfig:
     torch during the fit (0: torch's default; 1 is much faster on a CPU shared with other
     busy processes). ``precision: auto`` is bf16 (or fp16 without bf16 support) on CUDA,
     bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else fp32 (``training.runtime``).
-    ``decorrelation``: weight of a penalty on the correlation between the channels of every
-    backbone stage (0: off; ``training.fit.stage_decorrelation``): ``decorrelation_over``
-    ``batch`` correlates the globally pooled channels over each batch, ``space`` each
-    image's channel maps over their positions.
+    ``decorrelation``: weight of a penalty on the correlation, over each batch, between the
+    pooled channels of every backbone stage (0: off; ``training.fit.stage_decorrelation``).
     """
 
     epochs: int = bounded(40, ge=1)
@@ -273,7 +271,6 @@ class TrainConfig:
     initial_lr: float = bounded(1e-4, gt=0)
     warmup_target_lr: float = bounded(3e-3, gt=0)
     decorrelation: float = bounded(0.0, ge=0)
-    decorrelation_over: Literal["batch", "space"] = "batch"
     augment: AugmentConfig = AugmentConfig()
     stain_normalize: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -108,25 +108,9 @@ def pooled_channels(stage_output: torch.Tensor) -> torch.Tensor:
     return stage_output.mean((2, 3)) if stage_output.ndim == 4 else stage_output.mean(1)
 
 
-def spatial_decorrelation_penalty(maps: torch.Tensor) -> torch.Tensor:
-    """Mean over images of the mean squared off-diagonal Pearson correlation between the
-    channel maps of ``maps`` (B, C, H, W) over their H x W positions, or of (B, N, C) tokens
-    over N (0: every pair of channels uncorrelated in space; 1: one map up to sign and scale)."""
-    f = maps.float().flatten(2) if maps.ndim == 4 else maps.float().transpose(1, 2)
-    f = f - f.mean(2, keepdim=True)
-    f = f / f.norm(dim=2, keepdim=True).clamp_min(1e-6)
-    corr = f @ f.transpose(1, 2)
-    n = corr.shape[1]
-    off = corr.square().sum((1, 2)) - corr.diagonal(dim1=1, dim2=2).square().sum(1)
-    return (off / (n * (n - 1))).mean()
-
-
-def stage_decorrelation(stage_outputs: Sequence[torch.Tensor], over: str = "batch") -> torch.Tensor:
-    """Mean over the backbone's stages of each stage's channel correlation: over the batch
-    (``batch``: :func:`decorrelation_penalty` of :func:`pooled_channels`) or over each
-    image's positions (``space``: :func:`spatial_decorrelation_penalty`)."""
-    if over == "space":
-        return torch.stack([spatial_decorrelation_penalty(f) for f in stage_outputs]).mean()
+def stage_decorrelation(stage_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over the backbone's stages of :func:`decorrelation_penalty` of each stage's
+    :func:`pooled_channels`."""
     return torch.stack([decorrelation_penalty(pooled_channels(f)) for f in stage_outputs]).mean()
 
 
@@ -231,11 +215,7 @@ def _fit(model, train, val, cfg, seed, loss_weights, on_epoch, progress, group) 
                     with autocast(device, amp):
                         z = model.standardize(run_model(x))
                     loss = weighted_loss(z, t, weights)
-                    penalty = (
-                        stage_decorrelation(stages, cfg.decorrelation_over)
-                        if stages and len(y) > 1
-                        else loss.new_zeros(())
-                    )
+                    penalty = stage_decorrelation(stages) if stages and len(y) > 1 else loss.new_zeros(())
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss + cfg.decorrelation * penalty).backward()
                     scaler.step(opt)
