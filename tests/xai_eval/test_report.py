@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from histoxai.config import XaiEvalConfig
+from histoxai.xai_eval import report
 from histoxai.xai_eval.report import cascade_table, write_report
 from histoxai.xai_eval.suite import evaluate_target, pool_seeds
 from histoxai.xai_eval.tissue import labels_from_masks
@@ -95,7 +96,6 @@ def test_target_not_in_the_model_is_a_clear_error():
 
 
 def test_a_failed_write_leaves_the_previous_report_whole(result, tmp_path, monkeypatch):
-    from histoxai.xai_eval import report
 
     out = tmp_path / "rep"
     write_report(out, {"cc": result}, {"model": "tiny"})
@@ -159,3 +159,15 @@ def test_the_cascade_table_gives_the_spread_over_re_initialisation_draws(result)
              "head": {"rank_corr": 0.42, "rank_corr_sd": 0.1234, "rank_corr_max": 0.61}}  # fmt: skip
     table = cascade_table(replace(result, cascade={"grad": steps}, cascade_by_seed={}))
     assert table.loc["grad", "head"] == "0.42 ± 0.12 (max 0.61)" and table.loc["grad", "original"] == 1.0
+
+
+def test_the_cascade_plot_marks_each_methods_largest_draw(result, tmp_path, monkeypatch):
+    steps = {"original": {"rank_corr": 1.0, "rank_corr_sd": 0.0, "rank_corr_max": 1.0},
+             "head": {"rank_corr": 0.42, "rank_corr_sd": 0.12, "rank_corr_max": 0.61}}  # fmt: skip
+    figures = []
+    monkeypatch.setattr(report.plt, "close", figures.append)  # keep the figure to read it
+    report.plot_cascade(replace(result, cascade={"grad": steps}, cascade_by_seed={}), tmp_path / "c.png")
+    markers = [line for line in figures[0].axes[0].lines if line.get_marker() == "v"]
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert len(markers) == 1 and list(markers[0].get_ydata()) == [1.0, 0.61]  # the draw the gate reads
+    assert not [line for line in figures[0].axes[1].lines if line.get_marker() == "v"]  # SSIM: no draws
